@@ -1,0 +1,1 @@
+"""The operator's side: CLI entry, the Textual app, the engine client. Never imports torch."""

@@ -1,0 +1,79 @@
+"""Plain-terminal rendering of engine answers (rich), shared by the CLI commands."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "dim"}
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.4g}"
+    return str(value)
+
+
+def verdict_text(v: str | None) -> str:
+    if v is None:
+        return "—"
+    return f"[{VERDICT_STYLE.get(v, '')}]{v.upper()}[/]"
+
+
+def stage_tables(detail: dict) -> list[Table]:
+    tables = []
+    for st in detail["stages"]:
+        required = "" if st["required"] else " (not judged for this intention)"
+        t = Table(title=f"{st['stage']} — {st['verdict'].upper()}{required}", title_justify="left",
+                  title_style=VERDICT_STYLE.get(st["verdict"], ""))
+        for col in ("metric", "before", "after", "Δ", "threshold", "verdict"):
+            t.add_column(col, justify="left" if col in ("metric", "threshold") else "right")
+        for m in st["metrics"]:
+            passed = None if m["passed"] is None else ("pass" if m["passed"] else "fail")
+            t.add_row(m["name"], fmt(m["before"]), fmt(m["after"]), fmt(m["delta"]), m["rule"], verdict_text(passed))
+        tables.append(t)
+    return tables
+
+
+def print_job(console: Console, detail: dict) -> None:
+    job = detail["job"]
+    console.print(f"[bold]job {job['id']}[/] — request {job['request_id']} «{job['request_title']}» — "
+                  f"tier {job['tier']} {job['method']} on {job['model']} — {job['status']}"
+                  + (f" — verdict {verdict_text(job['verdict'])}" if job["verdict"] else ""))
+    if job["error"]:
+        console.print(f"[red]error:[/] {job['error']}")
+    for t in stage_tables(detail):
+        console.print(t)
+    locate = detail.get("result", {}).get("locate")
+    if locate:
+        t = Table(title="locate — where the answer becomes decodable", title_justify="left")
+        for col in ("layer", "gold prob", "gold rank", "top-1 share"):
+            t.add_column(col, justify="right")
+        for row in locate:
+            t.add_row(str(row["layer"]), fmt(row.get("prob")), fmt(row.get("rank")), fmt(row.get("top1")))
+        console.print(t)
+    for art in detail.get("artifacts", []):
+        console.print(f"artifact: {art['kind']} {art['path']} sha256 {art['sha256'][:16]}…")
+
+
+def jobs_table(items: list[dict]) -> Table:
+    t = Table()
+    for col in ("job", "request", "tier", "method", "status", "verdict", "progress", "created"):
+        t.add_column(col)
+    for j in items:
+        prog = f"{j['step']}/{j['total']}" if j["total"] else j["phase"]
+        t.add_row(str(j["id"]), f"{j['request_id']} {j['request_title'] or ''}"[:40], str(j["tier"]), j["method"],
+                  j["status"], verdict_text(j["verdict"]), prog, j["created_at"][:19])
+    return t
+
+
+def requests_table(items: list[dict]) -> Table:
+    t = Table()
+    for col in ("request", "title", "reference", "intention", "model", "tier", "status", "verdict"):
+        t.add_column(col)
+    for r in items:
+        t.add_row(str(r["id"]), r["title"][:40], r["reference"], r["intention"], r["model"], str(r["current_tier"]),
+                  r["status"], verdict_text(r["verdict"]))
+    return t

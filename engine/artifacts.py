@@ -1,0 +1,52 @@
+"""Artifacts: written into a temporary folder beside their final place, then renamed in one step,
+so a reader never sees a half-written artifact; each carries a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        digest.update(str(f.relative_to(folder)).encode())
+        digest.update(file_sha256(f).encode())
+    return digest.hexdigest()
+
+
+def write_atomically(final: Path, fill, manifest: dict) -> dict:
+    """fill(tmp_dir) writes the files; the folder appears at `final` only once complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(mode=0o700)
+    try:
+        fill(tmp)
+        manifest = {**manifest, "artifact_sha256": tree_sha256(tmp),
+                    "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with f.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

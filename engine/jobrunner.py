@@ -1,0 +1,97 @@
+"""One job inside a worker: load (or reuse) the base model, measure 'before' (or take it from the cache),
+run the method, measure 'after', judge, write the artifact. The engine writes everything to the store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from engine.artifacts import write_atomically
+from engine.datasets import as_qa
+from engine.methods.base import RunContext, get_method
+from engine.modeling import library_versions, load_model, pick_device
+from engine.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
+
+
+class WarmModel:
+    """The last base model stays loaded between jobs on the same model."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.model = None
+        self.tokenizer = None
+
+    def get(self, spec: dict, device: str):
+        key = (spec["source"], spec["weights_sha256"], device, str(sorted(spec.get("options", {}).items())))
+        if key != self.key:
+            self.model = self.tokenizer = None
+            self.model, self.tokenizer = load_model(spec["source"], spec["kind"], spec.get("options"), device)
+            self.key = key
+        return self.model, self.tokenizer
+
+
+def max_answer_tokens(tokenizer, items: list[dict]) -> int:
+    longest = max((len(tokenizer(" " + r["answer"], add_special_tokens=False)["input_ids"]) for r in items), default=16)
+    return min(96, longest + 8)
+
+
+def run_job(payload: dict, warm: WarmModel, emit) -> dict:
+    started = time.time()
+    device = pick_device()
+    torch.manual_seed(payload["hyper"].get("seed", 0))
+
+    def progress(**fields):
+        emit({"type": "progress", "job_id": payload["job_id"], **fields})
+
+    progress(phase="load", step=0, total=0)
+    model, tokenizer = warm.get(payload["model"], device)
+    rows = payload["rows"]
+    forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
+    holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
+    sensitive = payload["sensitive"]
+    ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=holdout,
+                     probes=probes, general_text=payload.get("general_text", []),
+                     max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress)
+    timings = {}
+
+    before = payload.get("baseline")
+    if before is None:
+        t = time.time()
+        before = measure_all(EvalInput(model=model, **ev_common))
+        timings["before_s"] = round(time.time() - t, 2)
+        emit({"type": "baseline", "job_id": payload["job_id"], "key": payload["baseline_key"], "payload": before})
+
+    work_dir = Path(payload["work_dir"])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    method_cls = get_method(payload["method"])
+    hp = method_cls.Hyper.model_validate(payload["hyper"])
+    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive,
+                     device=device, work_dir=work_dir, progress=progress, holdout=holdout,
+                     resume=bool(payload.get("resume")))
+    t = time.time()
+    candidate = method_cls().run(ctx, hp)
+    timings["method_s"] = round(time.time() - t, 2)
+
+    t = time.time()
+    after = measure_all(EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common))
+    timings["verify_s"] = round(time.time() - t, 2)
+    stages = judge(before, after, payload["policy"], payload["intention"])
+    evidence = []
+    for name in after:
+        evidence += pair_evidence(name, before.get(name, {}).get("evidence", []), after[name]["evidence"])
+
+    progress(phase="save")
+    final = Path(payload["artifact_dir"])
+    manifest = {"job_id": payload["job_id"], "base_model": payload["model"]["name"],
+                "base_model_sha256": payload["model"]["weights_sha256"], "method": payload["method"],
+                "tier": method_cls.tier, "hyper": payload["hyper"], "seed": payload["hyper"].get("seed", 0),
+                "kind": candidate.kind, "libraries": library_versions(), "device": device}
+    manifest = write_atomically(final, candidate.save, manifest)
+    del candidate
+    timings["total_s"] = round(time.time() - started, 2)
+    return {"stages": stages, "verdict": overall_verdict(stages), "evidence": evidence, "device": device,
+            "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
+                         "manifest": manifest},
+            "result": {"timings": timings, **getattr(ctx, "extra", {})}}

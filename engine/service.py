@@ -1,0 +1,367 @@
+"""What the API does to the store: every write of the engine goes through here, one transaction each."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, select
+
+from engine.datasets import as_qa, read_jsonl, rows_sha256
+from engine.errors import SpecError
+from engine.methods.base import default_method_for_tier, get_method, validate_hyper
+from engine.registry import inspect_source
+from engine.spec import DATA_KINDS, parse_spec, resolve_rows
+from engine.verify.policy import load_policy
+from store import audit
+from store.models import (
+    Artifact,
+    AuditEvent,
+    Evidence,
+    Job,
+    Metric,
+    ModelEntry,
+    Request,
+    RequestData,
+    StageResult,
+)
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class NotFound(LookupError):
+    pass
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# ---------------------------------------------------------------- models
+
+def model_out(m: ModelEntry) -> dict:
+    return {"name": m.name, "source": m.source, "kind": m.kind, "weights_sha256": m.weights_sha256,
+            "params": m.params, "options": json.loads(m.options_json), "retain_path": m.retain_path,
+            "holdout_path": m.holdout_path, "created_at": m.created_at.isoformat()}
+
+
+def register_model(s: Session, name: str, source: str, options: dict | None = None,
+                   retain_path: str | None = None, holdout_path: str | None = None) -> ModelEntry:
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise SpecError(f"model name '{name}': use letters, digits, '-', '_' and '.' only")
+    info = inspect_source(source)
+    entry = s.exec(select(ModelEntry).where(ModelEntry.name == name)).first() or ModelEntry(name=name, source="")
+    entry.source, entry.kind = info["source"], info["kind"]
+    entry.weights_sha256, entry.params = info["weights_sha256"], info["params"]
+    entry.options_json = json.dumps(options or {}, sort_keys=True)
+    entry.retain_path, entry.holdout_path = retain_path, holdout_path
+    s.add(entry)
+    s.flush()
+    audit.append(s, "model.register", f"model:{name}", {"source": entry.source, "sha256": entry.weights_sha256})
+    s.commit()
+    return entry
+
+
+def get_model(s: Session, name: str) -> ModelEntry:
+    entry = s.exec(select(ModelEntry).where(ModelEntry.name == name)).first()
+    if entry is None:
+        known = ", ".join(m.name for m in s.exec(select(ModelEntry))) or "none registered"
+        raise SpecError(f"model: unknown model '{name}' (known: {known})")
+    return entry
+
+
+# ---------------------------------------------------------------- requests
+
+def create_request(s: Session, body: dict, method: str | None = None, hyper: dict | None = None,
+                   start: bool = True, auto_escalate: bool = False, actor: str = "operator") -> tuple[Request, Job | None]:
+    """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything."""
+    spec = parse_spec(body)
+    rows = resolve_rows(spec)
+    model = get_model(s, spec.model)
+    load_policy(spec.policy)
+    # Without its own retain/holdout sets a request uses the model's registered samples.
+    for kind, registered in (("retain", model.retain_path), ("holdout", model.holdout_path)):
+        if rows[kind] is None and registered:
+            rows[kind] = read_jsonl(Path(registered), f"{kind} (the model's registered sample)")
+    if rows["retain"] is None:
+        raise SpecError("retain: no retain set given and the model has no registered retain sample")
+    job_method = method
+    if start:
+        job_method = method or default_method_for_tier(first_tier(spec.intention, auto_escalate))
+        hyper = validate_hyper(job_method, hyper)
+    warnings = overlap_warnings(rows)
+
+    spec_public = spec.model_dump(exclude={"forget", "retain", "holdout", "probes", "sensitive"})
+    spec_public["warnings"] = warnings
+    req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,
+                  policy=spec.policy, spec_json=json.dumps(spec_public), auto_escalate=auto_escalate)
+    s.add(req)
+    s.flush()
+    for kind in DATA_KINDS:
+        if rows[kind] is not None:
+            s.add(RequestData(request_id=req.id, kind=kind, rows_json=json.dumps(rows[kind]),
+                              sha256=rows_sha256(rows[kind]), count=len(rows[kind])))
+    s.add(RequestData(request_id=req.id, kind="sensitive", rows_json=json.dumps(spec.sensitive),
+                      sha256=rows_sha256(spec.sensitive), count=len(spec.sensitive)))
+    audit.append(s, "request.create", f"request:{req.id}", {
+        "reference": spec.reference, "intention": spec.intention, "model": spec.model,
+        "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings)}, actor=actor)
+    job = None
+    if start:
+        job = _add_job(s, req, get_method(job_method).tier, job_method, hyper, actor)
+    s.commit()
+    return req, job
+
+
+def first_tier(intention: str, auto_escalate: bool) -> int:
+    """Cheapest first: climbing from tier 1 shows the whole ladder; a plain 'remove' request starts at
+    tier 2, since a decode-time guard (tier 1) can never pass the white-box checks it is judged on."""
+    if auto_escalate or intention == "suppress":
+        return 1
+    return 2
+
+
+def overlap_warnings(rows: dict) -> list[str]:
+    forget_q = {r.get("question") or r.get("text") for r in rows["forget"]}
+    retain = rows.get("retain") or []
+    overlap = [r.get("question") or r.get("text") for r in retain if (r.get("question") or r.get("text")) in forget_q]
+    if overlap:
+        return [f"{len(overlap)} retain row(s) also appear in the forget set; they pull in opposite directions"]
+    return []
+
+
+def _add_job(s: Session, req: Request, tier: int, method: str, hyper: dict, actor: str) -> Job:
+    job = Job(request_id=req.id, tier=tier, method=method, hyper_json=json.dumps(hyper, sort_keys=True),
+              seed=int(hyper.get("seed", 0)))
+    s.add(job)
+    req.current_tier = max(req.current_tier, tier)
+    s.add(req)
+    s.flush()
+    audit.append(s, "job.queue", f"job:{job.id}", {"request": req.id, "tier": tier, "method": method,
+                                                     "hyper": hyper}, actor=actor)
+    return job
+
+
+def get_request(s: Session, request_id: int) -> Request:
+    req = s.get(Request, request_id)
+    if req is None:
+        raise NotFound(f"request {request_id} not found")
+    return req
+
+
+def submit_job(s: Session, request_id: int, method: str, hyper: dict | None, actor: str = "operator") -> Job:
+    req = get_request(s, request_id)
+    if req.status != "open":
+        raise SpecError(f"request {request_id} is closed; its texts are purged and no job can run on it")
+    hyper = validate_hyper(method, hyper)
+    job = _add_job(s, req, get_method(method).tier, method, hyper, actor)
+    s.commit()
+    return job
+
+
+def escalate(s: Session, request_id: int, method: str | None = None, hyper: dict | None = None,
+             actor: str = "operator") -> Job:
+    """The next tier's default method (or the named one); each tier's job starts from the base model."""
+    req = get_request(s, request_id)
+    if method is None:
+        tier = req.current_tier + 1
+        if tier > 3:
+            raise SpecError(f"request {request_id} is already at the top tier (3)")
+        method = default_method_for_tier(tier)
+    return submit_job(s, request_id, method, hyper, actor)
+
+
+def close_request(s: Session, request_id: int, actor: str = "operator") -> Request:
+    """Purge the raw texts, keep their hashes, metrics and masked evidence."""
+    from engine.verify.metrics import mask_sensitive
+
+    req = get_request(s, request_id)
+    if req.status == "closed":
+        return req
+    active = s.exec(select(Job).where(Job.request_id == request_id, Job.status.in_(("queued", "running")))).first()
+    if active is not None:
+        raise SpecError(f"request {request_id} has job {active.id} {active.status}; cancel it before closing")
+    sensitive = request_rows(s, request_id).get("sensitive") or []
+    forget = request_rows(s, request_id).get("forget") or []
+    mask_terms = list(sensitive) + [r["answer"] for r in forget if "answer" in r]
+    for ev in s.exec(select(Evidence).join(Job).where(Job.request_id == request_id)):
+        ev.prompt = mask_sensitive(ev.prompt, mask_terms)
+        ev.output_before = mask_sensitive(ev.output_before, mask_terms)
+        ev.output_after = mask_sensitive(ev.output_after, mask_terms)
+        s.add(ev)
+    for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
+        data.rows_json = None
+        s.add(data)
+    req.status, req.closed_at = "closed", now()
+    s.add(req)
+    audit.append(s, "request.close", f"request:{request_id}", {"purged": True}, actor=actor)
+    s.commit()
+    return req
+
+
+def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator") -> Request:
+    req = get_request(s, request_id)
+    job = s.get(Job, job_id)
+    if job is None or job.request_id != request_id:
+        raise NotFound(f"job {job_id} is not a job of request {request_id}")
+    if job.status != "succeeded":
+        raise SpecError(f"job {job_id} is {job.status}; only a finished job can be accepted")
+    req.accepted_job_id = job_id
+    s.add(req)
+    audit.append(s, "request.accept", f"request:{request_id}", {"job": job_id, "verdict": job.verdict}, actor=actor)
+    s.commit()
+    return req
+
+
+def request_rows(s: Session, request_id: int) -> dict[str, list | None]:
+    out: dict[str, list | None] = {}
+    for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
+        out[data.kind] = json.loads(data.rows_json) if data.rows_json is not None else None
+    return out
+
+
+def request_out(r: Request) -> dict:
+    spec = json.loads(r.spec_json)
+    return {"id": r.id, "title": r.title, "reference": r.reference, "intention": r.intention, "model": r.model_name,
+            "policy": r.policy, "status": r.status, "current_tier": r.current_tier,
+            "accepted_job_id": r.accepted_job_id, "verdict": r.verdict, "warnings": spec.get("warnings", []),
+            "created_at": r.created_at.isoformat(), "closed_at": r.closed_at.isoformat() if r.closed_at else None}
+
+
+def list_requests(s: Session, status: str | None = None, q: str | None = None, limit: int = 100,
+                  offset: int = 0) -> dict:
+    stmt = select(Request)
+    if status:
+        stmt = stmt.where(Request.status == status)
+    if q:
+        like = f"%{q}%"
+        stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
+    total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
+    rows = s.exec(stmt.order_by(Request.id.desc()).offset(offset).limit(limit)).all()
+    return {"total": total, "items": [request_out(r) for r in rows]}
+
+
+def request_detail(s: Session, request_id: int) -> dict:
+    req = get_request(s, request_id)
+    jobs = s.exec(select(Job).where(Job.request_id == request_id).order_by(Job.id)).all()
+    data = s.exec(select(RequestData).where(RequestData.request_id == request_id)).all()
+    events = s.exec(select(AuditEvent).where(or_(AuditEvent.subject == f"request:{request_id}",
+                                                 AuditEvent.subject.in_([f"job:{j.id}" for j in jobs])))
+                    .order_by(AuditEvent.id)).all()
+    return {
+        "request": request_out(req),
+        "jobs": [{**job_out(j, req), "stages": stage_summaries(s, j.id)} for j in jobs],
+        "data": [{"kind": d.kind, "count": d.count, "sha256": d.sha256, "purged": d.rows_json is None} for d in data],
+        "audit": [audit_out(e) for e in events],
+    }
+
+
+# ---------------------------------------------------------------- jobs
+
+def job_out(j: Job, req: Request | None = None) -> dict:
+    return {"id": j.id, "request_id": j.request_id, "tier": j.tier, "method": j.method,
+            "hyper": json.loads(j.hyper_json), "seed": j.seed, "priority": j.priority, "status": j.status,
+            "verdict": j.verdict, "phase": j.phase, "step": j.step, "total": j.total, "loss": j.loss,
+            "eta_s": j.eta_s, "device": j.device, "slot": j.slot, "error": j.error,
+            "created_at": j.created_at.isoformat(),
+            "started_at": j.started_at.isoformat() if j.started_at else None,
+            "finished_at": j.finished_at.isoformat() if j.finished_at else None,
+            "request_title": req.title if req else None, "model": req.model_name if req else None}
+
+
+def get_job(s: Session, job_id: int) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(s: Session, status: str | None = None, request_id: int | None = None, method: str | None = None,
+              model: str | None = None, verdict: str | None = None, q: str | None = None,
+              limit: int = 100, offset: int = 0, order: str = "desc") -> dict:
+    stmt = select(Job, Request).join(Request, Request.id == Job.request_id)
+    if status:
+        stmt = stmt.where(Job.status.in_(status.split(",")))
+    if request_id is not None:
+        stmt = stmt.where(Job.request_id == request_id)
+    if method:
+        stmt = stmt.where(Job.method == method)
+    if model:
+        stmt = stmt.where(Request.model_name == model)
+    if verdict:
+        stmt = stmt.where(Job.verdict == verdict)
+    if q:
+        like = f"%{q}%"
+        stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
+    total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
+    ordering = Job.id.asc() if order == "asc" else Job.id.desc()
+    rows = s.exec(stmt.order_by(ordering).offset(offset).limit(limit)).all()
+    return {"total": total, "items": [job_out(j, r) for j, r in rows]}
+
+
+def stage_summaries(s: Session, job_id: int) -> list[dict]:
+    out = []
+    for st in s.exec(select(StageResult).where(StageResult.job_id == job_id).order_by(StageResult.id)):
+        metrics = s.exec(select(Metric).where(Metric.stage_result_id == st.id).order_by(Metric.id)).all()
+        out.append({"stage": st.stage, "verdict": st.verdict, "required": st.required, "policy": st.policy_name,
+                    "policy_content": json.loads(st.policy_json),
+                    "metrics": [{"name": m.name, "before": m.before, "after": m.after,
+                                 "delta": (m.after - m.before) if m.after is not None and m.before is not None else None,
+                                 "threshold": m.threshold, "rule": m.rule, "passed": m.passed} for m in metrics]})
+    return out
+
+
+def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
+    job = get_job(s, job_id)
+    req = s.get(Request, job.request_id)
+    evidence = s.exec(select(Evidence).where(Evidence.job_id == job_id).order_by(Evidence.id).limit(evidence_limit))
+    artifacts = s.exec(select(Artifact).where(Artifact.job_id == job_id))
+    return {
+        "job": job_out(job, req),
+        "stages": stage_summaries(s, job_id),
+        "progress": json.loads(job.progress_json),
+        "result": json.loads(job.result_json),
+        "evidence": [{"stage": e.stage, "attack": e.attack, "prompt": e.prompt, "output_before": e.output_before,
+                      "output_after": e.output_after, "leaked_before": e.leaked_before,
+                      "leaked_after": e.leaked_after} for e in evidence],
+        "artifacts": [{"kind": a.kind, "path": a.path, "sha256": a.sha256, "manifest": json.loads(a.manifest_json)}
+                      for a in artifacts],
+    }
+
+
+def cancel_job(s: Session, job_id: int, actor: str = "operator") -> Job:
+    job = get_job(s, job_id)
+    if job.status in TERMINAL:
+        return job
+    job.status, job.finished_at = "cancelled", now()
+    job.error = job.error or "cancelled by the operator"
+    s.add(job)
+    audit.append(s, "job.cancel", f"job:{job_id}", {}, actor=actor)
+    s.commit()
+    return job
+
+
+def audit_out(e: AuditEvent) -> dict:
+    return {"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action, "subject": e.subject,
+            "detail": json.loads(e.detail_json), "hash": e.hash}
+
+
+def qa_rows(rows: list | None) -> list[dict]:
+    return as_qa(rows) if rows else []
+
+
+def resume_job(s: Session, job_id: int, actor: str = "operator") -> Job:
+    """Queue an interrupted (or failed) job again; the worker continues from its last checkpoint if any."""
+    job = get_job(s, job_id)
+    if job.status not in ("interrupted", "failed"):
+        raise SpecError(f"job {job_id} is {job.status}; only an interrupted or failed job can be resumed")
+    req = get_request(s, job.request_id)
+    if req.status != "open":
+        raise SpecError(f"request {req.id} is closed; its texts are purged and job {job_id} cannot run again")
+    job.status, job.error, job.finished_at = "queued", None, None
+    s.add(job)
+    audit.append(s, "job.resume", f"job:{job_id}", {}, actor=actor)
+    s.commit()
+    return job

@@ -1,0 +1,97 @@
+"""The request spec (YAML or JSON), validated completely before anything is queued."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.datasets import as_qa, check_row, read_jsonl
+from engine.errors import SpecError
+
+
+class RequestSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=300)
+    reference: str = Field(default="", max_length=200)
+    intention: Literal["suppress", "remove"] = "remove"
+    model: str = Field(min_length=1, max_length=500)
+    forget: str | list[dict]
+    retain: str | list[dict] | None = None
+    holdout: str | list[dict] | None = None
+    probes: str | list[dict] | None = None
+    sensitive: list[str] = Field(default_factory=list, max_length=1000)
+    policy: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @field_validator("sensitive")
+    @classmethod
+    def _sensitive_strings(cls, values: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in values]
+        if any(not v or len(v) > 500 for v in cleaned):
+            raise ValueError("each sensitive string must be 1 to 500 characters")
+        return cleaned
+
+
+DATA_KINDS = ("forget", "retain", "holdout", "probes")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(raw: dict) -> RequestSpec:
+    if not isinstance(raw, dict):
+        raise SpecError("the spec must be a mapping of fields (title, model, forget, ...)")
+    try:
+        return RequestSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+
+
+def load_spec_file(path: Path) -> dict:
+    """Read a YAML/JSON spec and inline its data files, so the engine receives one self-contained body."""
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(text)
+    except Exception as exc:  # yaml and json raise different types; both are the operator's input error
+        raise SpecError(f"{path.name}: cannot parse: {exc}") from None
+    spec = parse_spec(raw)
+    body = spec.model_dump()
+    for kind in DATA_KINDS:
+        value = body.get(kind)
+        if isinstance(value, str):
+            body[kind] = read_jsonl((path.parent / value).expanduser(), kind)
+    return body
+
+
+def resolve_rows(spec: RequestSpec) -> dict[str, list[dict] | None]:
+    """The inline rows of each data kind, each row checked; file paths are read relative to the cwd."""
+    out: dict[str, list[dict] | None] = {}
+    for kind in DATA_KINDS:
+        value = getattr(spec, kind)
+        if value is None:
+            out[kind] = None
+        elif isinstance(value, str):
+            out[kind] = read_jsonl(Path(value).expanduser(), kind)
+        else:
+            if not value:
+                raise SpecError(f"{kind}: no rows")
+            out[kind] = [check_row(r, f"{kind}: row {i}") for i, r in enumerate(value, start=1)]
+    return out
+
+
+__all__ = ["RequestSpec", "SpecError", "parse_spec", "load_spec_file", "resolve_rows", "as_qa"]

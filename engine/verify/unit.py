@@ -1,0 +1,31 @@
+"""Unit stage: are the targeted outputs gone?"""
+
+from __future__ import annotations
+
+from engine.generation import greedy
+from engine.verify.metrics import answer_probability, contains_sensitive, mean_rouge_l_recall
+from engine.verify.stages import EvalInput, Measurement
+
+NAME = "unit"
+
+
+def measure(ev: EvalInput) -> Measurement:
+    questions = [r["question"] for r in ev.forget]
+    answers = greedy(ev.model, ev.tokenizer, questions, guard=ev.guard, max_new_tokens=ev.max_new_tokens,
+                     batch_size=ev.batch_size)
+    leaks = [bool(contains_sensitive(a, ev.sensitive)) for a in answers]
+    metrics = {
+        "forget_rouge_l": mean_rouge_l_recall(answers, [r["answer"] for r in ev.forget]),
+        "leak_rate": sum(leaks) / len(leaks) if leaks else 0.0,
+    }
+    if ev.guard is None or ev.base_model is None:
+        from engine.verify.scoring import answer_nlls
+
+        nlls = answer_nlls(ev.model, ev.tokenizer, ev.forget, batch_size=ev.batch_size)
+        metrics["forget_prob"] = sum(answer_probability(n) for n in nlls) / len(nlls)
+    else:
+        # A guard leaves the weights as they are: the probability is the base model's (white-box, not judged).
+        metrics["forget_prob"] = None
+    evidence = [{"attack": "direct", "prompt": q, "output": a, "leaked": leak}
+                for q, a, leak in zip(questions, answers, leaks, strict=True)]
+    return Measurement(metrics=metrics, evidence=evidence)

@@ -1,0 +1,141 @@
+"""The tables. Request texts (personal data) live only in RequestData.rows and are purged on close."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ModelEntry(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    source: str  # local HF directory, GGUF file, or an offline hub id
+    kind: str = "hf"  # hf | gguf | hub
+    weights_sha256: str = ""
+    params: int = 0
+    options_json: str = "{}"  # chat_template, dtype, trust_remote_code, gguf_file
+    retain_path: str | None = None  # default retain sample for requests on this model
+    holdout_path: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Request(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    title: str
+    reference: str = Field(default="", index=True)
+    intention: str = "remove"  # suppress | remove
+    model_name: str
+    policy: str = "default"
+    status: str = Field(default="open", index=True)  # open | closed
+    current_tier: int = 0
+    accepted_job_id: int | None = None
+    auto_escalate: bool = False  # the engine climbs the ladder itself until the verdicts pass
+    verdict: str | None = None  # pass | fail of the latest finished job
+    spec_json: str = "{}"  # the spec without its texts
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    closed_at: datetime | None = None
+
+
+class RequestData(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    kind: str  # forget | retain | holdout | probes | sensitive
+    rows_json: str | None = None  # None once purged
+    sha256: str
+    count: int = 0
+
+
+class Job(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    tier: int
+    method: str = Field(index=True)
+    hyper_json: str = "{}"
+    seed: int = 0
+    priority: int = Field(default=0, index=True)
+    status: str = Field(default="queued", index=True)  # queued|running|succeeded|failed|cancelled|interrupted
+    verdict: str | None = Field(default=None, index=True)  # pass | fail, over the stages the intention needs
+    phase: str = ""
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    eta_s: float | None = None
+    progress_json: str = "{}"  # loss curve and other live series
+    result_json: str = "{}"  # locate chart, timings, notes
+    device: str = ""
+    slot: int | None = None
+    error: str | None = None
+    checkpoint_dir: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class StageResult(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    stage: str  # unit | control | reconstruction
+    verdict: str  # pass | fail | skipped
+    required: bool = True  # whether the request's intention is judged on this stage
+    policy_name: str = "default"
+    policy_json: str = "{}"
+
+
+class Metric(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    stage_result_id: int = Field(foreign_key="stageresult.id", index=True)
+    name: str
+    before: float | None = None
+    after: float | None = None
+    threshold: float | None = None
+    rule: str = ""  # how after is judged, e.g. "after <= threshold" or "after >= threshold * before"
+    passed: bool | None = None
+
+
+class Evidence(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    stage: str
+    attack: str = "direct"
+    prompt: str
+    output_before: str = ""
+    output_after: str = ""
+    leaked_before: bool = False
+    leaked_after: bool = False
+
+
+class Artifact(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    kind: str  # adapter | delta | guard | full
+    path: str
+    sha256: str
+    manifest_json: str = "{}"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BaselineCache(SQLModel, table=True):
+    """'Before' metrics, computed once per (model weights, dataset, evaluation settings)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True, unique=True)
+    payload_json: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only; each row's hash covers its content and the previous row's hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts: str
+    actor: str
+    action: str
+    subject: str = ""
+    detail_json: str = "{}"
+    prev_hash: str
+    hash: str
