@@ -38,7 +38,7 @@ def write_atomically(final: Path, fill, manifest: dict) -> dict:
         fill(tmp)
         manifest = {**manifest, "artifact_sha256": tree_sha256(tmp),
                     "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         for f in tmp.rglob("*"):
             if f.is_file():
                 with f.open("rb") as fh:

@@ -87,11 +87,13 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     manifest = {"job_id": payload["job_id"], "base_model": payload["model"]["name"],
                 "base_model_sha256": payload["model"]["weights_sha256"], "method": payload["method"],
                 "tier": method_cls.tier, "hyper": payload["hyper"], "seed": payload["hyper"].get("seed", 0),
-                "kind": candidate.kind, "libraries": library_versions(), "device": device}
+                "kind": candidate.kind, "libraries": library_versions(), "device": device,
+                "method_info": candidate.info}
     manifest = write_atomically(final, candidate.save, manifest)
+    info = dict(candidate.info)
     del candidate
     timings["total_s"] = round(time.time() - started, 2)
     return {"stages": stages, "verdict": overall_verdict(stages), "evidence": evidence, "device": device,
             "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
                          "manifest": manifest},
-            "result": {"timings": timings, **getattr(ctx, "extra", {})}}
+            "result": {"timings": timings, **ctx.extra, **info}}

