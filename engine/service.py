@@ -78,7 +78,7 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
                    start: bool = True, auto_escalate: bool = False, actor: str = "operator") -> tuple[Request, Job | None]:
     """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything."""
     spec = parse_spec(body)
-    rows = resolve_rows(spec)
+    rows = resolve_rows(spec, allow_paths=False)
     model = get_model(s, spec.model)
     load_policy(spec.policy)
     # Without its own retain/holdout sets a request uses the model's registered samples.

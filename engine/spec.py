@@ -78,14 +78,19 @@ def load_spec_file(path: Path) -> dict:
     return body
 
 
-def resolve_rows(spec: RequestSpec) -> dict[str, list[dict] | None]:
-    """The inline rows of each data kind, each row checked; file paths are read relative to the cwd."""
+def resolve_rows(spec: RequestSpec, allow_paths: bool = True) -> dict[str, list[dict] | None]:
+    """The inline rows of each data kind, each row checked; file paths are read relative to the cwd.
+
+    The engine takes rows inline only (allow_paths=False): a client reads its own files, so the
+    engine never opens a path on a client's say-so."""
     out: dict[str, list[dict] | None] = {}
     for kind in DATA_KINDS:
         value = getattr(spec, kind)
         if value is None:
             out[kind] = None
         elif isinstance(value, str):
+            if not allow_paths:
+                raise SpecError(f"{kind}: give the rows inline (the CLI and console read the file for you)")
             out[kind] = read_jsonl(Path(value).expanduser(), kind)
         else:
             if not value:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session, select
 
-from store.models import AuditEvent
+from store.models import AuditAnchor, AuditEvent
 
 GENESIS = "0" * 64
 _append_lock = threading.Lock()
@@ -33,6 +33,9 @@ def append(session: Session, action: str, subject: str = "", detail: dict | None
         ev = AuditEvent(id=row_id, ts=ts, actor=actor, action=action, subject=subject, detail_json=detail_json,
                         prev_hash=prev, hash=row_hash(row_id, ts, actor, action, subject, detail_json, prev))
         session.add(ev)
+        anchor = session.get(AuditAnchor, 1) or AuditAnchor(id=1)
+        anchor.rows, anchor.head = row_id, ev.hash
+        session.add(anchor)
         session.flush()
         return ev
 
@@ -60,4 +63,9 @@ def verify(session: Session) -> ChainCheck:
             return ChainCheck(False, count, prev, ev.id, "its content does not match its hash (edited)")
         prev = ev.hash
         expected_id += 1
+    anchor = session.get(AuditAnchor, 1)
+    if anchor is not None and (anchor.rows != count or anchor.head != prev):
+        return ChainCheck(False, count, prev, anchor.rows if anchor.rows > count else count,
+                          f"the chain ends at row {count} but its anchor records {anchor.rows} rows "
+                          "(newest rows deleted, or the anchor edited)")
     return ChainCheck(True, count, prev)

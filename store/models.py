@@ -128,6 +128,15 @@ class BaselineCache(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class AuditAnchor(SQLModel, table=True):
+    """The chain's length and head, updated with every append: deleting the newest rows leaves an
+    intact-looking chain, but not one that matches its anchor."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    rows: int = 0
+    head: str = ""
+
+
 class AuditEvent(SQLModel, table=True):
     """Append-only; each row's hash covers its content and the previous row's hash."""
 

@@ -92,3 +92,12 @@ def test_audit_chain_names_reordered_rows(tmp_path):
     con.commit()
     check = _verify(engine)
     assert not check.ok and check.bad_id == 2
+
+
+def test_audit_chain_detects_deleted_newest_rows(tmp_path):
+    db, engine = _chain(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("delete from auditevent where id=5")
+    con.commit()
+    check = _verify(engine)
+    assert not check.ok and check.bad_id == 5 and "anchor" in check.reason
