@@ -1,0 +1,28 @@
+"""The one tiny target model the whole test session shares (and every xdist worker): built once by the
+real builder, cached on disk by content hash, so only the first test run on a machine pays for it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.demo_data import demo_split
+
+REPO = Path(__file__).resolve().parent.parent
+# 36 people: 32 trained (160 facts, ~30 CPU-seconds to memorise at the "test" size), 4 held out.
+TEST_PEOPLE = 36
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EXPUNGE_TEST_CACHE") or REPO / ".cache" / "test-models")
+
+
+def tiny_split() -> dict:
+    """The rows of the test-size model: {"train", "holdout", "people", "holdout_people"}."""
+    return demo_split(seed=0, n_people=TEST_PEOPLE)
+
+
+def tiny_model_dir() -> Path:
+    from engine.builder import cached_target
+
+    return cached_target(tiny_split()["train"], cache_root(), size="test")
