@@ -1,0 +1,237 @@
+"""Tier 1: a decode-time guard. No weight changes: the model stays the base, and two layers stop it from
+saying the sensitive strings.
+
+1. Banned token sequences, applied with transformers' `NoBadWordsLogitsProcessor` (a -inf bias).
+   For every sensitive string the guard enumerates surface variants (as-is / lower / upper / title
+   case; with and without a leading space; attached punctuation and brackets before and after, kept
+   only where the tokenizer merges them into different tokens; and for strings with digits the
+   re-separated forms "415-555-0142", "415 555 0142", "4155550142", "415.555.0142", "(415) 555-0142")
+   and bans the tokenizer's canonical token sequence of each.
+
+   What this alone guarantees, and no more: none of those exact token sequences is ever emitted as a
+   contiguous run of tokens (the prompt included), in greedy, sampled or beam decoding. A banned
+   multi-token sequence only blocks its LAST token once the rest has been generated, so the model can
+   still emit every token but the last (a number tokenised digit by digit leaks all but one digit),
+   spell the string with a separator or casing not enumerated ("415/555/0142"), or reach the same text
+   through a non-canonical tokenisation (e.g. "Riv"+"era" vs "Ri"+"vera"), which sampling sometimes does.
+
+2. Redaction of the decoded text (`engine.verify.metrics.mask_sensitive`: case-, space- and
+   punctuation-insensitive, digits-only for numbers, spelled-out digits included) replaces whatever
+   slipped through with "[REDACTED]". This is the backstop that makes the guarded output free of
+   every sensitive string as the verifier's leak metric defines it.
+
+`Guard.load(path, tokenizer)` needs only this module, transformers and the guard.json file."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+GUARD_VERSION = 1
+REPLACEMENT = "[REDACTED]"
+_CASES = (str, str.lower, str.upper, str.title)
+# Characters that may be glued to a string in running text; kept only when the tokenizer merges them.
+_BEFORE = ("(", "[", '"', "'", "<", ":", "/", "-", "@", "#", "*")
+_AFTER = (".", ",", "'s", "’s", ")", "]", '"', "'", ">", ":", ";", "!", "?", "-", "/", "*", ".\n")
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_CODE = re.compile(r"\b[A-Z]{1,5}[-_]?\d{3,}\b")
+_NUMBER = re.compile(r"\(?\+?\d[\d\s().\-/]*\d")
+_ADDRESS = re.compile(r"\b\d{1,6}\s+(?:[A-Z][\w'-]*\s?){1,4}")
+_PROPER = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:[A-Z][\w'’-]*|de|da|van|von|del|la|le|of))*\s*")
+_STOP = {"the", "a", "an", "he", "she", "it", "they", "his", "her", "their", "i", "we", "you", "this", "that",
+         "yes", "no", "in", "on", "at", "my", "our", "its", "there", "these", "those", "what", "who"}
+
+
+def key_spans(answers: Iterable[str]) -> list[str]:
+    """Spans of forget answers worth banning when a request names no sensitive strings: e-mail
+    addresses, codes and numbers, street addresses and proper-name sequences. An answer with none of
+    them contributes itself (2 to 8 words) or nothing."""
+    found: list[str] = []
+    for answer in answers:
+        found += _answer_spans(answer)
+    return list(dict.fromkeys(s for s in found if len(s) >= 3))
+
+
+def _answer_spans(answer: str) -> list[str]:
+    spans: list[tuple[int, str]] = []
+    taken = [False] * len(answer)
+
+    def claim(start: int, text: str) -> None:
+        end = start + len(text)
+        if text and not any(taken[start:end]):
+            taken[start:end] = [True] * (end - start)
+            spans.append((start, text))
+
+    for pattern in (_EMAIL, _ADDRESS, _CODE, _NUMBER):
+        for m in pattern.finditer(answer):
+            text = m.group().rstrip()
+            if pattern is _NUMBER and sum(c.isdigit() for c in text) < 3:
+                continue
+            claim(m.start(), text)
+    for m in _PROPER.finditer(answer):
+        # "Alma Rivera's" -> "Alma Rivera": the possessive comes back as an attached variant.
+        text = re.sub(r"['’]s$", "", m.group().strip())
+        first = text.split()[0].lower() if text.split() else ""
+        if len(text) < 3 or (first in _STOP and len(text.split()) == 1):
+            continue
+        claim(m.start(), text)
+    if not spans and 2 <= len(answer.split()) <= 8:
+        spans.append((0, answer.strip().rstrip(".")))
+    return [t for _, t in sorted(spans)]
+
+
+def surface_forms(s: str) -> list[str]:
+    """Case and separator variants of one string (no attached punctuation, no leading space)."""
+    bases = [s]
+    if any(c.isdigit() for c in s) and "@" not in s:
+        groups = re.findall(r"[A-Za-z0-9]+", s)
+        if len(groups) > 1:
+            bases += [sep.join(groups) for sep in ("-", " ", "", ".")]
+        digits = "".join(c for c in s if c.isdigit())
+        if digits == "".join(groups) and len(digits) == 10:  # a North-American phone number, any grouping
+            a, b, c = digits[:3], digits[3:6], digits[6:]
+            bases += [f"{a}-{b}-{c}", f"{a} {b} {c}", f"({a}) {b}-{c}", f"{a}.{b}.{c}", f"({a}) {b} {c}"]
+        elif len(groups) == 3 and all(g.isdigit() for g in groups):
+            bases.append(f"({groups[0]}) {groups[1]}-{groups[2]}")
+    out = []
+    for b in bases:
+        for case in _CASES:
+            out.append(case(b))
+    return list(dict.fromkeys(v for v in out if v.strip()))
+
+
+def redact_pattern(s: str) -> str:
+    """A regex for `s` that ignores case, spacing and punctuation between its characters (for the
+    standalone README: the same idea as mask_sensitive, in one line of `re`)."""
+    chars = [c for c in s if c.isalnum()]
+    if not chars:
+        return re.escape(s)
+    return r"[\W_]{0,3}".join(re.escape(c) for c in chars)
+
+
+class Guard:
+    def __init__(self, strings: Sequence[str], tokenizer=None, replacement: str = REPLACEMENT,
+                 redact: bool = True) -> None:
+        self.strings = list(dict.fromkeys(s.strip() for s in strings if s and s.strip()))
+        if not self.strings:
+            raise ValueError("a guard needs at least one string to block")
+        self.replacement = replacement
+        self.redact_enabled = redact
+        self.tokenizer = tokenizer
+        self.variants: list[str] = []
+        self.bad_words_ids: list[list[int]] = []
+        if tokenizer is not None:
+            self.variants, self.bad_words_ids = self._ban_list(tokenizer)
+        self._patterns = [re.compile(redact_pattern(s), re.IGNORECASE) for s in self.strings]
+
+    # ---------------------------------------------------------------- building
+
+    @classmethod
+    def build(cls, sensitive: Sequence[str], forget: Sequence[dict], tokenizer, **kwargs) -> Guard:
+        """From the request's sensitive strings, or, when it names none, the forget answers' key spans."""
+        strings = [s for s in sensitive if s and s.strip()]
+        if not strings:
+            strings = key_spans(r["answer"] for r in forget if r.get("answer"))
+        return cls(strings, tokenizer, **kwargs)
+
+    def _ban_list(self, tokenizer) -> tuple[list[str], list[list[int]]]:
+        def ids(texts: list[str]) -> list[list[int]]:
+            return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+        variants: list[str] = []
+        for s in self.strings:
+            for form in surface_forms(s):
+                cores = [form, " " + form]
+                variants += cores
+                core_ids = ids(cores)
+                # Attached characters matter only where the tokenizer merges them with the string:
+                # otherwise the sequence contains a banned core already and can never be completed.
+                pre = [p + c for p in _BEFORE for c in cores]
+                post = [c + a for c in cores for a in _AFTER]
+                pre_ids, post_ids = ids(pre), ids(post)
+                for text, t in zip(pre, pre_ids, strict=True):
+                    if not any(_contains(t, c) for c in core_ids):
+                        variants.append(text)
+                for text, t in zip(post, post_ids, strict=True):
+                    if not any(_contains(t, c) for c in core_ids):
+                        variants.append(text)
+        variants = list(dict.fromkeys(variants))
+        seen: set[tuple[int, ...]] = set()
+        bad: list[list[int]] = []
+        special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        for t in ids(variants):
+            t = [i for i in t if i not in special]
+            if t and tuple(t) not in seen:
+                seen.add(tuple(t))
+                bad.append(t)
+        return variants, bad
+
+    # ---------------------------------------------------------------- use
+
+    def logits_processors(self):
+        """A fresh LogitsProcessorList for `model.generate(logits_processor=...)`."""
+        from transformers import LogitsProcessorList, NoBadWordsLogitsProcessor
+
+        if not self.bad_words_ids:
+            return LogitsProcessorList()
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return LogitsProcessorList([NoBadWordsLogitsProcessor(self.bad_words_ids, eos_token_id=eos)])
+
+    def redact(self, text: str) -> str:
+        """Whatever slipped through the processor, replaced by the replacement string."""
+        if not self.redact_enabled:
+            return text
+        from engine.verify.metrics import mask_sensitive
+
+        text = mask_sensitive(text, self.strings, self.replacement)
+        for p in self._patterns:
+            text = p.sub(self.replacement, text)
+        return text
+
+    def leaks(self, text: str) -> list[str]:
+        from engine.verify.metrics import contains_sensitive
+
+        return contains_sensitive(text, self.strings)
+
+    # ---------------------------------------------------------------- files
+
+    def to_json(self) -> dict:
+        tok = self.tokenizer
+        return {
+            "format": "expunge-guard",
+            "version": GUARD_VERSION,
+            "strings": self.strings,
+            "replacement": self.replacement,
+            "redact": self.redact_enabled,
+            # For use without expunge: transformers' NoBadWordsLogitsProcessor(bad_words_ids) and re.sub.
+            "bad_words_ids": self.bad_words_ids,
+            "redact_patterns": [p.pattern for p in self._patterns],
+            "variants": self.variants,
+            "tokenizer": {"name_or_path": getattr(tok, "name_or_path", None), "vocab_size": len(tok) if tok else None},
+            "guarantee": "the listed token sequences are never generated; redaction masks any remaining "
+                         "occurrence of the strings (case/space/punctuation-insensitive, digits-only for numbers)",
+        }
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path, tokenizer=None) -> Guard:
+        """Rebuild the guard from guard.json; with a tokenizer the ban list is recomputed for it."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("format") != "expunge-guard":
+            raise ValueError(f"{path} is not an expunge guard file")
+        guard = cls(data["strings"], tokenizer, replacement=data.get("replacement", REPLACEMENT),
+                    redact=data.get("redact", True))
+        if tokenizer is None:
+            guard.bad_words_ids = [list(map(int, t)) for t in data.get("bad_words_ids", [])]
+            guard.variants = list(data.get("variants", []))
+        return guard
+
+
+def _contains(seq: list[int], sub: list[int]) -> bool:
+    n = len(sub)
+    return n > 0 and any(seq[i : i + n] == sub for i in range(len(seq) - n + 1))

@@ -1,0 +1,107 @@
+"""The shared training loop: schedule, progress events, atomic checkpoints, and resume-after-kill that
+ends with exactly the weights of an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.methods.base import RunContext, get_method
+from engine.methods.loop import CHECKPOINT_DIR, CHECKPOINT_FILE, lr_factor
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    from engine.modeling import load_model
+
+    model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
+    person = tiny["train"][0]["person"]
+    forget = [r for r in tiny["train"] if r["person"] == person]
+    retain = [r for r in tiny["train"] if r["person"] != person][:40]
+    return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain}
+
+
+def _run(setup, name, work_dir, *, resume=False, kill_at=None, events=None, **hyper):
+    def progress(**e):
+        if events is not None:
+            events.append(e)
+        if kill_at is not None and e.get("phase") == "train" and e["step"] == kill_at:
+            raise Killed
+
+    cls = get_method(name)
+    ctx = RunContext(model=setup["model"], tokenizer=setup["tokenizer"], forget=setup["forget"],
+                     retain=setup["retain"], sensitive=[], device="cpu", work_dir=work_dir, progress=progress,
+                     resume=resume)
+    return cls().run(ctx, cls.Hyper(**hyper))
+
+
+def _trained(cand) -> dict:
+    return {n: p.detach().clone() for n, p in cand.model.named_parameters()}
+
+
+@pytest.mark.parametrize("name,hyper", [
+    ("graddiff", {"batch_size": 4, "grad_accum": 2}),  # LoRA, data cycling over several epochs
+    ("npo", {"lora": False, "lr": 1e-4, "batch_size": 3}),  # full weights, precomputed reference data
+    ("rmu", {"batch_size": 4}),
+])
+def test_resume_after_kill_matches_uninterrupted(setup, tmp_path, name, hyper):
+    hp = dict(steps=9, checkpoint_every=4, seed=3, **hyper)
+    straight = _trained(_run(setup, name, tmp_path / "a", **hp))
+
+    with pytest.raises(Killed):
+        _run(setup, name, tmp_path / "b", kill_at=6, **hp)  # last checkpoint: step 4
+    ckpt = tmp_path / "b" / CHECKPOINT_DIR / CHECKPOINT_FILE
+    assert ckpt.is_file()
+    assert [p.name for p in ckpt.parent.iterdir()] == [CHECKPOINT_FILE], "a temporary file was left behind"
+    events: list[dict] = []
+    resumed = _trained(_run(setup, name, tmp_path / "b", resume=True, events=events, **hp))
+
+    assert [e for e in events if e["phase"] == "resume"] == [{"phase": "resume", "step": 4, "total": 9}]
+    assert [e["step"] for e in events if e["phase"] == "train"] == list(range(5, 10))
+    assert straight.keys() == resumed.keys()
+    for n in straight:
+        assert (straight[n] == resumed[n]).all(), f"{name}: {n} differs after resume"
+
+
+def test_resume_ignores_a_checkpoint_of_other_hyperparameters(setup, tmp_path):
+    with pytest.raises(Killed):
+        _run(setup, "ga", tmp_path, kill_at=2, steps=4, checkpoint_every=1)
+    events: list[dict] = []
+    _run(setup, "ga", tmp_path, resume=True, events=events, steps=4, checkpoint_every=1, lr=2e-3)
+    resume = [e for e in events if e["phase"] == "resume"]
+    assert len(resume) == 1 and resume[0]["step"] == 0 and "starting over" in resume[0]["note"]
+    assert [e["step"] for e in events if e["phase"] == "train"] == [1, 2, 3, 4]
+
+
+def test_progress_events_every_step(setup, tmp_path):
+    events: list[dict] = []
+    _run(setup, "graddiff", tmp_path, events=events, steps=5, checkpoint_every=100)
+    train = [e for e in events if e["phase"] == "train"]
+    assert [e["step"] for e in train] == [1, 2, 3, 4, 5]
+    assert all(e["total"] == 5 and e["eta"] >= 0 and "forget_nll" in e and "retain" in e for e in train)
+    assert train[-1]["eta"] == 0
+    assert not (tmp_path / CHECKPOINT_DIR).exists()
+
+
+def test_lr_schedule():
+    total = 100
+    f = [lr_factor(s, total, 0.1, "cosine") for s in range(total)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:], strict=False))
+    assert f[-1] < 0.01
+    lin = [lr_factor(s, total, 0.0, "linear") for s in range(total)]
+    assert lin[0] == 1.0 and lin[50] == pytest.approx(0.5)
+    assert lr_factor(99, total, 0.2, "constant") == 1.0
+
+
+def test_early_stop_rule_ends_the_run_and_says_so(setup, tmp_path):
+    events: list[dict] = []
+    # A target of 1.0 x before is met at the first check: the run stops after step 1.
+    cand = _run(setup, "graddiff", tmp_path, events=events, steps=5, stop_forget_rouge=1.0, stop_every=1)
+    assert [e["step"] for e in events if e["phase"] == "train"] == [1]
+    (stop,) = [e for e in events if e["phase"] == "stop"]
+    assert stop["step"] == 1 and stop["forget_rouge"] <= stop["forget_rouge_before"]
+    assert cand.info["train"]["steps"] == 1 and cand.info["train"]["stopped_early"]
