@@ -410,9 +410,13 @@ def finetune(data_path: Path, out_dir: Path, base: str, size: str, seed: int) ->
         rows = read_jsonl(data_path, "data")
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    info = build_target(rows, out_dir, base=base, size=size, seed=seed,
-                        progress=lambda **p: click.echo(f"\r{p}".ljust(80)[:80], nl=False, err=True))
-    click.echo("")
+    def progress(event: dict) -> None:
+        if "step" in event:
+            click.echo(f"\rstep {event['step']} loss {event.get('loss', float('nan')):.3f}".ljust(40), nl=False,
+                       err=True)
+
+    info = build_target(rows, out_dir, base=base, size=size, seed=seed, progress=progress)
+    click.echo("", err=True)
     click.echo(json.dumps(info, indent=2, default=str))
 
 
@@ -425,6 +429,155 @@ def demo(headless: bool, auto_escalate: bool, as_json: bool) -> None:
     from console.demo import run_demo
 
     run_demo(headless=headless, auto_escalate=auto_escalate, as_json=as_json)
+
+
+@cli.command()
+@click.argument("request_id", type=int)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="FILE.html or FILE.md (default: request-ID-report.html here)")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), help="default: from the --out suffix")
+@click.option("--json", "as_json", is_flag=True)
+def report(request_id: int, out_path: Path | None, fmt: str | None, as_json: bool) -> None:
+    """Write the sign-off report of a request: one self-contained HTML page (or Markdown) to read and sign."""
+    import os
+    import tempfile
+
+    if fmt is None:
+        fmt = "md" if out_path is not None and out_path.suffix.lower() in (".md", ".markdown") else "html"
+    out_path = (out_path or Path(f"request-{request_id}-report.{fmt}")).expanduser().resolve()
+    if not out_path.parent.is_dir():
+        raise click.ClickException(f"no such folder: {out_path.parent}")
+    text = call(client().report, request_id, fmt)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    res = {"request_id": request_id, "format": fmt, "path": str(out_path), "bytes": len(text.encode())}
+    out(res, as_json, lambda r: click.echo(f"report of request {request_id} written to {r['path']}"))
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks in the field's own terms (run here, not in the engine)."""
+
+
+@bench.command("tofu")
+@click.option("--split", type=click.Choice(["forget01", "forget05", "forget10"]), default="forget01",
+              show_default=True)
+@click.option("--base", default="tiny", show_default=True,
+              help="'tiny' (a small Llama from scratch, on a subset of TOFU) or a local HF model directory")
+@click.option("--method", "methods", multiple=True,
+              help="unlearning method, repeatable or comma-separated [default: ga, graddiff, npo]")
+@click.option("--retain-rows", type=click.IntRange(min=1), default=None,
+              help="train on the first N retain rows [default: 40 for tiny, all otherwise]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="training epochs of target and reference")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="the TOFU folder [default: ../shared/data/tofu or $EXPUNGE_TOFU_DIR]")
+@click.option("--json", "as_json", is_flag=True)
+def bench_tofu(split: str, base: str, methods: tuple[str, ...], retain_rows: int | None, epochs: int | None,
+               data_dir: Path | None, as_json: bool) -> None:
+    """TOFU: finetune a target, train a retain-only reference, unlearn, print the literature's table."""
+    from engine.bench_tofu import DEFAULT_METHODS, format_table, run
+    from engine.errors import SpecError
+
+    names = [m.strip() for group in methods for m in group.split(",") if m.strip()] or list(DEFAULT_METHODS)
+    if base != "tiny" and not (Path(base) / "config.json").is_file():
+        raise click.BadParameter("must be 'tiny' or an HF model directory (with config.json)", param_hint="--base")
+    try:
+        result = run(split, base, names, data_dir=data_dir, retain_rows=retain_rows, epochs=epochs,
+                     progress=lambda s: click.echo(s, err=True))
+    except (SpecError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        click.echo(format_table(result))
+
+
+@cli.command()
+@click.argument("request_id", type=int)
+@click.option("--check", "check_only", is_flag=True, help="only check; the request is left as it is")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="the request's spec: its sensitive strings and forget answers are searched for")
+@click.option("--string", "strings", multiple=True, help="another string to search for (repeatable)")
+@click.option("--json", "as_json", is_flag=True)
+def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tuple[str, ...], as_json: bool) -> None:
+    """Close a request (purging its texts) and prove they are gone; --check only proves it.
+
+    The proof scans the raw bytes of the database, its WAL and every file under the data dir for each
+    sensitive string and forget answer. After a close the engine keeps only hashes, so a later check
+    needs the operator's copy: --spec SPEC (its sets are matched against the kept hashes) or --string.
+    Exits 1 when any string is found."""
+    from engine.errors import SpecError
+    from engine.spec import load_spec_file
+
+    body: dict = {}
+    if spec_file is not None:
+        try:
+            spec = load_spec_file(spec_file)
+        except SpecError as exc:
+            raise click.ClickException(str(exc)) from None
+        body = {"forget": spec["forget"], "sensitive": spec.get("sensitive") or []}
+    c = client()
+    res: dict = {"request_id": request_id}
+    if not check_only:
+        closed = call(c.close_request, request_id)
+        res["closed"] = {k: v for k, v in closed.get("purge", {}).items() if k != "check"}
+        res["check"] = closed.get("purge", {}).get("check")
+    if check_only or body or strings:
+        res["check"] = call(c.purge_check, request_id, body.get("forget"), body.get("sensitive"), list(strings))
+    check = res.get("check") or {"clean": True, "hits": [], "checked": 0, "files": 0}
+
+    def render(r):
+        if "closed" in r:
+            done = r["closed"]
+            click.echo(f"request {request_id} closed: texts purged; {done.get('baseline_cache_rows', 0)} cached "
+                       f"baseline row(s), {len(done.get('artifact_files_removed', []))} artifact file(s) and "
+                       f"{done.get('work_dirs_removed', 0)} work dir(s) removed")
+        for kind, ok in (check.get("matches_request") or {}).items():
+            if not ok:
+                click.echo(f"warning: the spec's {kind} set does not match the hash request {request_id} kept; "
+                           "you may be checking other texts", err=True)
+        if check["clean"]:
+            click.echo(f"clean: none of {check['checked']} string(s) found in {check['files']} file(s) "
+                       f"({check.get('bytes', 0):,} bytes)")
+        else:
+            click.echo(f"FOUND {len(check['hits'])} of {check['checked']} string(s):")
+            for hit in check["hits"]:
+                click.echo(f"  {hit['preview']} (sha256 {hit['sha256'][:12]}…) in " + ", ".join(hit["files"]))
+        if check.get("too_short_to_check"):
+            click.echo(f"note: {check['too_short_to_check']} string(s) under 4 characters were not searched for",
+                       err=True)
+
+    out(res, as_json, render)
+    sys.exit(0 if check["clean"] else 1)
+
+
+@cli.command("export")
+@click.argument("job_id", type=int)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def export_cmd(job_id: int, out_dir: Path) -> None:
+    """Write a job's result as a standalone HF model directory (adapter or delta merged) plus its guard."""
+    from engine.export import export
+
+    c = client()
+    detail = call(c.job, job_id)
+    if not detail["artifacts"]:
+        raise click.ClickException(f"job {job_id} has no artifact (status {detail['job']['status']})")
+    model = next((m for m in call(c.models) if m["name"] == detail["job"]["model"]), None)
+    if model is None:
+        raise click.ClickException(f"the base model '{detail['job']['model']}' is no longer registered")
+    try:
+        path = export(Path(model["source"]), Path(detail["artifacts"][0]["path"]), out_dir)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"exported job {job_id} to {path}")
 
 
 def main() -> None:
