@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class NotFound(LookupError):
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)  # aware: sqlmodel >= 0.0.50 refuses naive datetimes
 
 
 # ---------------------------------------------------------------- models
@@ -124,12 +125,31 @@ def first_tier(intention: str, auto_escalate: bool) -> int:
 
 
 def overlap_warnings(rows: dict) -> list[str]:
-    forget_q = {r.get("question") or r.get("text") for r in rows["forget"]}
-    retain = rows.get("retain") or []
-    overlap = [r.get("question") or r.get("text") for r in retain if (r.get("question") or r.get("text")) in forget_q]
+    """Warnings shown when the request is filed: retain rows that are also forget rows (named, up to five;
+    close keeps only the count) and rows repeated within a set."""
+    def key(r: dict) -> str:
+        return (r.get("question") or r.get("text") or "").strip()
+
+    def quoted(items: list[str]) -> str:
+        shown = ", ".join(json.dumps(q[:80], ensure_ascii=False) for q in items[:5])
+        return shown + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+    out = []
+    forget_q = {key(r) for r in rows["forget"]}
+    overlap = [key(r) for r in rows.get("retain") or [] if key(r) in forget_q]
     if overlap:
-        return [f"{len(overlap)} retain row(s) also appear in the forget set; they pull in opposite directions"]
-    return []
+        out.append(f"{len(overlap)} retain row(s) also appear in the forget set, pulling in opposite directions: "
+                   f"{quoted(overlap)}")
+    for kind in DATA_KINDS:
+        seen, dups = set(), []
+        for r in rows.get(kind) or []:
+            body = json.dumps(r, sort_keys=True)
+            if body in seen:
+                dups.append(key(r))
+            seen.add(body)
+        if dups:
+            out.append(f"{kind}: {len(dups)} duplicated row(s), counted more than once: {quoted(dups)}")
+    return out
 
 
 def _add_job(s: Session, req: Request, tier: int, method: str, hyper: dict, actor: str) -> Job:
@@ -173,8 +193,11 @@ def escalate(s: Session, request_id: int, method: str | None = None, hyper: dict
     return submit_job(s, request_id, method, hyper, actor)
 
 
-def close_request(s: Session, request_id: int, actor: str = "operator") -> Request:
-    """Purge the raw texts, keep their hashes, metrics and masked evidence."""
+def close_request(s: Session, request_id: int, actor: str = "operator", report: dict | None = None) -> Request:
+    """Purge the raw texts, keep their hashes, metrics and masked evidence (engine.privacy: also the cached
+    'before' generations, artifact files holding the texts, work dirs and the WAL); then scan the database
+    and data dir for the texts while they are still known, into `report` when given."""
+    from engine import privacy
     from engine.verify.metrics import mask_sensitive
 
     req = get_request(s, request_id)
@@ -183,9 +206,9 @@ def close_request(s: Session, request_id: int, actor: str = "operator") -> Reque
     active = s.exec(select(Job).where(Job.request_id == request_id, Job.status.in_(("queued", "running")))).first()
     if active is not None:
         raise SpecError(f"request {request_id} has job {active.id} {active.status}; cancel it before closing")
-    sensitive = request_rows(s, request_id).get("sensitive") or []
-    forget = request_rows(s, request_id).get("forget") or []
-    mask_terms = list(sensitive) + [r["answer"] for r in forget if "answer" in r]
+    rows = request_rows(s, request_id)
+    sensitive = rows.get("sensitive") or []
+    mask_terms = privacy.request_strings(rows)
     for ev in s.exec(select(Evidence).join(Job).where(Job.request_id == request_id)):
         ev.prompt = mask_sensitive(ev.prompt, mask_terms)
         ev.output_before = mask_sensitive(ev.output_before, mask_terms)
@@ -194,10 +217,23 @@ def close_request(s: Session, request_id: int, actor: str = "operator") -> Reque
     for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
         data.rows_json = None
         s.add(data)
+    purged = privacy.purge_request(s, request_id, rows)
+    spec = json.loads(req.spec_json)
+    if spec.get("warnings"):  # the overlap warning quotes rows: keep only its first sentence
+        spec["warnings"] = [w.split(': "', 1)[0] for w in spec["warnings"]]
+        req.spec_json = json.dumps(spec)
+    req.title = mask_sensitive(req.title, sensitive) if sensitive else req.title
     req.status, req.closed_at = "closed", now()
     s.add(req)
-    audit.append(s, "request.close", f"request:{request_id}", {"purged": True}, actor=actor)
+    audit.append(s, "request.close", f"request:{request_id}", {
+        "purged": True, "baseline_cache_rows": purged["baseline_cache_rows"],
+        "artifact_files_removed": len(purged["artifact_files_removed"]),
+        "work_dirs_removed": purged["work_dirs_removed"]}, actor=actor)
     s.commit()
+    wal_truncated = privacy.checkpoint_wal(s)
+    if report is not None:
+        report.update(purged, wal_truncated=wal_truncated,
+                      check=privacy.scan(mask_terms, db_path=privacy.db_path_of(s)))
     return req
 
 
@@ -238,9 +274,27 @@ def list_requests(s: Session, status: str | None = None, q: str | None = None, l
     if q:
         like = f"%{q}%"
         stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
-    total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = s.exec(stmt.order_by(Request.id.desc()).offset(offset).limit(limit)).all()
+    with read_snapshot(s):
+        total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
+        rows = s.exec(stmt.order_by(Request.id.desc()).offset(offset).limit(limit)).all()
     return {"total": total, "items": [request_out(r) for r in rows]}
+
+
+@contextmanager
+def read_snapshot(s: Session):
+    """Run the enclosed reads in one SQLite read transaction: a page and its total come from the same
+    snapshot, however many writes land in between (the driver otherwise starts no transaction for a
+    SELECT, so each statement sees the newest commit)."""
+    raw = s.connection().connection.dbapi_connection
+    if raw is None or getattr(raw, "in_transaction", True):
+        yield
+        return
+    raw.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if raw.in_transaction:
+            raw.execute("COMMIT")  # read-only: only ends the snapshot
 
 
 def request_detail(s: Session, request_id: int) -> dict:
@@ -295,9 +349,10 @@ def list_jobs(s: Session, status: str | None = None, request_id: int | None = No
     if q:
         like = f"%{q}%"
         stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
-    total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
     ordering = Job.id.asc() if order == "asc" else Job.id.desc()
-    rows = s.exec(stmt.order_by(ordering).offset(offset).limit(limit)).all()
+    with read_snapshot(s):
+        total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
+        rows = s.exec(stmt.order_by(ordering).offset(offset).limit(limit)).all()
     return {"total": total, "items": [job_out(j, r) for j, r in rows]}
 
 

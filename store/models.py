@@ -8,7 +8,8 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    # Aware: sqlmodel >= 0.0.50 stores datetimes as UTCDateTime and refuses naive values.
+    return datetime.now(UTC)
 
 
 class ModelEntry(SQLModel, table=True):

@@ -1,0 +1,404 @@
+"""History: every job and every request, a page at a time (the engine filters and pages; the console never
+loads every row). Filter by status, verdict, model, method and date; search by title or reference; sort;
+open any row; mark two jobs and compare them. Filters are one line of `key:value` tokens and free words
+(`status:failed method:rmu since:2026-03-01 alma`), completed as typed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.suggester import Suggester
+from textual.widgets import DataTable, Header, Input, Label
+
+from console.messages import EngineUpdate
+from console.widgets.format import plain, status, style, verdict, when
+from console.widgets.keybar import KeyBar
+from console.widgets.table import KeyedTable
+from screens.base import EngineScreen, steady_cursors
+
+PAGE = 100
+DEBOUNCE = 0.3
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+REQUEST_STATUSES = ("open", "closed")
+VERDICTS = ("pass", "fail")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+KEYS = ("status", "verdict", "model", "method", "since", "until", "date")
+HINT = ("filter: words search title/reference · status:failed,running · verdict:fail · model:NAME · method:NAME · "
+        "since:2026-03-01 · until:2026-03-31 · date:2026-03-02")
+
+
+def parse_date(text: str) -> date | None:
+    text = text.strip()
+    if not DATE.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Query:
+    """The filter line, parsed: `key:value` tokens and free words (searched in title and reference)."""
+
+    words: list[str] = field(default_factory=list)
+    status: str | None = None
+    verdict: str | None = None
+    model: str | None = None
+    method: str | None = None
+    since: date | None = None
+    until: date | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str, view: str = "jobs", models=(), methods=()) -> Query:
+        q = cls()
+        statuses = JOB_STATUSES if view == "jobs" else REQUEST_STATUSES
+        for token in text.split():
+            key, sep, value = token.partition(":")
+            key = key.lower()
+            if not sep or key not in KEYS:
+                q.words.append(token)
+                continue
+            if not value:
+                q.errors.append(f"{key}: needs a value")
+            elif key == "status":
+                bad = [v for v in value.split(",") if v not in statuses]
+                if bad:
+                    q.errors.append(f"status: {', '.join(bad)}? ({', '.join(statuses)})")
+                else:
+                    q.status = value
+            elif view != "jobs":
+                q.errors.append(f"{key}: requests filter by status and words only")
+            elif key == "verdict":
+                if value not in VERDICTS:
+                    q.errors.append("verdict: pass or fail")
+                else:
+                    q.verdict = value
+            elif key == "model":
+                if models and value not in models:
+                    q.errors.append(f"model: {value}? ({', '.join(models)})")
+                else:
+                    q.model = value
+            elif key == "method":
+                if methods and value not in methods:
+                    q.errors.append(f"method: {value}? ({', '.join(methods)})")
+                else:
+                    q.method = value
+            else:
+                day = parse_date(value)
+                if day is None:
+                    q.errors.append(f"{key}: a date YYYY-MM-DD")
+                elif key == "since":
+                    q.since = day
+                elif key == "until":
+                    q.until = day
+                else:
+                    q.since = q.until = day
+        return q
+
+    @property
+    def search(self) -> str | None:
+        return " ".join(self.words) or None
+
+
+class FilterSuggester(Suggester):
+    """Completes the key or value of the last token of the filter line."""
+
+    def __init__(self, screen: HistoryScreen) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.screen = screen
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value or value.endswith(" "):
+            return None
+        head, _, last = value.rpartition(" ")
+        prefix = head + " " if head else ""
+        key, sep, partial = last.partition(":")
+        if not sep:
+            for k in KEYS:
+                if k.startswith(last) and k != last:
+                    return f"{prefix}{k}:"
+            return None
+        options = {"status": JOB_STATUSES if self.screen.view == "jobs" else REQUEST_STATUSES,
+                   "verdict": VERDICTS, "model": self.screen.models, "method": self.screen.methods}.get(key, ())
+        done, _, current = partial.rpartition(",")
+        for option in options:
+            if current and option.startswith(current) and option != current:
+                return f"{prefix}{key}:{done + ',' if done else ''}{option}"
+        return None
+
+
+async def first_index(n: int, probe, predicate) -> int:
+    """The first index in [0, n) whose item satisfies a monotone predicate (n when none does)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if predicate(await probe(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+class HistoryScreen(EngineScreen):
+    KIND = "history"
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", key_display="esc", id="history.back"),
+        Binding("enter", "open", "Open", id="history.open"),
+        Binding("v", "toggle_view", "Jobs/reqs", tooltip="switch between jobs and requests", id="history.view"),
+        Binding("s", "sort", "Sort", tooltip="newest or oldest first", id="history.sort"),
+        Binding("right_square_bracket", "page(1)", "Next", key_display="]", tooltip="next page of 100", id="history.next_page"),
+        Binding("left_square_bracket", "page(-1)", "Prev", key_display="[", tooltip="previous page", id="history.prev_page"),
+        Binding("space", "mark", "Mark", tooltip="mark a job for compare (two at most)", id="history.mark"),
+        Binding("c", "compare", "Compare", tooltip="compare the two marked jobs", id="history.compare"),
+        Binding("slash", "search", "Filter", key_display="/", tooltip="filter: words, status:, verdict:, model:, method:, since:, until:", id="history.search"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view = "jobs"
+        self.order = "desc"
+        self.page = 0
+        self.total = 0
+        self.window = (0, 0)
+        self.marked: list[int] = []
+        self.items: list[dict] = []
+        self._debounce = None
+        self._options_loaded = False
+        self.models: list[str] = []
+        self.methods: list[str] = []
+        self.errors: list[str] = []
+        self._to_top = False  # after a sort, a page turn or a new filter the cursor goes to the first row
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="≡")
+        yield Input(placeholder="filter: words · status:failed · verdict:fail · model: · method: · since: · until:",
+                    id="filter", compact=True, suggester=FilterSuggester(self))
+        yield Label("", id="history-info")
+        self.wide = self.app.size.width >= 100  # the model column only where it fits
+        model = [("model", "model")] if self.wide else []
+        yield KeyedTable([("id", "job"), ("request", "req"), ("title", "title"), ("tier", "tier"),
+                          ("method", "method"), *model, ("status", "status"), ("verdict", "verdict"),
+                          ("created", "created (UTC)"), ("mark", "")], id="jobs-table")
+        intention = [("intention", "intention")] if self.wide else []
+        yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference"), *intention,
+                          *model, ("tier", "tier"), ("status", "status"), ("verdict", "verdict"),
+                          ("created", "created (UTC)")], id="requests-table")
+        yield KeyBar()
+
+    def on_mount(self) -> None:
+        self.sub_title = "history"
+        steady_cursors(self)
+        self.query_one("#requests-table").display = False
+        self.query_one("#jobs-table").focus()
+
+    # ------------------------------------------------------------ data
+
+    def parse_filter(self) -> Query:
+        return Query.parse(self.query_one("#filter", Input).value, self.view, self.models, self.methods)
+
+    def filters(self, q: Query) -> dict:
+        if self.view == "requests":
+            return {"status": q.status, "q": q.search}
+        return {"status": q.status, "verdict": q.verdict, "model": q.model, "method": q.method, "q": q.search,
+                "order": self.order}
+
+    async def load(self) -> None:
+        client = self.app.client
+        if not self._options_loaded:
+            models, methods = await asyncio.gather(self.app.cached("/models"), self.app.cached("/methods"))
+            self.models = [m["name"] for m in models]
+            self.methods = [m["name"] for m in methods]
+            self._options_loaded = True
+        q = self.parse_filter()
+        self.errors = q.errors
+        filters = self.filters(q)
+        path = f"/{self.view}"
+        first = await client.get(path, limit=PAGE, offset=0, **filters)
+        total = first["total"]
+        start, end = 0, total
+        since = q.since.isoformat() if q.since else None
+        until = (q.until + timedelta(days=1)).isoformat() if q.until else None
+        if self.view == "jobs" and (since or until) and total:
+            start, end = await self.date_window(path, filters, total, since, until)
+        self.window = (start, end)
+        self.total = end - start
+        pages = max(1, -(-self.total // PAGE))
+        self.page = min(self.page, pages - 1)
+        offset = start + self.page * PAGE
+        limit = max(1, min(PAGE, end - offset))
+        if offset == 0 and limit == PAGE:
+            res = first
+        else:
+            res = await client.get(path, limit=limit, offset=offset, **filters)
+        self.items = res["items"][: max(0, end - offset)]
+        self.render_rows()
+
+    async def date_window(self, path: str, filters: dict, total: int, since: str | None,
+                          until: str | None) -> tuple[int, int]:
+        """Jobs are listed by id, and ids grow with creation time: a date range is a window of offsets,
+        found by binary search with one-row queries (a few dozen of them for any store size)."""
+        client = self.app.client
+        cache: dict[int, str] = {}
+
+        async def created(i: int) -> str:
+            if i not in cache:
+                res = await client.get(path, limit=1, offset=i, **filters)
+                cache[i] = res["items"][0]["created_at"] if res["items"] else ""
+            return cache[i]
+
+        if self.order == "desc":  # newest first: the window starts below `until` and ends below `since`
+            start = await first_index(total, created, lambda c: c < until) if until else 0
+            end = await first_index(total, created, lambda c: c < since) if since else total
+        else:
+            start = await first_index(total, created, lambda c: c >= since) if since else 0
+            end = await first_index(total, created, lambda c: c >= until) if until else total
+        return start, max(start, end)
+
+    def render_rows(self) -> None:
+        info = self.query_one("#history-info", Label)
+        pages = max(1, -(-self.total // PAGE))
+        noun = "job" if self.view == "jobs" else "request"
+        text = Text(f"{self.total:,} {noun}{'s' if self.total != 1 else ''}", style="bold")
+        text.append(f" · page {self.page + 1}/{pages}")
+        if self.view == "jobs":
+            text.append(" · newest first" if self.order == "desc" else " · oldest first")
+            if self.marked:
+                text.append(f" · marked: {', '.join(str(m) for m in self.marked)}")
+        if self.errors:
+            text.append(" · " + "; ".join(self.errors), style=style("bold red"))
+        elif not self.query_one("#filter", Input).value:
+            text.append(" · / to filter", style="dim")
+        info.update(text)
+        if self.view == "jobs":
+            width = max(10, min(60, self.app.size.width - (80 if self.wide else 70)))
+            rows = [(str(j["id"]), [str(j["id"]), str(j["request_id"]), plain(_cut(j.get("request_title"), width)),
+                                    str(j["tier"]), j["method"], *([plain(j.get("model") or "")] if self.wide else []),
+                                    status(j["status"]), verdict(j["verdict"]), when(j["created_at"], not self.wide),
+                                    Text("●" if j["id"] in self.marked else "", style="bold")])
+                    for j in self.items]
+            self._sync("#jobs-table", rows)
+        else:
+            width = max(10, min(60, self.app.size.width - (96 if self.wide else 66)))
+            rows = [(str(r["id"]), [str(r["id"]), plain(_cut(r["title"], width)), plain(_cut(r["reference"], 14)),
+                                    *([r["intention"], plain(r["model"])] if self.wide else []), str(r["current_tier"]),
+                                    status(r["status"]), verdict(r["verdict"]), when(r["created_at"], not self.wide)])
+                    for r in self.items]
+            self._sync("#requests-table", rows)
+
+    def _sync(self, selector: str, rows) -> None:
+        table = self.query_one(selector, KeyedTable)
+        table.sync(rows)
+        if self._to_top and rows:
+            table.move_cursor(row=0, animate=False)
+        self._to_top = False
+
+    def wants(self, update: EngineUpdate) -> bool:
+        return bool(update.jobs or update.requests)
+
+    def apply(self, update: EngineUpdate) -> None:
+        # Statuses and verdicts change in place; a new job shows on the first page.
+        shown = {j["id"] for j in self.items} if self.view == "jobs" else set()
+        if self.view == "jobs" and update.jobs and set(update.jobs) <= shown:
+            self.items = [{**j, **update.jobs.get(j["id"], {})} for j in self.items]
+            self.render_rows()
+        elif update.jobs or update.requests:
+            self.reload()
+
+    # ------------------------------------------------------------ filters
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE, self._refilter)
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(self._table_id()).focus()
+
+    def _refilter(self) -> None:
+        self.page = 0
+        self._to_top = True
+        self.reload()
+
+    def _table_id(self) -> str:
+        return "#jobs-table" if self.view == "jobs" else "#requests-table"
+
+    # ------------------------------------------------------------ actions
+
+    def action_search(self) -> None:
+        self.query_one("#filter", Input).focus()
+        self.notify(HINT, title="filter syntax", timeout=8)
+
+    def action_toggle_view(self) -> None:
+        self.view = "requests" if self.view == "jobs" else "jobs"
+        jobs = self.view == "jobs"
+        self.query_one("#jobs-table").display = jobs
+        self.query_one("#requests-table").display = not jobs
+        self.query_one(self._table_id()).focus()
+        self.page = 0
+        self.items = []
+        self.reload()
+
+    def action_sort(self) -> None:
+        if self.view != "jobs":
+            self.notify("requests are listed newest first")
+            return
+        self.order = "asc" if self.order == "desc" else "desc"
+        self.page = 0
+        self._to_top = True
+        self.reload()
+
+    def action_page(self, step: int) -> None:
+        pages = max(1, -(-self.total // PAGE))
+        new = min(max(0, self.page + step), pages - 1)
+        if new != self.page:
+            self.page = new
+            self._to_top = True
+            self.reload()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open()
+
+    def action_open(self) -> None:
+        key = self.query_one(self._table_id(), KeyedTable).selected_key
+        if key is None:
+            return
+        if self.view == "jobs":
+            self.app.open_job(int(key))
+        else:
+            self.app.open_request(int(key))
+
+    def action_mark(self) -> None:
+        if self.view != "jobs":
+            return
+        key = self.query_one("#jobs-table", KeyedTable).selected_key
+        if key is None:
+            return
+        job_id = int(key)
+        if job_id in self.marked:
+            self.marked.remove(job_id)
+        else:
+            self.marked = (self.marked + [job_id])[-2:]
+        self.render_rows()
+
+    def action_compare(self) -> None:
+        if len(self.marked) != 2:
+            self.notify("mark two jobs with space, then compare")
+            return
+        self.app.open_compare(*self.marked)
+
+
+def _cut(text: str | None, width: int) -> str:
+    text = text or ""
+    return text if len(text) <= width else text[: width - 1] + "…"

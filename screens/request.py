@@ -1,0 +1,246 @@
+"""Request: the escalation ladder (one row per tier tried, one column per stage, each cell a verdict), the
+accepted job, escalate / cancel / accept / close, and the request's audit events."""
+
+from __future__ import annotations
+
+import json
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Header, Static
+
+from console.client import EngineError
+from console.messages import EngineUpdate
+from console.widgets.format import TERMINAL, plain, status, style, verdict, when
+from console.widgets.keybar import KeyBar
+from console.widgets.progress import phase_label
+from console.widgets.table import KeyedTable
+from screens.base import EngineScreen
+
+STAGES = ("unit", "control", "reconstruction")
+
+
+class RequestScreen(EngineScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", key_display="esc", id="request.back"),
+        Binding("enter", "open_job", "Open job", id="request.open"),
+        Binding("e", "escalate", "Escalate", tooltip="run the next tier (confirm method and hyperparameters)", id="request.escalate"),
+        Binding("x", "cancel_job", "Cancel", tooltip="cancel the selected queued or running job", id="request.cancel"),
+        Binding("a", "accept", "Accept", tooltip="record the selected job as the request's result", id="request.accept"),
+        Binding("C", "close_request", "Close", key_display="C", tooltip="close the request and purge its texts", id="request.close"),
+        Binding("space", "mark", "Mark", tooltip="mark a job for compare", id="request.mark"),
+        Binding("c", "compare", "Compare", tooltip="compare the marked jobs (or this one with the one before)", id="request.compare"),
+    ]
+
+    def __init__(self, request_id: int) -> None:
+        super().__init__()
+        self.request_id = request_id
+        self.detail: dict | None = None
+        self.marked: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="≡")
+        yield Static("", id="request-head")
+        yield KeyedTable([("tier", "tier"), ("method", "method"), ("job", "job"), ("status", "status"),
+                          ("unit", "unit"), ("control", "control"), ("reconstruction", "reconstr."),
+                          ("verdict", "verdict"), ("mark", "")], id="ladder", classes="panel")
+        yield KeyedTable([("ts", "time (UTC)"), ("actor", "actor"), ("action", "action"), ("subject", "subject"),
+                          ("detail", "detail")], id="audit", classes="panel", cursor_type="none")
+        yield KeyBar()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"request {self.request_id}"
+        self.query_one("#ladder").border_title = "Escalation ladder"
+        self.query_one("#audit").border_title = "Audit"
+        self.query_one("#ladder").focus()
+
+    async def load(self) -> None:
+        self.detail = await self.app.client.get(f"/requests/{self.request_id}")
+        self.render_head()
+        self.render_ladder()
+        self.render_audit()
+
+    def wants(self, update: EngineUpdate) -> bool:
+        return update.touches_request(self.request_id)
+
+    def apply(self, update: EngineUpdate) -> None:
+        if self.wants(update):
+            self.reload()
+        elif self.detail and any(j["id"] in update.progress for j in self.detail["jobs"]):
+            self.render_ladder()
+
+    # ------------------------------------------------------------ rendering
+
+    def render_head(self) -> None:
+        r = self.detail["request"]
+        head = Text()
+        head.append(f"Request {r['id']} · ", style="bold")
+        head.append(r["title"], style="bold")
+        head.append("\n")
+        head.append(f"{r['reference'] or 'no reference'} · {r['intention']} · model {r['model']} · "
+                    f"policy {r['policy']} · ")
+        head.append_text(status(r["status"]))
+        head.append(f" · tier {r['current_tier']} · verdict ")
+        head.append_text(verdict(r["verdict"]))
+        head.append("\ndata: ")
+        data = {d["kind"]: d for d in self.detail["data"]}
+        parts = []
+        for kind in ("forget", "retain", "holdout", "probes", "sensitive"):
+            if kind in data:
+                parts.append(f"{kind} {data[kind]['count']}" + (" (purged)" if data[kind]["purged"] else ""))
+        head.append(" · ".join(parts))
+        accepted = r["accepted_job_id"]
+        head.append(" · accepted: ")
+        head.append(f"job {accepted}" if accepted else "none", style="bold" if accepted else "dim")
+        for w in r.get("warnings") or []:
+            head.append(f"\nwarning: {w}", style=style("yellow"))
+        self.query_one("#request-head", Static).update(head)
+
+    def render_ladder(self) -> None:
+        rows = []
+        accepted = self.detail["request"]["accepted_job_id"]
+        for j in self.detail["jobs"]:
+            stages = {s["stage"]: s for s in j.get("stages") or []}
+            cells = []
+            for name in STAGES:
+                if name in stages:
+                    cells.append(verdict(stages[name]["verdict"]))
+                else:
+                    cells.append(Text("…" if j["status"] in ("queued", "running") else "—", style="dim"))
+            state = status(j["status"])
+            if j["status"] == "running":
+                p = self.app.live.get(j["id"])
+                phase, step, total = (p.phase, p.step, p.total) if p else (j["phase"], j["step"], j["total"])
+                state = Text(phase_label(phase) + (f" {step}/{total}" if total and phase == "train" else ""),
+                             style=style("bold cyan"))
+            mark = ("★ accepted" if j["id"] == accepted else "") + (" ●" if j["id"] in self.marked else "")
+            rows.append((str(j["id"]), [str(j["tier"]), j["method"], str(j["id"]), state, *cells,
+                                        verdict(j["verdict"]), Text(mark.strip(), style="bold")]))
+        self.query_one("#ladder", KeyedTable).sync(rows)
+
+    def render_audit(self) -> None:
+        rows = []
+        for e in reversed(self.detail["audit"]):
+            detail = json.dumps(e["detail"], ensure_ascii=False, separators=(",", ":"))
+            rows.append((str(e["id"]), [when(e["ts"]), e["actor"], e["action"], e["subject"],
+                                        plain(detail if len(detail) <= 60 else detail[:59] + "…")]))
+        self.query_one("#audit", KeyedTable).sync(rows)
+
+    # ------------------------------------------------------------ actions
+
+    def selected_job(self) -> dict | None:
+        key = self.query_one("#ladder", KeyedTable).selected_key
+        if self.detail is None or key is None:
+            return None
+        return next((j for j in self.detail["jobs"] if str(j["id"]) == key), None)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.data_table.id == "ladder":
+            self.action_open_job()
+
+    def action_open_job(self) -> None:
+        job = self.selected_job()
+        if job:
+            self.app.open_job(job["id"])
+
+    def action_mark(self) -> None:
+        job = self.selected_job()
+        if job is None:
+            return
+        if job["id"] in self.marked:
+            self.marked.remove(job["id"])
+        else:
+            self.marked = (self.marked + [job["id"]])[-2:]
+        self.render_ladder()
+
+    def action_compare(self) -> None:
+        if len(self.marked) == 2:
+            self.app.open_compare(*self.marked)
+            return
+        job = self.selected_job()
+        others = [j["id"] for j in (self.detail or {}).get("jobs", []) if job and j["id"] != job["id"]]
+        if job is None or not others:
+            self.notify("mark two jobs with space, then compare")
+            return
+        earlier = [i for i in others if i < job["id"]]
+        self.app.open_compare(earlier[-1] if earlier else others[0], job["id"])
+
+    def action_escalate(self) -> None:
+        self.run_worker(self._escalate, exclusive=True, group="action")
+
+    async def _escalate(self) -> None:
+        from screens.confirm import EscalateScreen
+
+        if self.detail is None:
+            return
+        req = self.detail["request"]
+        if req["status"] != "open":
+            self.notify("this request is closed; no job can run on it", severity="warning")
+            return
+        try:
+            methods = await self.app.cached("/methods")
+        except EngineError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+
+        def done(job: dict | None) -> None:
+            if job:
+                self.notify(f"job {job['id']} queued: tier {job['tier']} {job['method']}")
+                self.reload()
+
+        self.app.push_screen(EscalateScreen(req, methods), done)
+
+    def action_cancel_job(self) -> None:
+        from screens.confirm import ConfirmScreen
+
+        job = self.selected_job()
+        if job is None or job["status"] not in ("queued", "running"):
+            self.notify("select a queued or running job to cancel")
+            return
+
+        async def done(yes: bool | None) -> None:
+            if yes and await self.app.api("POST", f"/jobs/{job['id']}/cancel"):
+                self.notify(f"job {job['id']} cancelled")
+                self.reload()
+
+        self.app.push_screen(ConfirmScreen(f"Cancel job {job['id']} (tier {job['tier']} {job['method']})?",
+                                           "A running job's worker is stopped; its progress is lost.",
+                                           yes="Cancel job", no="Keep it"), done)
+
+    def action_accept(self) -> None:
+        job = self.selected_job()
+        if job is None or job["status"] != "succeeded":
+            self.notify("select a finished job to accept")
+            return
+
+        async def go() -> None:
+            if await self.app.api("POST", f"/requests/{self.request_id}/accept", {"job_id": job["id"]}):
+                self.notify(f"job {job['id']} accepted as the request's result")
+                self.reload()
+
+        self.run_worker(go, group="action")
+
+    def action_close_request(self) -> None:
+        from screens.confirm import ConfirmScreen
+
+        if self.detail is None or self.detail["request"]["status"] == "closed":
+            self.notify("the request is already closed")
+            return
+        active = [j for j in self.detail["jobs"] if j["status"] not in TERMINAL]
+        if active:
+            self.notify(f"job {active[0]['id']} is {active[0]['status']}; cancel it before closing",
+                        severity="warning")
+            return
+
+        async def done(yes: bool | None) -> None:
+            if yes and await self.app.api("POST", f"/requests/{self.request_id}/close"):
+                self.notify(f"request {self.request_id} closed; its texts are purged")
+                self.reload()
+
+        self.app.push_screen(ConfirmScreen(
+            f"Close request {self.request_id}?",
+            "Its forget, retain and other texts are purged for good; hashes, metrics and masked evidence are "
+            "kept. No job can run on it afterwards.", yes="Close and purge", no="Keep open"), done)
+
