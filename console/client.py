@@ -114,6 +114,16 @@ class EngineClient:
     def audit_verify(self):
         return self._get("/audit/verify")
 
+    def purge_check(self, request_id: int, forget: list[dict] | None = None, sensitive: list[str] | None = None,
+                    strings: list[str] | None = None):
+        """Scan the engine's database and data dir for a request's texts (see engine.privacy)."""
+        try:
+            return _check(self._http.post(f"/requests/{request_id}/purge-check",
+                                          json={"forget": forget, "sensitive": sensitive, "strings": strings or []},
+                                          timeout=httpx.Timeout(600.0)))
+        except httpx.TransportError as exc:
+            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
+
     def events(self, after: int | None = None, timeout: float | None = None) -> Iterator[dict]:
         """Server-sent events from the engine, parsed; blocks while nothing happens."""
         from httpx_sse import connect_sse
@@ -124,6 +134,17 @@ class EngineClient:
             for sse in source.iter_sse():
                 if sse.data:
                     yield json.loads(sse.data)
+
+    def report(self, request_id: int, fmt: str = "html") -> str:
+        """The sign-off report of a request: a self-contained HTML page or Markdown, as text."""
+        try:
+            r = self._http.get(f"/requests/{request_id}/report", params={"format": fmt},
+                               timeout=httpx.Timeout(120.0))
+        except httpx.TransportError as exc:
+            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
+        if r.status_code >= 400:
+            _check(r)
+        return r.text
 
 
 class AsyncEngineClient:

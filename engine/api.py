@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette.sse import EventSourceResponse
 
 from engine import service
+from engine.datasets import lone_surrogate
 from engine.errors import SpecError
 from engine.events import EventBus
 from engine.methods.base import list_methods
@@ -20,10 +23,25 @@ from store import audit
 from store.db import session
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id is a 422 naming the field, not an overflow
+Id = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 
 
-class ModelIn(BaseModel):
+class BodyIn(BaseModel):
+    """A request body: unknown fields refused, and text that is not valid Unicode refused by its path."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        where = lone_surrogate(data, "")
+        if where is not None:
+            raise ValueError(f"{where}: not valid Unicode (a lone surrogate code point)")
+        return data
+
+
+class ModelIn(BodyIn):
     name: str = Field(min_length=1, max_length=100)
     source: str = Field(min_length=1, max_length=4096)
     options: dict = Field(default_factory=dict)
@@ -31,8 +49,7 @@ class ModelIn(BaseModel):
     holdout_path: str | None = None
 
 
-class RequestIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RequestIn(BodyIn):
     spec: dict
     method: str | None = None
     hyper: dict | None = None
@@ -40,22 +57,27 @@ class RequestIn(BaseModel):
     auto_escalate: bool = False
 
 
-class JobIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    request_id: int
+class JobIn(BodyIn):
+    request_id: int = Field(ge=0, le=MAX_ID)
     method: str
     hyper: dict | None = None
 
 
-class EscalateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EscalateIn(BodyIn):
     method: str | None = None
     hyper: dict | None = None
 
 
-class AcceptIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    job_id: int
+class AcceptIn(BodyIn):
+    job_id: int = Field(ge=0, le=MAX_ID)
+
+
+class PurgeCheckIn(BodyIn):
+    """The operator's copy of a request's texts: checked against the kept hashes, then searched for."""
+
+    forget: list[dict] | None = Field(default=None, max_length=100_000)
+    sensitive: list[str] | None = Field(default=None, max_length=1000)
+    strings: list[str] = Field(default_factory=list, max_length=10_000)
 
 
 def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
@@ -78,6 +100,15 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+        if not length and request.method in ("POST", "PUT", "PATCH"):  # chunked: counted as it arrives
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"},
+                                        status_code=413)
+                chunks.append(chunk)
+            request._body = b"".join(chunks)  # handed on to the route (starlette's _CachedRequest)
         return await call_next(request)
 
     @app.get("/health")
@@ -121,37 +152,38 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
 
     @app.get("/requests")
     def list_requests(status: str | None = None, q: str | None = Query(default=None, max_length=200),
-                      limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0)):
+                      limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=MAX_ID)):
         return run(service.list_requests, status, q, limit, offset)
 
     @app.get("/requests/{request_id}")
-    def request_detail(request_id: int):
+    def request_detail(request_id: Id):
         return run(service.request_detail, request_id)
 
     @app.post("/requests/{request_id}/escalate", status_code=201)
-    def escalate(request_id: int, body: EscalateIn):
+    def escalate(request_id: Id, body: EscalateIn):
         job = run(service.escalate, request_id, body.method, body.hyper)
         _publish_job(job.id)
         _publish_request(request_id)
         return _job(job.id)
 
     @app.post("/requests/{request_id}/close")
-    def close(request_id: int):
-        req = run(service.close_request, request_id)
+    def close(request_id: Id):
+        purge: dict = {}
+        req = run(service.close_request, request_id, report=purge)
         _publish_request(request_id)
-        return service.request_out(req)
+        return {**service.request_out(req), "purge": purge}
 
     @app.post("/requests/{request_id}/accept")
-    def accept(request_id: int, body: AcceptIn):
+    def accept(request_id: Id, body: AcceptIn):
         req = run(service.accept_job, request_id, body.job_id)
         _publish_request(request_id)
         return service.request_out(req)
 
     @app.get("/jobs")
-    def list_jobs(status: str | None = None, request_id: int | None = None, method: str | None = None,
+    def list_jobs(status: str | None = None, request_id: int | None = Query(default=None, ge=0, le=MAX_ID), method: str | None = None,
                   model: str | None = None, verdict: str | None = None,
                   q: str | None = Query(default=None, max_length=200),
-                  limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0),
+                  limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=MAX_ID),
                   order: str = Query(default="desc", pattern="^(asc|desc)$")):
         return run(service.list_jobs, status, request_id, method, model, verdict, q, limit, offset, order)
 
@@ -162,11 +194,11 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
         return _job(job.id)
 
     @app.get("/jobs/{job_id}")
-    def job_detail(job_id: int, evidence_limit: int = Query(default=200, ge=0, le=10_000)):
+    def job_detail(job_id: Id, evidence_limit: int = Query(default=200, ge=0, le=10_000)):
         return run(service.job_detail, job_id, evidence_limit)
 
     @app.post("/jobs/{job_id}/cancel")
-    def cancel(job_id: int):
+    def cancel(job_id: Id):
         job = run(service.cancel_job, job_id)
         if scheduler is not None:
             scheduler.cancel(job_id)
@@ -174,7 +206,7 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
         return _job(job.id)
 
     @app.post("/jobs/{job_id}/resume")
-    def resume(job_id: int):
+    def resume(job_id: Id):
         run(service.resume_job, job_id)
         _publish_job(job_id)
         return _job(job_id)
@@ -214,5 +246,55 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
 
     def _publish_request(request_id: int) -> None:
         bus.publish("request", request_id=request_id)
+
+    @app.get("/requests/{request_id}/report")
+    def report(request_id: Id, fmt: str = Query(default="html", alias="format", pattern="^(html|md)$")):
+        from fastapi.responses import Response
+
+        from engine.report import build_report
+
+        body = run(build_report, request_id, fmt)
+        media = "text/html; charset=utf-8" if fmt == "html" else "text/markdown; charset=utf-8"
+        return Response(content=body, media_type=media)
+
+    @app.post("/requests/{request_id}/purge-check")
+    def purge_check(request_id: Id, body: PurgeCheckIn):
+        """Scan the database, its WAL and the data dir for a request's texts. An open request is checked
+        against the texts the engine holds; a closed one against the operator's copy (body), whose
+        forget and sensitive sets are compared with the SHA-256 hashes kept at close."""
+        from sqlmodel import select
+
+        from engine import privacy
+        from engine.datasets import rows_sha256
+        from store.models import RequestData
+
+        def check(s):
+            req = service.get_request(s, request_id)
+            stored = {d.kind: d for d in s.exec(select(RequestData).where(RequestData.request_id == request_id))}
+            given = {"forget": body.forget, "sensitive": body.sensitive}
+            matches = {kind: (rows_sha256(rows) == stored[kind].sha256 if kind in stored else None)
+                       for kind, rows in given.items() if rows is not None}
+            rows = {k: v for k, v in given.items() if v is not None}
+            if req.status == "open" and not rows and not body.strings:
+                rows = {k: v for k, v in service.request_rows(s, request_id).items() if k in ("forget", "sensitive")}
+            strings = privacy.request_strings(rows) + [x for x in body.strings if x.strip()]
+            if not strings:
+                raise SpecError("nothing to check: give the request's spec (forget, sensitive) or strings")
+            return {"request_id": request_id, "status": req.status, "matches_request": matches,
+                    **privacy.scan(strings, privacy.paths_for(s), privacy.db_path_of(s))}
+
+        return run(check)
+
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import Response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        """422 naming each field (loc) and what is wrong; the offending input is not echoed (it may be
+        megabytes, or text that cannot be encoded)."""
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return Response(json.dumps({"detail": errors}, ensure_ascii=True, default=str), status_code=422,
+                        media_type="application/json")
 
     return app
