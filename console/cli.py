@@ -527,7 +527,7 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
     c = client()
     res: dict = {"request_id": request_id}
     if not check_only:
-        closed = call(c.close_request, request_id)
+        closed = call(c.purge, request_id)
         res["closed"] = {k: v for k, v in closed.get("purge", {}).items() if k != "check"}
         res["check"] = closed.get("purge", {}).get("check")
     if check_only or body or strings:

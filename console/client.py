@@ -114,6 +114,14 @@ class EngineClient:
     def audit_verify(self):
         return self._get("/audit/verify")
 
+    def purge(self, request_id: int):
+        """Close a request and search the whole data dir for its texts while the engine still has them."""
+        try:
+            return _check(self._http.post(f"/requests/{request_id}/close", params={"check": "full"},
+                                          timeout=httpx.Timeout(600.0)))
+        except httpx.TransportError as exc:
+            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
+
     def purge_check(self, request_id: int, forget: list[dict] | None = None, sensitive: list[str] | None = None,
                     strings: list[str] | None = None):
         """Scan the engine's database and data dir for a request's texts (see engine.privacy)."""

@@ -167,9 +167,11 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
         return _job(job.id)
 
     @app.post("/requests/{request_id}/close")
-    def close(request_id: Id):
+    def close(request_id: Id, check: str = Query(default="database", pattern="^(database|full)$")):
+        """Close and purge; the texts are then searched for in the database and its WAL, or (check=full,
+        `expunge purge`) in every file under the data, artifacts and state dirs too."""
         purge: dict = {}
-        req = run(service.close_request, request_id, report=purge)
+        req = run(service.close_request, request_id, report=purge, full_check=check == "full")
         _publish_request(request_id)
         return {**service.request_out(req), "purge": purge}
 

@@ -16,8 +16,12 @@ def read_jsonl(path: Path, label: str) -> list[dict]:
     if not path.is_file():
         raise SpecError(f"{label}: file not found: {path}")
     rows: list[dict] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:  # a byte-order mark on the first line is tolerated
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise SpecError(f"{label}: {path.name} line {lineno}: not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -47,7 +51,31 @@ def check_row(row: object, where: str) -> dict:
     for key, value in row.items():
         if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
             raise SpecError(f"{where}: '{key}' is longer than {MAX_FIELD_CHARS} characters")
+    bad = lone_surrogate(row)
+    if bad is not None:
+        raise SpecError(f"{where}: '{bad}' is not valid Unicode (a lone surrogate code point)")
     return row
+
+
+def lone_surrogate(value, where: str = "") -> str | None:
+    """The path (a.b.0) of a string holding a lone surrogate in parsed JSON/YAML (JSON allows "\\ud800";
+    UTF-8, SQLite and file names do not), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "(text)"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found = lone_surrogate(k, f"{where}.{k!a}".lstrip(".")) or lone_surrogate(v, f"{where}.{k}".lstrip("."))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = lone_surrogate(v, f"{where}.{i}".lstrip("."))
+            if found:
+                return found
+    return None
 
 
 def as_qa(rows: list[dict]) -> list[dict]:

@@ -40,6 +40,8 @@ log = logging.getLogger("expunge.scheduler")
 def detect_slots() -> list[dict]:
     """One slot per visible GPU (CUDA_VISIBLE_DEVICES per worker), else one CPU slot; no torch import here."""
     override = os.environ.get("EXPUNGE_SLOTS")
+    if override == "0":  # no slots: the engine queues jobs but runs none (maintenance, load tests)
+        return []
     if override == "cpu" or shutil.which("nvidia-smi") is None:
         return [{"slot": 0, "device": "cpu", "env": {"CUDA_VISIBLE_DEVICES": ""}}]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -315,11 +317,17 @@ class ProgressTracker:
         self.latest: dict = {}
         self.losses: list[list[float]] = []
         self.last_write = 0.0
+        with session(scheduler.db) as s:  # a resumed job keeps the loss curve it had when it stopped
+            job = s.get(Job, job_id)
+            if job is not None:
+                self.losses = list(json.loads(job.progress_json or "{}").get("losses") or [])
 
     def update(self, msg: dict) -> None:
         fields = {k: msg[k] for k in ("phase", "step", "total", "loss", "eta") if k in msg}
         self.latest.update(fields)
         if msg.get("loss") is not None and msg.get("step") is not None:
+            if self.losses and self.losses[-1][0] >= msg["step"]:  # resumed from an earlier checkpoint
+                self.losses = [p for p in self.losses if p[0] < msg["step"]]
             self.losses.append([msg["step"], msg["loss"]])
             if len(self.losses) > 2000:  # keep the curve's shape, not every point
                 self.losses = self.losses[::2]

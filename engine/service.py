@@ -193,10 +193,12 @@ def escalate(s: Session, request_id: int, method: str | None = None, hyper: dict
     return submit_job(s, request_id, method, hyper, actor)
 
 
-def close_request(s: Session, request_id: int, actor: str = "operator", report: dict | None = None) -> Request:
+def close_request(s: Session, request_id: int, actor: str = "operator", report: dict | None = None,
+                  full_check: bool = False) -> Request:
     """Purge the raw texts, keep their hashes, metrics and masked evidence (engine.privacy: also the cached
-    'before' generations, artifact files holding the texts, work dirs and the WAL); then scan the database
-    and data dir for the texts while they are still known, into `report` when given."""
+    'before' generations, artifact files holding the texts, work dirs and the WAL); then, into `report` when
+    given, scan for the texts while they are still known: the database file and its WAL, and with
+    `full_check` every file under the data, artifacts and state dirs (which may take a while)."""
     from engine import privacy
     from engine.verify.metrics import mask_sensitive
 
@@ -233,7 +235,8 @@ def close_request(s: Session, request_id: int, actor: str = "operator", report: 
     wal_truncated = privacy.checkpoint_wal(s)
     if report is not None:
         report.update(purged, wal_truncated=wal_truncated,
-                      check=privacy.scan(mask_terms, db_path=privacy.db_path_of(s)))
+                      check=privacy.scan(mask_terms, privacy.paths_for(s) if full_check else None,
+                                         privacy.db_path_of(s)))
     return req
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.datasets import as_qa, check_row, read_jsonl
+from engine.datasets import MAX_ROWS, as_qa, check_row, lone_surrogate, read_jsonl
 from engine.errors import SpecError
 
 
@@ -49,6 +49,9 @@ def format_validation_error(exc: ValidationError) -> str:
 def parse_spec(raw: dict) -> RequestSpec:
     if not isinstance(raw, dict):
         raise SpecError("the spec must be a mapping of fields (title, model, forget, ...)")
+    bad = lone_surrogate(raw)
+    if bad is not None:
+        raise SpecError(f"{bad}: not valid Unicode (a lone surrogate code point)")
     try:
         return RequestSpec.model_validate(raw)
     except ValidationError as exc:
@@ -59,7 +62,10 @@ def load_spec_file(path: Path) -> dict:
     """Read a YAML/JSON spec and inline its data files, so the engine receives one self-contained body."""
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path.name}: not valid UTF-8 (byte {exc.start})") from None
     try:
         if path.suffix == ".json":
             raw = json.loads(text)
@@ -95,6 +101,8 @@ def resolve_rows(spec: RequestSpec, allow_paths: bool = True) -> dict[str, list[
         else:
             if not value:
                 raise SpecError(f"{kind}: no rows")
+            if len(value) > MAX_ROWS:
+                raise SpecError(f"{kind}: more than {MAX_ROWS} rows")
             out[kind] = [check_row(r, f"{kind}: row {i}") for i, r in enumerate(value, start=1)]
     return out
 

@@ -18,6 +18,8 @@ def _pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=15000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # Deleted or overwritten content (purged request texts) is zeroed, not left in free pages.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 

@@ -33,7 +33,9 @@ class Paths:
 
     @property
     def artifacts(self) -> Path:
-        return self.data / "artifacts"
+        # EXPUNGE_ARTIFACTS_DIR puts the artifacts on their own filesystem (a bigger disk; tests: a tiny one).
+        override = os.environ.get("EXPUNGE_ARTIFACTS_DIR")
+        return Path(override).expanduser().resolve() if override else self.data / "artifacts"
 
     @property
     def models(self) -> Path:

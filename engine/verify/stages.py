@@ -90,8 +90,8 @@ def judge(before: dict[str, dict], after: dict[str, dict], policy: dict, intenti
 def _rule_text(rule: dict | None, intention: str, metric: str) -> str:
     if rule is None:
         return "reported only"
-    text = {"max": "after <= {t}", "min": "after >= {t}", "ratio_max": "after <= {t} x before",
-            "ratio_min": "after >= {t} x before"}[rule["rule"]].format(t=rule["threshold"])
+    text = {"max": "≤ {t}", "min": "≥ {t}", "ratio_max": "≤ {t}×before",
+            "ratio_min": "≥ {t}×before"}[rule["rule"]].format(t=rule["threshold"])
     if intention == "suppress" and metric in WHITE_BOX:
         text += " (white-box: not judged for suppress)"
     return text
