@@ -160,8 +160,15 @@ def _add_job(s: Session, req: Request, tier: int, method: str, hyper: dict, acto
     s.add(req)
     s.flush()
     audit.append(s, "job.queue", f"job:{job.id}", {"request": req.id, "tier": tier, "method": method,
-                                                     "hyper": hyper}, actor=actor)
+                                                     "hyper": audit_hyper(hyper)}, actor=actor)
     return job
+
+
+def audit_hyper(hyper: dict) -> dict:
+    """Hyperparameters as the immutable audit chain may keep them: strings a method takes from the request
+    (the guard's extra_strings) are personal data, so the chain records only their count and hash."""
+    return {k: {"count": len(v), "sha256": rows_sha256(v)} if "strings" in k and isinstance(v, list) else v
+            for k, v in hyper.items()}
 
 
 def get_request(s: Session, request_id: int) -> Request:
@@ -219,6 +226,9 @@ def close_request(s: Session, request_id: int, actor: str = "operator", report: 
     for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
         data.rows_json = None
         s.add(data)
+    for job in s.exec(select(Job).where(Job.request_id == request_id)):
+        job.hyper_json = json.dumps(audit_hyper(json.loads(job.hyper_json)), sort_keys=True)
+        s.add(job)
     purged = privacy.purge_request(s, request_id, rows)
     spec = json.loads(req.spec_json)
     if spec.get("warnings"):  # the overlap warning quotes rows: keep only its first sentence
