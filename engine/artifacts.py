@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,26 +28,34 @@ def tree_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomically(final: Path, fill, manifest: dict) -> dict:
-    """fill(tmp_dir) writes the files; the folder appears at `final` only once complete."""
+def replace_dir(final: Path, fill):
+    """fill(tmp) builds a private folder beside `final`, which then replaces `final` in one rename;
+    if fill fails, nothing is left behind. Returns what fill returns."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        fill(tmp)
-        manifest = {**manifest, "artifact_sha256": tree_sha256(tmp),
-                    "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with f.open("rb") as fh:
-                    os.fsync(fh.fileno())
+        result = fill(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return manifest
+    return result
+
+
+def write_atomically(final: Path, fill, manifest: dict) -> dict:
+    """fill(tmp_dir) writes the files; the folder appears at `final` only once complete, with its manifest."""
+
+    def fill_and_seal(tmp: Path) -> dict:
+        fill(tmp)
+        sealed = {**manifest, "artifact_sha256": tree_sha256(tmp),
+                  "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        (tmp / "manifest.json").write_text(json.dumps(sealed, indent=2, sort_keys=True, default=str))
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with f.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        return sealed
+
+    return replace_dir(final, fill_and_seal)

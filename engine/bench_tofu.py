@@ -21,12 +21,13 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.artifacts import replace_dir
 
 SPLITS = {"forget01": ("retain99", "holdout01"), "forget05": ("retain95", "holdout05"),
           "forget10": ("retain90", "holdout10")}
@@ -188,18 +189,12 @@ def cached_model(rows: list[dict], cache_root: Path, base: str, *, epochs: int, 
         say(f"reusing {label} ({final})")
         return final
     say(f"training {label} on {len(rows)} rows ({epochs} epochs)…")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    def fill(tmp: Path) -> None:
         info = train_model(rows, tmp, base, epochs=epochs, lr=lr, seed=seed, tokenizer_dir=tokenizer_dir,
                            tokenizer_rows=tokenizer_rows, progress=progress)
         (tmp / "expunge_tofu.json").write_text(json.dumps(info, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_dir(final, fill)
     return final
 
 

@@ -15,12 +15,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from engine.artifacts import replace_dir
 from engine.datasets import rows_sha256
 from engine.prompting import format_answer, format_prompt
 
@@ -165,15 +165,9 @@ def cached_target(
             # Only the lock holder builds, so any temporary directory left now is from a killed build.
             for stale in cache_root.glob(f".{final.name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache_root))
-            try:
-                build_target(rows, tmp, base=base, size=size, seed=seed, progress=progress)
-                if final.exists():  # a leftover without metadata: never a finished build
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            # A leftover `final` without metadata is never a finished build: replace_dir replaces it.
+            replace_dir(final, lambda tmp: build_target(rows, tmp, base=base, size=size, seed=seed,
+                                                        progress=progress))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return final
