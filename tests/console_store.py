@@ -7,7 +7,11 @@ messages would be stored. The clock is fixed while writing, so every timestamp t
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
+import tempfile
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -248,3 +252,29 @@ async def settle(pilot, timeout: float = 30.0) -> None:
             return
         await asyncio.sleep(0)
     raise TimeoutError(f"the console did not settle on {app.screen!r}")
+
+
+@contextmanager
+def prefilled_engine(prefix: str):
+    """A real engine on a fresh EXPUNGE_HOME holding the fixed store: (paths, ids); restores the env after."""
+    from engine.daemon import start, stop
+    from store.paths import get_paths
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    saved = {k: os.environ.get(k) for k in ("EXPUNGE_HOME", "EXPUNGE_SLOTS")}
+    os.environ["EXPUNGE_HOME"], os.environ["EXPUNGE_SLOTS"] = str(root), "cpu"
+    try:
+        paths = get_paths().ensure()
+        ids = prefill(paths)
+        start(paths)
+        try:
+            yield paths, ids
+        finally:
+            stop(paths)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(root, ignore_errors=True)

@@ -5,15 +5,11 @@ model has no usable weights), which exercises the failure toast and the error di
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.console_store import PEOPLE, forget_rows, prefill, retain_rows, settle
+from tests.console_store import PEOPLE, forget_rows, prefilled_engine, retain_rows, settle
 
 pytestmark = [pytest.mark.xdist_group("console-flows"), pytest.mark.anyio]
 
@@ -25,23 +21,8 @@ def anyio_backend():
 
 @pytest.fixture(scope="module")
 def engine_home():
-    from engine.daemon import start, stop
-    from store.paths import get_paths
-
-    root = Path(tempfile.mkdtemp(prefix="ex-flow-", dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in ("EXPUNGE_HOME", "EXPUNGE_SLOTS")}
-    os.environ["EXPUNGE_HOME"], os.environ["EXPUNGE_SLOTS"] = str(root), "cpu"
-    paths = get_paths().ensure()
-    ids = prefill(paths)
-    start(paths)
-    yield paths, ids
-    stop(paths)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    shutil.rmtree(root, ignore_errors=True)
+    with prefilled_engine("ex-flow-") as home:
+        yield home
 
 
 def app_for(paths, **kwargs):

@@ -4,14 +4,9 @@ clock). Update with `pytest tests/test_console_snapshots.py --snapshot-update` a
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from tests.console_store import prefill, settle
+from tests.console_store import prefilled_engine, settle
 
 pytestmark = pytest.mark.xdist_group("console-snapshots")
 
@@ -20,23 +15,8 @@ SIZES = [(80, 24), (120, 40)]
 
 @pytest.fixture(scope="module")
 def engine_home():
-    from engine.daemon import start, stop
-    from store.paths import get_paths
-
-    root = Path(tempfile.mkdtemp(prefix="ex-snap-", dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in ("EXPUNGE_HOME", "EXPUNGE_SLOTS")}
-    os.environ["EXPUNGE_HOME"], os.environ["EXPUNGE_SLOTS"] = str(root), "cpu"
-    paths = get_paths().ensure()
-    ids = prefill(paths)
-    start(paths)
-    yield paths, ids
-    stop(paths)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    shutil.rmtree(root, ignore_errors=True)
+    with prefilled_engine("ex-snap-") as home:
+        yield home
 
 
 def make_app(paths, **kwargs):
