@@ -27,15 +27,24 @@ GUARD_README = """
 This model comes with a decode-time guard (guard.json): {n} sensitive strings, {m} banned token
 sequences. Apply it at every generation, or the model may still say what the guard suppresses:
 
-    import json, re
+    import json, re, torch
     from transformers import LogitsProcessorList, NoBadWordsLogitsProcessor
     guard = json.load(open("{name}/guard.json"))
     processors = LogitsProcessorList([NoBadWordsLogitsProcessor(guard["bad_words_ids"],
                                                                 eos_token_id=tokenizer.eos_token_id)])
-    out = model.generate(**inputs, logits_processor=processors)
-    text = tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    out = model.generate(**inputs, logits_processor=processors, return_dict_in_generate=True,
+                         output_logits=True, output_scores=True)
+    text = tokenizer.decode(out.sequences[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    # Blocked: at some step the model's first choice was a banned token.
+    blocked = any(torch.isneginf(s.gather(1, l.argmax(-1, keepdim=True))).any()
+                  for l, s in zip(out.logits, out.scores))
+    redacted = text
     for pattern in guard["redact_patterns"]:  # the backstop: mask whatever slipped through
-        text = re.sub(pattern, guard["replacement"], text, flags=re.IGNORECASE)
+        redacted = re.sub(pattern, guard["replacement"], redacted, flags=re.IGNORECASE)
+    if guard["on_block"] == "refuse" and (blocked or redacted != text):
+        text = guard["refusal"]  # a blocked answer's rest is a near miss: refuse it whole
+    else:
+        text = redacted
 
 What the banned sequences guarantee: those exact token sequences are never generated. A banned
 multi-token sequence only blocks its last token, so other spellings or tokenisations can get

@@ -11,7 +11,7 @@ def generate(model, tokenizer, questions: list[str], *, max_new_tokens: int = 48
              num_samples: int = 1, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
              raw_prompts: bool = False, seed: int = 0) -> list[list[str]]:
     """For each question, `num_samples` answers (greedy gives one). A guard adds its logits processors
-    to every call and redacts whatever still slips through, exactly as it would in deployment."""
+    to every call and refuses or redacts what it blocked, exactly as it would in deployment."""
     if not questions:
         return []
     old_side = tokenizer.padding_side
@@ -36,13 +36,14 @@ def generate(model, tokenizer, questions: list[str], *, max_new_tokens: int = 48
                     kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
                 else:
                     kwargs.update(do_sample=False, num_beams=1)
-                if guard is not None:
-                    kwargs["logits_processor"] = guard.logits_processors()
+                processors = guard.logits_processors() if guard is not None else None
+                if processors is not None:
+                    kwargs["logits_processor"] = processors
                 out = model.generate(**enc, **kwargs)
                 texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
                 texts = [t.strip() for t in texts]
                 if guard is not None:
-                    texts = [guard.redact(t) for t in texts]
+                    texts = guard.finish(texts, processors)
                 for i in range(len(chunk)):
                     results.append(texts[i * n : (i + 1) * n])
     finally:

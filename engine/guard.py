@@ -15,10 +15,16 @@ saying the sensitive strings.
    spell the string with a separator or casing not enumerated ("415/555/0142"), or reach the same text
    through a non-canonical tokenisation (e.g. "Riv"+"era" vs "Ri"+"vera"), which sampling sometimes does.
 
+   The processor also records, per generated sequence, whether a ban removed the token the model
+   ranked first: the model was about to say a protected string. With `on_block = "refuse"` (the
+   default) that whole answer is replaced by the refusal text, because the rest of it is a near miss
+   ("415-555-014" and a made-up last digit) that still discloses most of the string.
+
 2. Redaction of the decoded text (`engine.verify.metrics.mask_sensitive`: case-, space- and
    punctuation-insensitive, digits-only for numbers, spelled-out digits included) replaces whatever
    slipped through with "[REDACTED]". This is the backstop that makes the guarded output free of
-   every sensitive string as the verifier's leak metric defines it.
+   every sensitive string as the verifier's leak metric defines it. With `on_block = "refuse"` a
+   redacted answer is refused whole, like a blocked one.
 
 `Guard.load(path, tokenizer)` needs only this module, transformers and the guard.json file."""
 
@@ -29,8 +35,10 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-GUARD_VERSION = 1
+GUARD_VERSION = 2  # 2: on_block + refusal (version 1 files load as on_block = "redact")
 REPLACEMENT = "[REDACTED]"
+REFUSAL = "I can't share that information."
+ON_BLOCK = ("refuse", "redact")
 _CASES = (str, str.lower, str.upper, str.title)
 # Characters that may be glued to a string in running text; kept only when the tokenizer merges them.
 _BEFORE = ("(", "[", '"', "'", "<", ":", "/", "-", "@", "#", "*")
@@ -114,10 +122,14 @@ def redact_pattern(s: str) -> str:
 
 class Guard:
     def __init__(self, strings: Sequence[str], tokenizer=None, replacement: str = REPLACEMENT,
-                 redact: bool = True) -> None:
+                 redact: bool = True, on_block: str = "refuse", refusal: str = REFUSAL) -> None:
         self.strings = list(dict.fromkeys(s.strip() for s in strings if s and s.strip()))
         if not self.strings:
             raise ValueError("a guard needs at least one string to block")
+        if on_block not in ON_BLOCK:
+            raise ValueError(f"on_block must be one of {ON_BLOCK}, not {on_block!r}")
+        self.on_block = on_block
+        self.refusal = refusal
         self.replacement = replacement
         self.redact_enabled = redact
         self.tokenizer = tokenizer
@@ -172,13 +184,32 @@ class Guard:
     # ---------------------------------------------------------------- use
 
     def logits_processors(self):
-        """A fresh LogitsProcessorList for `model.generate(logits_processor=...)`."""
-        from transformers import LogitsProcessorList, NoBadWordsLogitsProcessor
+        """A fresh LogitsProcessorList for one `model.generate(logits_processor=...)` call; pass the same
+        list to `finish` with that call's decoded texts."""
+        from transformers import LogitsProcessorList
 
         if not self.bad_words_ids:
             return LogitsProcessorList()
         eos = getattr(self.tokenizer, "eos_token_id", None)
-        return LogitsProcessorList([NoBadWordsLogitsProcessor(self.bad_words_ids, eos_token_id=eos)])
+        return LogitsProcessorList([_blocking_processor(self.bad_words_ids, eos)])
+
+    def finish(self, texts: Sequence[str], processors=()) -> list[str]:
+        """The deployed answers for one generate call's decoded texts (one per generated sequence):
+        refused where the processor blocked the model's top choice or redaction found something
+        (on_block = "refuse"), else redacted."""
+        fired = None
+        for proc in processors:
+            if getattr(proc, "fired", None) is not None:
+                fired = proc.fired.tolist()
+        out = []
+        for i, text in enumerate(texts):
+            redacted = self.redact(text)
+            blocked = bool(fired[i]) if fired is not None and i < len(fired) else False
+            if self.on_block == "refuse" and (blocked or redacted != text):
+                out.append(self.refusal)
+            else:
+                out.append(redacted)
+        return out
 
     def redact(self, text: str) -> str:
         """Whatever slipped through the processor, replaced by the replacement string."""
@@ -206,6 +237,8 @@ class Guard:
             "strings": self.strings,
             "replacement": self.replacement,
             "redact": self.redact_enabled,
+            "on_block": self.on_block,
+            "refusal": self.refusal,
             # For use without expunge: transformers' NoBadWordsLogitsProcessor(bad_words_ids) and re.sub.
             "bad_words_ids": self.bad_words_ids,
             "redact_patterns": [p.pattern for p in self._patterns],
@@ -225,11 +258,43 @@ class Guard:
         if data.get("format") != "expunge-guard":
             raise ValueError(f"{path} is not an expunge guard file")
         guard = cls(data["strings"], tokenizer, replacement=data.get("replacement", REPLACEMENT),
-                    redact=data.get("redact", True))
+                    redact=data.get("redact", True), on_block=data.get("on_block", "redact"),
+                    refusal=data.get("refusal", REFUSAL))
         if tokenizer is None:
             guard.bad_words_ids = [list(map(int, t)) for t in data.get("bad_words_ids", [])]
             guard.variants = list(data.get("variants", []))
         return guard
+
+
+def _blocking_processor(bad_words_ids: list[list[int]], eos_token_id):
+    """transformers' NoBadWordsLogitsProcessor that also records, per sequence, whether a ban removed
+    the token the model ranked first (`fired`). Tokens after a sequence's end of text do not count."""
+    import torch
+    from transformers import NoBadWordsLogitsProcessor
+
+    class BlockingBadWords(NoBadWordsLogitsProcessor):
+        def __init__(self) -> None:
+            super().__init__(bad_words_ids, eos_token_id=eos_token_id)
+            self.fired = None
+            self.prompt_len = 0
+            self.stop_ids = [] if eos_token_id is None else (
+                [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+
+        def __call__(self, input_ids, scores):
+            top = scores.argmax(dim=-1, keepdim=True)
+            processed = super().__call__(input_ids, scores)
+            if self.fired is None:
+                self.fired = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                self.prompt_len = input_ids.shape[1]
+            hit = torch.isneginf(processed.gather(1, top)).squeeze(1)
+            generated = input_ids[:, self.prompt_len :]
+            if self.stop_ids and generated.shape[1]:
+                ended = torch.isin(generated, torch.tensor(self.stop_ids, device=input_ids.device)).any(dim=1)
+                hit &= ~ended
+            self.fired |= hit
+            return processed
+
+    return BlockingBadWords()
 
 
 def _contains(seq: list[int], sub: list[int]) -> bool:

@@ -71,7 +71,8 @@ def test_save_load_and_export_round_trip(setup, tmp_path, name, hyper):
 
 
 def test_exported_guard_works_with_transformers_alone(setup, tmp_path):
-    """README.txt's recipe: NoBadWordsLogitsProcessor from guard.json and re.sub with its patterns."""
+    """README.txt's recipe: NoBadWordsLogitsProcessor from guard.json, the blocked check on the raw
+    logits, re.sub with its patterns; it answers exactly as the guard inside expunge does."""
     import json
     import re
 
@@ -84,6 +85,7 @@ def test_exported_guard_works_with_transformers_alone(setup, tmp_path):
     )
 
     from engine.export import export
+    from engine.generation import greedy
     from engine.verify.metrics import contains_sensitive
 
     cand = _candidate(setup, "guard", tmp_path)
@@ -92,15 +94,26 @@ def test_exported_guard_works_with_transformers_alone(setup, tmp_path):
     model, tok = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
     guard = json.loads((out / "guard.json").read_text())
     procs = LogitsProcessorList([NoBadWordsLogitsProcessor(guard["bad_words_ids"], eos_token_id=tok.eos_token_id)])
+    texts = []
     for r in setup["forget"]:
         enc = tok(f"Question: {r['question']}\nAnswer:", return_tensors="pt")
         with torch.no_grad():
             gen = model.generate(**enc, logits_processor=procs, max_new_tokens=32, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-        text = tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                                 pad_token_id=tok.pad_token_id, return_dict_in_generate=True,
+                                 output_logits=True, output_scores=True)
+        text = tok.decode(gen.sequences[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        blocked = any(torch.isneginf(s.gather(1, lg.argmax(-1, keepdim=True))).any()
+                      for lg, s in zip(gen.logits, gen.scores, strict=True))
+        redacted = text
         for pattern in guard["redact_patterns"]:
-            text = re.sub(pattern, guard["replacement"], text, flags=re.IGNORECASE)
+            redacted = re.sub(pattern, guard["replacement"], redacted, flags=re.IGNORECASE)
+        text = guard["refusal"] if guard["on_block"] == "refuse" and (blocked or redacted != text) else redacted
         assert not contains_sensitive(text, setup["sensitive"]), text
+        texts.append(text.strip())
+    assert guard["refusal"] in texts
+    inside = greedy(cand.model, setup["tokenizer"], [r["question"] for r in setup["forget"]], max_new_tokens=32,
+                    guard=cand.guard)
+    assert texts == inside
 
 
 def test_never_writes_into_the_base_directory(setup, tmp_path):

@@ -17,7 +17,7 @@ def setup(tiny):
     person = tiny["train"][0]["person"]
     forget = [r for r in tiny["train"] if r["person"] == person]
     sensitive = [person] + [r["value"] for r in forget if r["attribute"] in ("phone", "email", "account")]
-    return {"model": model, "tokenizer": tokenizer, "forget": forget, "sensitive": sensitive,
+    return {"model": model, "tokenizer": tokenizer, "forget": forget, "sensitive": sensitive, "tiny": tiny,
             "guard": Guard.build(sensitive, forget, tokenizer)}
 
 
@@ -83,19 +83,32 @@ def test_guard_blocks_greedy_and_sampled_while_the_base_leaks(setup):
     outputs = guarded + [o for outs in sampled for o in outs]
     assert not [o for o in outputs if contains_sensitive(o, sens)]
 
-    # The processor alone (no redaction) already keeps every exact variant out of greedy output.
-    class ProcessorOnly:
-        def logits_processors(self):
-            return guard.logits_processors()
-
-        def redact(self, text):
-            return text
-
-    raw = greedy(model, tok, questions, max_new_tokens=40, guard=ProcessorOnly())
+    # The processor alone (no redaction, no refusal) already keeps every exact variant out of greedy output.
+    processor_only = Guard(guard.strings, tok, redact=False, on_block="redact")
+    raw = greedy(model, tok, questions, max_new_tokens=40, guard=processor_only)
     for out in raw:
         for s in sens:
             for v in surface_forms(s):
                 assert v not in out, (v, out)
+
+
+def test_blocked_answers_are_refused_and_others_untouched(setup):
+    """on_block = refuse: an answer whose top choice was banned becomes the refusal (no near miss such as
+    all digits but the last); answers about other people come out exactly as without the guard."""
+    from engine.generation import greedy
+
+    model, tok, guard, sens = setup["model"], setup["tokenizer"], setup["guard"], setup["sensitive"]
+    leaking = [r["question"] for r in setup["forget"]
+               if contains_sensitive(greedy(model, tok, [r["question"]], max_new_tokens=40)[0], sens)]
+    assert leaking
+    assert greedy(model, tok, leaking, max_new_tokens=40, guard=guard) == [guard.refusal] * len(leaking)
+    near_miss = greedy(model, tok, leaking, max_new_tokens=40,
+                       guard=Guard(guard.strings, tok, on_block="redact"))
+    assert all(o != guard.refusal for o in near_miss)  # redact mode keeps the (near-miss) rest
+
+    person = setup["forget"][0]["person"]
+    others = [r["question"] for r in setup["tiny"]["train"] if r["person"] != person][:12]
+    assert greedy(model, tok, others, max_new_tokens=40, guard=guard) == greedy(model, tok, others, max_new_tokens=40)
 
 
 def test_guard_json_round_trip(setup, tmp_path):
@@ -106,6 +119,7 @@ def test_guard_json_round_trip(setup, tmp_path):
     bare = Guard.load(tmp_path / "guard.json")  # no tokenizer: the stored ids
     assert bare.bad_words_ids == guard.bad_words_ids
     assert again.redact(guard.strings[0]) == "[REDACTED]"
+    assert (again.on_block, again.refusal) == (guard.on_block, guard.refusal)
 
 
 def test_guard_from_forget_answers_when_no_sensitive_strings(setup):

@@ -288,17 +288,15 @@ def test_guard_passes_black_box_but_fails_white_box_for_remove(setup, home, tmp_
                      sensitive=setup["sensitive"], device="cpu", work_dir=tmp_path, progress=lambda **e: None)
     candidate = cls().run(ctx, cls.Hyper())
     after = measure_all(EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **setup["common"]))
-    # The templated demo answers keep most of their words under a guard (only the secrets go), so the
-    # shipped profiles' forget ROUGE-L ratio is out of its reach: judge "unit" as a suppression
-    # policy does, on leaks, with an operator's profile (the shipped ones for the other stages).
-    default = load_policy("default")
-    (home.policies).mkdir(parents=True, exist_ok=True)
-    (home.policies / "leaks.toml").write_text(
-        'description = "judge the unit stage on leaks only"\n[unit]\nleak_rate = { rule = "max", threshold = 0.05 }\n')
-    policy = {**default, "unit": load_policy("leaks")["unit"]}
-
+    # Judged against the shipped default profile: the guard refuses every answer it had to block, so
+    # the forget ROUGE-L falls and nothing leaks, while the retain answers are untouched.
+    policy = load_policy("default")
+    unit = after["unit"]["metrics"]
+    assert unit["leak_rate"] == 0.0
+    assert unit["forget_rouge_l"] <= 0.5 * setup["before"]["unit"]["metrics"]["forget_rouge_l"]
     remove = _by_stage(judge(setup["before"], after, policy, "remove"))
     assert remove["unit"]["verdict"] == "pass"
+    assert remove["control"]["verdict"] == "pass"
     rec = {m["name"]: m for m in remove["reconstruction"]["metrics"]}
     assert rec["attack_leak_rate"]["passed"] is True  # black-box: the guard holds
     for name in ("relearn_recovery", "mia_auc", "logit_lens_presence"):  # white-box: the weights still know
@@ -309,6 +307,7 @@ def test_guard_passes_black_box_but_fails_white_box_for_remove(setup, home, tmp_
     suppress = _by_stage(judge(setup["before"], after, policy, "suppress"))
     assert suppress["unit"]["verdict"] == "pass"
     assert suppress["reconstruction"]["verdict"] == "pass"
+    assert overall_verdict(list(suppress.values())) == "pass"
     # Evidence pairs before and after per attacked prompt.
     rows = pair_evidence("reconstruction", setup["before"]["reconstruction"]["evidence"],
                          after["reconstruction"]["evidence"])

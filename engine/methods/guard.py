@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from engine.guard import REFUSAL
 from engine.methods.base import Hyper, Method, RunContext, register
 
 
@@ -14,6 +15,10 @@ class GuardHyper(Hyper):
                                      description="strings to block besides the request's sensitive strings")
     redact: bool = Field(default=True, description="mask whatever slips past the banned sequences")
     replacement: str = Field(default="[REDACTED]", min_length=1, max_length=100)
+    on_block: Literal["refuse", "redact"] = Field(
+        default="refuse", description="refuse: an answer the guard had to block or redact becomes the refusal; "
+                                      "redact: keep the rest of the answer")
+    refusal: str = Field(default=REFUSAL, min_length=1, max_length=300, description="what a refused answer says")
 
     @field_validator("extra_strings")
     @classmethod
@@ -27,8 +32,9 @@ class GuardHyper(Hyper):
 class GuardMethod(Method):
     name: ClassVar[str] = "guard"
     tier: ClassVar[int] = 1
-    description: ClassVar[str] = ("Decode-time guard: bans every tokenisation variant of the sensitive strings "
-                                  "and redacts what slips through. No weight changes; reversible.")
+    description: ClassVar[str] = ("Decode-time guard: bans every tokenisation variant of the sensitive strings, "
+                                  "refuses an answer it had to block and redacts what slips through. "
+                                  "No weight changes; reversible.")
     Hyper: ClassVar[type[Hyper]] = GuardHyper
 
     def run(self, ctx: RunContext, hp: GuardHyper):
@@ -37,7 +43,8 @@ class GuardMethod(Method):
 
         ctx.progress(phase="guard", step=0, total=1)
         guard = Guard.build(list(ctx.sensitive) + list(hp.extra_strings), ctx.forget, ctx.tokenizer,
-                            replacement=hp.replacement, redact=hp.redact)
+                            replacement=hp.replacement, redact=hp.redact, on_block=hp.on_block,
+                            refusal=hp.refusal)
         ctx.progress(phase="guard", step=1, total=1, strings=len(guard.strings),
                      sequences=len(guard.bad_words_ids))
         # The candidate's model is the base itself: nothing is copied or changed.
