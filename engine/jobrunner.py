@@ -93,7 +93,8 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     info = dict(candidate.info)
     del candidate
     timings["total_s"] = round(time.time() - started, 2)
-    return {"stages": stages, "verdict": overall_verdict(stages), "evidence": evidence, "device": device,
+    return {"stages": stages, "verdict": overall_verdict(stages), "policy": payload["policy"],
+            "evidence": evidence, "device": device,
             "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
                          "manifest": manifest},
             "result": {"timings": timings, **ctx.extra, **info}}

@@ -6,6 +6,7 @@ fresh worker."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,7 +33,19 @@ from store.db import session
 from store.models import Artifact, BaselineCache, Evidence, Job, Metric, Request, StageResult
 from store.paths import Paths
 
-EVAL_VERSION = "1"  # bump when a stage's measurement changes, so cached 'before' metrics are recomputed
+# The code that measures a model: any change to it (a stage, a metric, an attack, how prompts are built or
+# answers generated) makes every cached 'before' measurement stale, so its source is part of the cache key.
+_MEASURING_CODE = ("verify", "generation.py", "prompting.py", "tokens.py")
+
+
+@functools.cache
+def eval_version() -> str:
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for entry in _MEASURING_CODE:
+        for path in sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 PROGRESS_WRITE_INTERVAL = 0.5
 log = logging.getLogger("expunge.scheduler")
 
@@ -249,9 +262,11 @@ class Scheduler:
             if job.status != "running":  # cancelled while finishing: keep the operator's decision
                 return
             req = s.get(Request, job.request_id)
+            # The policy the worker judged against, not a re-read: a profile edited meanwhile changes nothing.
+            policy_json = json.dumps(msg["policy"])
             for st in msg["stages"]:
                 sr = StageResult(job_id=job_id, stage=st["stage"], verdict=st["verdict"], required=st["required"],
-                                 policy_name=req.policy, policy_json=json.dumps(load_policy(req.policy)))
+                                 policy_name=req.policy, policy_json=policy_json)
                 s.add(sr)
                 s.flush()
                 for m in st["metrics"]:
@@ -354,7 +369,7 @@ class ProgressTracker:
 
 
 def baseline_key(weights_sha256: str, rows: dict, general_text: list[str], options: dict) -> str:
-    parts = [EVAL_VERSION, weights_sha256, json.dumps(options, sort_keys=True), rows_sha256(general_text)]
+    parts = [eval_version(), weights_sha256, json.dumps(options, sort_keys=True), rows_sha256(general_text)]
     parts += [rows_sha256(rows.get(k)) for k in ("forget", "retain", "holdout", "probes", "sensitive")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
