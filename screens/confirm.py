@@ -17,8 +17,6 @@ from console.client import EngineError
 from console.widgets.keybar import KeyBar
 from screens.base import steady_cursors
 
-DEFAULT_FOR_TIER = {1: "guard", 2: "rmu", 3: "graddiff"}
-
 
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [
@@ -51,9 +49,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 def default_method(methods: list[dict], tier: int) -> dict | None:
-    named = DEFAULT_FOR_TIER.get(tier)
-    for m in methods:
-        if m["name"] == named and m["tier"] == tier:
+    for m in methods:  # the engine marks each tier's default
+        if m.get("default") and m["tier"] == tier:
             return m
     return next((m for m in sorted(methods, key=lambda m: m["name"]) if m["tier"] == tier), None)
 

@@ -113,7 +113,7 @@ def result_message(before: dict, after: dict, policy: dict, intention: str, ev: 
 
     stages = judge({k: {"metrics": v} for k, v in before.items()}, {k: {"metrics": v} for k, v in after.items()},
                    policy, intention)
-    return {"stages": stages, "verdict": overall_verdict(stages), "evidence": ev, "device": "cpu",
+    return {"stages": stages, "verdict": overall_verdict(stages), "policy": policy, "evidence": ev, "device": "cpu",
             "artifact": {"kind": "adapter", "path": f"/srv/expunge/artifacts/job-{job_id}", "sha256": "ab" * 32,
                          "manifest": {"job_id": job_id}},
             "result": {"timings": {"before_s": 41.2, "method_s": 95.7, "verify_s": 38.4}, **extra}}
@@ -182,7 +182,7 @@ def prefill(paths: Paths) -> dict:
         sched._store_result(job, result_message(BEFORE, AFTER_RMU, policy, "remove", evidence("Alma Rivera", {2}),
                                                 {"locate": LOCATE, "rmu_layer": 2}, job))
         with session(db) as s:
-            ids["graddiff"] = service.escalate(s, req).id
+            ids["graddiff"] = service.escalate(s, req, method="graddiff").id
         claim_and_train(ids["graddiff"], 60, 60, 3.2, 0.45)
         sched._store_result(ids["graddiff"], result_message(BEFORE, AFTER_GRADDIFF, policy, "remove",
                                                             evidence("Alma Rivera", set()), {}, ids["graddiff"]))

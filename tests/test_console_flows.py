@@ -181,7 +181,7 @@ async def test_escalate_modal_names_the_method_and_validates_hyperparameters(eng
 
         modal = app.screen
         assert isinstance(modal, EscalateScreen)
-        assert "tier 3 · graddiff" in str(modal.query_one("#escalate-title").render())
+        assert "tier 3 · npo" in str(modal.query_one("#escalate-title").render())  # the engine's default
         modal.query_one("#hp-steps").value = "many"
         modal.query_one("#hp-lr").value = "-1"
         await pilot.pause(0.2)

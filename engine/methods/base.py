@@ -93,6 +93,7 @@ def list_methods() -> list[dict]:
     out = []
     for cls in sorted(REGISTRY.values(), key=lambda c: (c.tier, c.name)):
         out.append({"name": cls.name, "tier": cls.tier, "description": cls.description,
+                    "default": cls.name == default_method_for_tier(cls.tier),
                     "defaults": cls.Hyper().model_dump(), "schema": cls.Hyper.model_json_schema()})
     return out
 
@@ -107,9 +108,15 @@ def validate_hyper(name: str, values: dict | None) -> dict:
         raise SpecError(f"method {name}: bad hyperparameters: {problems}") from None
 
 
+# What escalation runs when the operator names no method. Tier 3: NPO, the one gradient method that passes
+# every stage (reconstruction included) on the demo request with its literature defaults; GradDiff stops
+# at half the forget ROUGE-L and leaves the knowledge relearnable (bench/methods.py, README "The ladder").
+TIER_DEFAULTS = {1: "guard", 2: "rmu", 3: "npo"}
+
+
 def default_method_for_tier(tier: int) -> str:
     _load_all()
-    defaults = {1: "guard", 2: "rmu", 3: "graddiff"}
+    defaults = TIER_DEFAULTS
     name = defaults.get(tier)
     if name in REGISTRY:
         return name
