@@ -74,3 +74,35 @@ def test_killed_worker_fails_one_job_and_the_engine_goes_on(engine, tiny, demo_r
     nxt = engine.submit_job(res["request"]["id"], "graddiff", {"steps": 2})
     assert wait_job(engine, nxt["id"])["job"]["status"] == "succeeded"
     assert engine.audit_verify()["ok"]
+
+
+@pytest.mark.slow
+def test_auto_escalation_climbs_the_ladder_and_stops_at_the_first_passing_tier(engine, tiny, demo_request):
+    """Intention remove, auto-escalate: the guard (tier 1) holds against the black-box attacks but fails the
+    white-box checks, RMU (tier 2) does not pass either, NPO (tier 3's default) passes every stage, and the
+    engine files nothing after it."""
+    engine.add_model("tiny", str(tiny["dir"]))
+    res = engine.submit(load_spec_file(demo_request["spec_path"]), auto_escalate=True)
+    request_id, job_id = res["request"]["id"], res["job"]["id"]
+    seen = []
+    while True:
+        detail = wait_job(engine, job_id)
+        assert detail["job"]["status"] == "succeeded", detail["job"]["error"]
+        seen.append((detail["job"]["tier"], detail["job"]["method"], detail["job"]["verdict"]))
+        if detail["job"]["verdict"] == "pass" or detail["job"]["tier"] == 3:
+            break
+        deadline = time.time() + 30
+        while time.time() < deadline:  # the engine queues the next tier itself
+            later = [j for j in engine.request(request_id)["jobs"] if j["id"] > job_id]
+            if later:
+                job_id = later[0]["id"]
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"no next tier after {seen}")
+    assert seen == [(1, "guard", "fail"), (2, "rmu", "fail"), (3, "npo", "pass")], seen
+    guard_job = engine.request(request_id)["jobs"][0]
+    stages = {s["stage"]: s for s in engine.job(guard_job["id"])["stages"]}
+    assert stages["unit"]["verdict"] == "pass" and stages["control"]["verdict"] == "pass"
+    time.sleep(2)
+    assert len(engine.request(request_id)["jobs"]) == 3  # nothing after the passing tier
