@@ -98,10 +98,18 @@ def test_lr_schedule():
 
 
 def test_early_stop_rule_ends_the_run_and_says_so(setup, tmp_path):
+    """The stop rule waits for the unit stage's targets: at 1.0 x before, the first check at which no
+    greedy forget answer leaks any more ends the run, and the event says why."""
+    from engine.generation import greedy
+    from engine.verify.attacks import is_leak
+
     events: list[dict] = []
-    # A target of 1.0 x before is met at the first check: the run stops after step 1.
-    cand = _run(setup, "graddiff", tmp_path, events=events, steps=5, stop_forget_rouge=1.0, stop_every=1)
-    assert [e["step"] for e in events if e["phase"] == "train"] == [1]
+    cand = _run(setup, "graddiff", tmp_path, events=events, steps=40, lr=2e-3, stop_forget_rouge=1.0, stop_every=1)
     (stop,) = [e for e in events if e["phase"] == "stop"]
-    assert stop["step"] == 1 and stop["forget_rouge"] <= stop["forget_rouge_before"]
-    assert cand.info["train"]["steps"] == 1 and cand.info["train"]["stopped_early"]
+    steps = [e["step"] for e in events if e["phase"] == "train"]
+    assert 1 < stop["step"] < 40 and steps == list(range(1, stop["step"] + 1))  # not at once: step 1 still leaks
+    assert stop["forget_rouge"] <= stop["forget_rouge_before"] and stop["forget_prob"] <= stop["forget_prob_before"]
+    assert "nothing leaks" in stop["reason"]
+    answers = greedy(cand.model, setup["tokenizer"], [r["question"] for r in setup["forget"]], max_new_tokens=40)
+    assert not any(is_leak(a, r["answer"], []) for a, r in zip(answers, setup["forget"], strict=True))
+    assert cand.info["train"]["steps"] == stop["step"] and cand.info["train"]["stopped_early"]

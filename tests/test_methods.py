@@ -1,5 +1,6 @@
-"""Every ladder method with its defaults on the shared tiny model: the forget set is forgotten (forget
-ROUGE-L recall at most half of before) and the rest is kept (retain ROUGE-L recall at least 0.9 of
+"""Every ladder method with its defaults on the shared tiny model: the forget set is forgotten as the
+default policy's unit stage judges it (forget ROUGE-L recall and gold-answer probability at most half of
+before, no answer leaks a sensitive string) and the rest is kept (retain ROUGE-L recall at least 0.9 of
 before), the base model is never modified, and absurd hyperparameters are refused by name."""
 
 from __future__ import annotations
@@ -46,10 +47,21 @@ def target(tiny):
         return (mean_rouge_l_recall(fa, [r["answer"] for r in forget]),
                 mean_rouge_l_recall(ra, [r["answer"] for r in retain]))
 
+    def unit(m) -> dict:
+        """The unit stage's other two metrics: leak rate and the gold answers' probability."""
+        from engine.verify.metrics import answer_probability, leak_rate
+        from engine.verify.scoring import answer_nlls
+
+        fa = greedy(m, tokenizer, [r["question"] for r in forget], max_new_tokens=budget, batch_size=64)
+        nlls = answer_nlls(m, tokenizer, forget)
+        return {"leak_rate": leak_rate(fa, sensitive),
+                "forget_prob": sum(answer_probability(n) for n in nlls) / len(nlls)}
+
     before = score(model)
     assert before[0] > 0.8 and before[1] > 0.8, f"the tiny model should know its facts first: {before}"
     return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain,
-            "sensitive": sensitive, "score": score, "before": before, "digest": weights_digest(model)}
+            "sensitive": sensitive, "score": score, "before": before, "digest": weights_digest(model),
+            "unit": unit, "unit_before": unit(model)}
 
 
 def run_method(target, name: str, tmp_path, events=None, **hyper):
@@ -66,8 +78,13 @@ def test_method_defaults_forget_and_retain(target, name, tmp_path):
     cand, _ = run_method(target, name, tmp_path, events)
     forget, retain = target["score"](cand.model)
     f0, r0 = target["before"]
-    print(f"{name}: forget {f0:.3f} -> {forget:.3f}, retain {r0:.3f} -> {retain:.3f}")
+    unit, u0 = target["unit"](cand.model), target["unit_before"]
+    print(f"{name}: forget {f0:.3f} -> {forget:.3f}, retain {r0:.3f} -> {retain:.3f}, "
+          f"leak {u0['leak_rate']:.2f} -> {unit['leak_rate']:.2f}, prob {u0['forget_prob']:.3f} -> {unit['forget_prob']:.3f}")
+    # The unit stage as the default policy judges it: ROUGE-L and probability halved, nothing leaks.
     assert forget <= 0.5 * f0, f"{name} did not forget: {f0:.3f} -> {forget:.3f}"
+    assert unit["leak_rate"] <= 0.05, f"{name} still leaks: {unit}"
+    assert unit["forget_prob"] <= 0.5 * u0["forget_prob"], f"{name}: forget probability {u0} -> {unit}"
     # GA has no retain term and is not selective on this model (see engine/methods/ga.py): it is held
     # to a floor that catches a total collapse, every other method to the ladder's 0.9.
     keep = 0.6 if name == "ga" else 0.9

@@ -26,8 +26,9 @@ class GradDiffHyper(RetainMixin):
     lr: float = Field(default=5e-4, gt=0, le=1.0, description="peak learning rate")
     stop_forget_rouge: float | None = Field(
         default=0.45, gt=0, le=1,
-        description="stop early once the forget answers' greedy ROUGE-L recall is at most this share of "
-                    "its value before training (None: run every step)")
+        description="stop early once the forget answers' greedy ROUGE-L recall and gold-answer probability "
+                    "are at most this share of their values before training and no answer leaks "
+                    "(None: run every step)")
     stop_every: int = Field(default=1, ge=1, le=10_000, description="steps between early-stop checks")
 
 

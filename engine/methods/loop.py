@@ -47,8 +47,9 @@ class GradientHyper(TrainHyper):
         default="cosine", description="learning-rate decay after the warmup")
     stop_forget_rouge: float | None = Field(
         default=None, gt=0, le=1,
-        description="stop early once the forget answers' greedy ROUGE-L recall is at most this share of "
-                    "its value before training (None: run every step)")
+        description="stop early once the forget answers' greedy ROUGE-L recall and gold-answer probability "
+                    "are at most this share of their values before training and no answer leaks "
+                    "(None: run every step)")
     stop_every: int = Field(default=2, ge=1, le=10_000, description="steps between early-stop checks")
 
     @field_validator("lora_targets")
@@ -266,25 +267,39 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
 
 
 def forget_rouge_stop(ctx: RunContext, share: float, every: int) -> Callable:
-    """A stop rule: greedy answers to the forget questions every `every` steps; stop once their mean
-    ROUGE-L recall is at most `share` of the base model's (the rule Jang et al. 2023 apply to GA with
-    memorisation accuracy, on the verifier's own metric)."""
+    """A stop rule on the unit stage's own targets: every `every` steps, stop once the forget answers'
+    greedy ROUGE-L recall and their gold-answer probability are each at most `share` of the base
+    model's and no greedy answer leaks (Jang et al. 2023 stop GA on memorisation accuracy; a forget
+    ROUGE-L already halved can still carry a phone number, or a probability that gives it back)."""
     from engine.generation import greedy
-    from engine.verify.metrics import mean_rouge_l_recall
+    from engine.verify.attacks import is_leak
+    from engine.verify.metrics import answer_probability, mean_rouge_l_recall
+    from engine.verify.scoring import answer_nlls
 
     questions = [r["question"] for r in ctx.forget]
     golds = [r["answer"] for r in ctx.forget]
     budget = max(len(ctx.tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in golds) + 4
-    before = mean_rouge_l_recall(greedy(ctx.model, ctx.tokenizer, questions, max_new_tokens=budget), golds)
+
+    def probability(model) -> float:
+        nlls = answer_nlls(model, ctx.tokenizer, ctx.forget)
+        return sum(answer_probability(n) for n in nlls) / len(nlls)
+
+    rouge_before = mean_rouge_l_recall(greedy(ctx.model, ctx.tokenizer, questions, max_new_tokens=budget), golds)
+    prob_before = probability(ctx.model)
 
     def check(model, step: int) -> dict | None:
         if step % every:
             return None
-        now = mean_rouge_l_recall(greedy(model, ctx.tokenizer, questions, max_new_tokens=budget), golds)
-        if now <= share * before:
-            return {"reason": "forget ROUGE-L reached the target", "forget_rouge": round(now, 4),
-                    "forget_rouge_before": round(before, 4)}
-        return None
+        answers = greedy(model, ctx.tokenizer, questions, max_new_tokens=budget)
+        rouge = mean_rouge_l_recall(answers, golds)
+        if rouge > share * rouge_before or any(is_leak(a, g, ctx.sensitive) for a, g in zip(answers, golds, strict=True)):
+            return None
+        prob = probability(model)
+        if prob > share * prob_before:
+            return None
+        return {"reason": "the forget answers are gone: ROUGE-L and probability at the target, nothing leaks",
+                "forget_rouge": round(rouge, 4), "forget_rouge_before": round(rouge_before, 4),
+                "forget_prob": round(prob, 4), "forget_prob_before": round(prob_before, 4)}
 
     return check
 
