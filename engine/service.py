@@ -279,17 +279,64 @@ def request_out(r: Request) -> dict:
             "created_at": r.created_at.isoformat(), "closed_at": r.closed_at.isoformat() if r.closed_at else None}
 
 
+JOB_SORTS = ("id", "created", "updated", "status", "verdict", "model", "method", "title", "tier")
+REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier")
+
+
+def parse_when(value: str | None, field: str, end: bool = False) -> datetime | None:
+    """A `since`/`until` filter: a date (YYYY-MM-DD, the whole day in UTC: `until` includes it) or an ISO
+    datetime (naive means UTC). Returns the bound as an aware datetime; `end` bounds are exclusive."""
+    from datetime import date, timedelta
+
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if end else start
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(f"{field}: '{value[:40]}' is not a date (YYYY-MM-DD) or an ISO datetime") from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment + timedelta(microseconds=1) if end else moment
+
+
+def _sorted(stmt, key, tiebreak, order: str):
+    """ORDER BY key then id, both in `order`; NULLs (no verdict, never finished) last either way."""
+    if order == "asc":
+        return stmt.order_by(key.is_(None), key.asc(), tiebreak.asc())
+    return stmt.order_by(key.is_(None), key.desc(), tiebreak.desc())
+
+
 def list_requests(s: Session, status: str | None = None, q: str | None = None, limit: int = 100,
-                  offset: int = 0) -> dict:
+                  offset: int = 0, sort: str = "id", order: str = "desc", since: datetime | None = None,
+                  until: datetime | None = None) -> dict:
+    """Requests, paged; `since` (inclusive) and `until` (exclusive) bound the filing time. Sort keys:
+    REQUEST_SORTS (updated: closing time, else the newest activity of its jobs, else filing time)."""
     stmt = select(Request)
     if status:
-        stmt = stmt.where(Request.status == status)
+        stmt = stmt.where(Request.status.in_(status.split(",")))
     if q:
         like = f"%{q}%"
         stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
+    if since is not None:
+        stmt = stmt.where(Request.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Request.created_at < until)
+    if sort == "updated":
+        latest = (select(func.max(func.coalesce(Job.finished_at, Job.started_at, Job.created_at)))
+                  .where(Job.request_id == Request.id).correlate(Request).scalar_subquery())
+        key = func.coalesce(Request.closed_at, latest, Request.created_at)
+    else:
+        key = {"id": Request.id, "created": Request.created_at, "status": Request.status,
+               "verdict": Request.verdict, "model": Request.model_name, "title": Request.title,
+               "reference": Request.reference, "intention": Request.intention,
+               "tier": Request.current_tier}[sort]
     with read_snapshot(s):
         total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
-        rows = s.exec(stmt.order_by(Request.id.desc()).offset(offset).limit(limit)).all()
+        rows = s.exec(_sorted(stmt, key, Request.id, order).offset(offset).limit(limit)).all()
     return {"total": total, "items": [request_out(r) for r in rows]}
 
 
@@ -347,7 +394,10 @@ def get_job(s: Session, job_id: int) -> Job:
 
 def list_jobs(s: Session, status: str | None = None, request_id: int | None = None, method: str | None = None,
               model: str | None = None, verdict: str | None = None, q: str | None = None,
-              limit: int = 100, offset: int = 0, order: str = "desc") -> dict:
+              limit: int = 100, offset: int = 0, order: str = "desc", sort: str = "id",
+              since: datetime | None = None, until: datetime | None = None) -> dict:
+    """Jobs, paged; `since` (inclusive) and `until` (exclusive) bound the creation time. Sort keys:
+    JOB_SORTS (updated: finished, else started, else created; model and title are the request's)."""
     stmt = select(Job, Request).join(Request, Request.id == Job.request_id)
     if status:
         stmt = stmt.where(Job.status.in_(status.split(",")))
@@ -362,10 +412,17 @@ def list_jobs(s: Session, status: str | None = None, request_id: int | None = No
     if q:
         like = f"%{q}%"
         stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
-    ordering = Job.id.asc() if order == "asc" else Job.id.desc()
+    if since is not None:
+        stmt = stmt.where(Job.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Job.created_at < until)
+    key = {"id": Job.id, "created": Job.created_at,
+           "updated": func.coalesce(Job.finished_at, Job.started_at, Job.created_at), "status": Job.status,
+           "verdict": Job.verdict, "model": Request.model_name, "method": Job.method, "title": Request.title,
+           "tier": Job.tier}[sort]
     with read_snapshot(s):
         total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
-        rows = s.exec(stmt.order_by(ordering).offset(offset).limit(limit)).all()
+        rows = s.exec(_sorted(stmt, key, Job.id, order).offset(offset).limit(limit)).all()
     return {"total": total, "items": [job_out(j, r) for j, r in rows]}
 
 
