@@ -110,7 +110,45 @@ async def test_history_filters_search_sort_and_compare(engine_home):
         assert await filter_to("status:nonsense") == ["6", "5", "4", "3", "2", "1"]
         assert "status: nonsense?" in str(screen.query_one("#history-info").render())
         await filter_to("")
-        await pilot.press("s")  # oldest first
+        # The date fields of the filter bar (the engine filters: no client-side scan).
+        screen.query_one("#since").value = "2026-03-03"
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == []
+        screen.query_one("#since").value = "2026-03-02"
+        screen.query_one("#until").value = "2026-03-02"
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == ["6", "5", "4", "3", "2", "1"]
+        screen.query_one("#until").value = "2026-13-01"
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert "until: a date YYYY-MM-DD" in str(screen.query_one("#history-info").render())
+        screen.query_one("#since").value = screen.query_one("#until").value = ""
+        screen.query_one("#jobs-table").focus()
+        await pilot.pause(0.5)
+        await settle(pilot)
+        # Sorting is the engine's: s cycles the column, o reverses, a header click sorts by that column.
+        await pilot.press("s")  # updated, newest first
+        await settle(pilot)
+        assert screen.sort == "updated" and table_keys(screen, "#jobs-table") == ["6", "5", "4", "3", "2", "1"]
+        await pilot.press("s")  # status, A to Z: cancelled, failed, interrupted, succeeded (by id)
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == ["6", "5", "4", "1", "2", "3"]
+        assert "by status" in str(screen.query_one("#history-info").render())
+        await pilot.press("o")
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == ["3", "2", "1", "4", "5", "6"]
+        table = screen.query_one("#jobs-table")
+        table.post_message(table.HeaderSelected(table, table.columns["method"].key, 4, table.columns["method"].label))
+        await pilot.pause(0.2)
+        await settle(pilot)
+        assert screen.sort == "method" and table_keys(screen, "#jobs-table") == [
+            str(ids[k]) for k in ("graddiff", "failed", "guard", "interrupted", "rmu", "cancelled")]
+        table.post_message(table.HeaderSelected(table, table.columns["created"].key, 8, table.columns["created"].label))
+        await pilot.pause(0.2)
+        await settle(pilot)
+        await pilot.press("o")  # oldest first
         await settle(pilot)
         assert table_keys(screen, "#jobs-table") == ["1", "2", "3", "4", "5", "6"]
         # Mark two jobs and compare them.
