@@ -439,26 +439,14 @@ def demo(headless: bool, auto_escalate: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def report(request_id: int, out_path: Path | None, fmt: str | None, as_json: bool) -> None:
     """Write the sign-off report of a request: one self-contained HTML page (or Markdown) to read and sign."""
-    import os
-    import tempfile
+    from console.reportfile import report_format, write_report
 
     if fmt is None:
-        fmt = "md" if out_path is not None and out_path.suffix.lower() in (".md", ".markdown") else "html"
+        fmt = "md" if out_path is not None and report_format(out_path) == "md" else "html"
     out_path = (out_path or Path(f"request-{request_id}-report.{fmt}")).expanduser().resolve()
     if not out_path.parent.is_dir():
         raise click.ClickException(f"no such folder: {out_path.parent}")
-    text = call(client().report, request_id, fmt)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    res = {"request_id": request_id, "format": fmt, "path": str(out_path), "bytes": len(text.encode())}
+    res = call(write_report, client(), request_id, out_path, fmt)
     out(res, as_json, lambda r: click.echo(f"report of request {request_id} written to {r['path']}"))
 
 

@@ -249,6 +249,58 @@ async def test_close_request_asks_first_and_purges(engine_home):
         assert all(d["purged"] for d in app.screen.detail["data"])
 
 
+async def test_report_action_writes_the_sign_off_report_off_the_ui(engine_home, tmp_path, monkeypatch):
+    """r on the request screen: a modal asks for the path (default ./<reference>-report.html); the engine renders
+    the report in a thread worker, the file is written atomically, and a toast names its absolute path."""
+    from screens.report import ReportScreen
+
+    paths, ids = engine_home
+    monkeypatch.chdir(tmp_path)
+    app = app_for(paths, open_request=ids["request"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert any(b.action == "report" for _, b, *_ in app.screen.active_bindings.values())  # in the footer
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ReportScreen)
+        field = app.screen.query_one("#report-path")
+        assert field.value == "./DSR-2026-4711-report.html"
+        # Refused in the modal, naming the problem: a suffix other than .html/.md, a folder that is not there.
+        for bad, message in (("notes.txt", "must end in .html or .md"), ("nowhere/r.html", "no such folder")):
+            field.value = bad
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, ReportScreen)
+            assert message in str(app.screen.query_one("#report-error").render())
+        field.value = "./DSR-2026-4711-report.html"
+        await pilot.press("enter")
+        target = tmp_path / "DSR-2026-4711-report.html"
+        await until(pilot, lambda: any(n.title.endswith("written") for n in app._notifications), what="the toast")
+        text = target.read_text()
+        assert text.lstrip().lower().startswith("<!doctype html") and "DSR-2026-4711" in text
+        assert [n for n in app._notifications if n.message.startswith(str(target))]  # the absolute path
+        assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file left
+        # Markdown for a .md name, also from the command palette's action.
+        from console.commands import ActionCommands
+
+        provider = ActionCommands(app.screen)
+        name, callback, _ = provider._actions()[0]
+        assert name.startswith("Report:")
+        callback()
+        await pilot.pause(0.2)
+        app.screen.query_one("#report-path").value = str(tmp_path / "signoff.md")
+        await pilot.press("enter")
+        md = tmp_path / "signoff.md"
+        await until(pilot, md.exists, what="the markdown report")
+        assert "DSR-2026-4711" in md.read_text() and not md.read_text().lstrip().startswith("<")
+        # An engine refusal is an error toast naming the problem (a request that does not exist).
+        app.screen.request_id = 999_999
+        app.screen.write_report(tmp_path / "ghost.html")
+        await until(pilot, lambda: any(n.severity == "error" for n in app._notifications), what="the error toast")
+        error = next(n for n in app._notifications if n.severity == "error")
+        assert "999999" in error.message and not (tmp_path / "ghost.html").exists()
+
+
 async def test_form_validates_as_typed_and_a_failed_job_toasts(engine_home, tmp_path):
     paths, ids = engine_home
     forget = tmp_path / "forget.jsonl"
