@@ -207,7 +207,7 @@ def close_request(s: Session, request_id: int, actor: str = "operator", report: 
     given, scan for the texts while they are still known: the database file and its WAL, and with
     `full_check` every file under the data, artifacts and state dirs (which may take a while)."""
     from engine import privacy
-    from engine.verify.metrics import mask_sensitive
+    from engine.verify.metrics import mask_sensitive, mask_with_spans
 
     req = get_request(s, request_id)
     if req.status == "closed":
@@ -220,8 +220,11 @@ def close_request(s: Session, request_id: int, actor: str = "operator", report: 
     mask_terms = privacy.request_strings(rows)
     for ev in s.exec(select(Evidence).join(Job).where(Job.request_id == request_id)):
         ev.prompt = mask_sensitive(ev.prompt, mask_terms)
-        ev.output_before = mask_sensitive(ev.output_before, mask_terms)
-        ev.output_after = mask_sensitive(ev.output_after, mask_terms)
+        ev.output_before, masked_before = mask_with_spans(ev.output_before, mask_terms)
+        ev.output_after, masked_after = mask_with_spans(ev.output_after, mask_terms)
+        # The old offsets point into the texts just masked: a leaked output now highlights its masked parts.
+        ev.spans_json = json.dumps({"before": [list(x) for x in masked_before] if ev.leaked_before else [],
+                                    "after": [list(x) for x in masked_after] if ev.leaked_after else []})
         s.add(ev)
     for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
         data.rows_json = None
@@ -440,6 +443,15 @@ def stage_summaries(s: Session, job_id: int) -> list[dict]:
     return out
 
 
+def evidence_out(e: Evidence) -> dict:
+    """One evidence row; `spans_before`/`spans_after` are the leaking parts of each output as [start, end]
+    character offsets, or None where unknown (rows from an older engine)."""
+    spans = json.loads(e.spans_json) if e.spans_json else {}
+    return {"stage": e.stage, "attack": e.attack, "prompt": e.prompt, "output_before": e.output_before,
+            "output_after": e.output_after, "leaked_before": e.leaked_before, "leaked_after": e.leaked_after,
+            "spans_before": spans.get("before"), "spans_after": spans.get("after")}
+
+
 def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
     job = get_job(s, job_id)
     req = s.get(Request, job.request_id)
@@ -450,9 +462,7 @@ def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
         "stages": stage_summaries(s, job_id),
         "progress": json.loads(job.progress_json),
         "result": json.loads(job.result_json),
-        "evidence": [{"stage": e.stage, "attack": e.attack, "prompt": e.prompt, "output_before": e.output_before,
-                      "output_after": e.output_after, "leaked_before": e.leaked_before,
-                      "leaked_after": e.leaked_after} for e in evidence],
+        "evidence": [evidence_out(e) for e in evidence],
         "artifacts": [{"kind": a.kind, "path": a.path, "sha256": a.sha256, "manifest": json.loads(a.manifest_json)}
                       for a in artifacts],
     }

@@ -79,6 +79,16 @@ async def test_dashboard_lists_requests_and_opens_one(engine_home):
         await pilot.press("l")  # leaks only: the evidence tab with the one prompt that still leaks
         await pilot.pause(0.2)
         assert table_keys(app.screen, "#evidence-table") == ["2"]
+        # Only the leaked span is highlighted (the engine's offsets, through the store and the API), not the
+        # whole answer "Alma Rivera lives at 12 Juniper Lane, Westmere."
+        from console.widgets.evidence import SPAN_STYLE, EvidenceViewer
+
+        viewer = app.screen.query_one(EvidenceViewer)
+        assert viewer.rows[2]["spans_after"] == [[21, 46]]
+        shown = viewer.detail
+        marked = [shown.plain[s.start:s.end] for s in shown.spans if str(s.style) == SPAN_STYLE]
+        marked = [m for m in marked if m != " LEAK "]  # the badges share the style
+        assert marked == ["12 Juniper Lane, Westmere", "12 Juniper Lane, Westmere"]  # before and after
 
 
 async def test_history_filters_search_sort_and_compare(engine_home):
