@@ -183,7 +183,7 @@ class HistoryScreen(EngineScreen):
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         with Horizontal(id="filter-bar"):
-            yield Input(placeholder="filter: words · status:failed · verdict:fail · model: · method:",
+            yield Input(placeholder="filter: words · status: · verdict: · model: · method:",
                         id="filter", compact=True, suggester=FilterSuggester(self))
             yield Input(placeholder="since", id="since", compact=True, max_length=10, restrict=r"[0-9-]*",
                         tooltip="created on or after this day (YYYY-MM-DD, UTC)")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from console.client import EngineClient, EngineError
@@ -76,3 +78,19 @@ def test_bad_sort_or_dates_are_a_422_naming_the_field(client, params, field):
         with pytest.raises(EngineError) as err:
             call(**params)
         assert err.value.status == 422 and str(err.value).startswith(field)
+
+
+def test_the_cli_listings_sort_and_filter_by_date(client, monkeypatch):
+    from click.testing import CliRunner
+
+    from console.cli import cli
+
+    c, ids = client
+    monkeypatch.setenv("EXPUNGE_HOME", str(c.paths.config.parent))
+    res = CliRunner().invoke(cli, ["jobs", "--sort", "method", "--order", "asc", "--since", "2026-03-02", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [j["id"] for j in json.loads(res.output)["items"]][:2] == [ids["graddiff"], ids["failed"]]
+    res = CliRunner().invoke(cli, ["requests", "--until", "2026-03-01", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["total"] == 0
+    res = CliRunner().invoke(cli, ["jobs", "--since", "soon"])
+    assert res.exit_code != 0 and "query.since" in res.output
