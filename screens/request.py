@@ -257,7 +257,7 @@ class RequestScreen(EngineScreen):
 
         def chosen(path) -> None:
             if path is not None:
-                self.notify(f"writing the report to {path}…", title="report", timeout=4)
+                self.notify(f"writing the report to {path}…", title="report", timeout=4, markup=False)
                 self.write_report(path)
 
         self.app.push_screen(ReportScreen(self.detail["request"]), chosen)
