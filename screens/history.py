@@ -37,7 +37,7 @@ KEYS = ("status", "verdict", "model", "method", "since", "until", "date")
 SORTS = {"jobs": ("created", "updated", "status", "verdict", "model", "method", "title"),
          "requests": ("created", "updated", "status", "verdict", "model", "title")}
 # A click on a column header sorts by it: column key -> sort key.
-HEADER_SORTS = {"jobs": {"id": "id", "request": "id", "title": "title", "tier": "tier", "method": "method",
+HEADER_SORTS = {"jobs": {"id": "id", "title": "title", "tier": "tier", "method": "method",
                          "model": "model", "status": "status", "verdict": "verdict", "created": "created"},
                 "requests": {"id": "id", "title": "title", "reference": "reference", "intention": "intention",
                              "model": "model", "tier": "tier", "status": "status", "verdict": "verdict",
