@@ -5,7 +5,10 @@
     python bench/console.py --model DIR      # watch a job on this model instead of the tests' tiny target
 
 1. paint:   time from process start to the first painted dashboard (its frame), and to the dashboard showing
-            the store's requests; the engine is already running.
+            the store's requests; the engine is already running. --entry app (default) starts the console with
+            `python -c "from console.app import run_console; run_console()"`; --entry cli runs what the
+            `expunge` command runs (`console.cli:main` with no arguments: click's parsing first). A third figure
+            is the floor: a bare Textual app that paints one label, in the same pty.
 2. watch:   CPU used by the console (user + system, from /proc) while it shows a running job's live screen
             for --seconds, and the bytes it wrote to the terminal (what an SSH link carries). On a slow or busy
             machine the real job steps rarely, so a second figure feeds the same screen --rate progress events
@@ -140,7 +143,26 @@ def start_engine(paths, env) -> None:
 
 # ---------------------------------------------------------------- 1. first paint
 
-def bench_paint(runs: int) -> dict:
+ENTRIES = {"app": "from console.app import run_console; run_console()",
+           "cli": "import sys; sys.argv = ['expunge']; from console.cli import main; main()"}
+FLOOR = ("from textual.app import App\nfrom textual.widgets import Static\n"
+         "class A(App):\n    def compose(self):\n        yield Static('Requests')\nA().run()")
+
+
+def bench_floor(runs: int) -> dict:
+    """A bare Textual app painting one label: what any Textual console costs here before its own work."""
+    times = []
+    for _ in range(runs + 1):
+        c = Console(dict(os.environ), FLOOR)
+        try:
+            times.append(c.wait_for("Requests"))
+        finally:
+            c.close()
+    return {"bare_textual_paint_s": round(statistics.median(times[1:]), 3),
+            "bare_textual_runs_s": [round(x, 3) for x in times[1:]]}
+
+
+def bench_paint(runs: int, entry: str = "app") -> dict:
     from tests.console_store import prefill
 
     with engine_home("ex-bench-paint-") as (paths, env):
@@ -148,7 +170,7 @@ def bench_paint(runs: int) -> dict:
         start_engine(paths, env)
         frame, data, cpu = [], [], []
         for _ in range(runs + 1):  # the first run warms the OS file cache; it is not counted
-            c = Console(env)
+            c = Console(env, ENTRIES[entry])
             try:
                 f = c.wait_for("Requests")
                 cpu_f = c.cpu_seconds()
@@ -160,7 +182,7 @@ def bench_paint(runs: int) -> dict:
             data.append(d)
             cpu.append((cpu_f, cpu_d))
         frame, data, cpu = frame[1:], data[1:], cpu[1:]
-    return {"first_paint_s": round(statistics.median(frame), 3), "first_paint_runs_s": [round(x, 3) for x in frame],
+    return {"entry": entry, "first_paint_s": round(statistics.median(frame), 3), "first_paint_runs_s": [round(x, 3) for x in frame],
             "cpu_to_first_paint_s": round(statistics.median(c[0] for c in cpu), 3),
             "dashboard_with_data_s": round(statistics.median(data), 3),
             "cpu_to_data_s": round(statistics.median(c[1] for c in cpu), 3), "target_s": 0.5}
@@ -320,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=["paint", "watch", "history"],
                         default=["paint", "watch", "history"])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--entry", choices=sorted(ENTRIES), default="app",
+                        help="paint: start the console directly (app) or as the `expunge` command does (cli)")
+    parser.add_argument("--floor", action="store_true", help="paint: also time a bare Textual app's first paint")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to watch the running job")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the store for the history benchmark")
     parser.add_argument("--model", help="an HF model directory for the watched job (default: the tests' tiny model)")
@@ -327,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}}
     if "paint" in args.only:
-        results["paint"] = bench_paint(args.runs)
+        results["paint"] = bench_paint(args.runs, args.entry)
+        if args.floor:
+            results["paint_floor"] = bench_floor(args.runs)
     if "history" in args.only:
         results["history"] = bench_history(args.runs, args.jobs)
     if "watch" in args.only:

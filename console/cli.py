@@ -1,4 +1,7 @@
-"""`expunge`: the console (no arguments) and every action as a headless command with --json."""
+"""`expunge`: the console (no arguments) and every action as a headless command with --json.
+
+The engine client (httpx) is imported by the commands that talk to the engine, not here: `expunge` with no
+arguments opens the console, which paints its first screen before it connects."""
 
 from __future__ import annotations
 
@@ -6,11 +9,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from console.client import EngineClient, EngineError
 from store.paths import get_paths
+
+if TYPE_CHECKING:
+    from console.client import EngineClient
 
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
@@ -32,6 +38,7 @@ def rich_console():
 
 def client(autostart: bool = True) -> EngineClient:
     """A client on a running engine; starts one (detached) when none answers."""
+    from console.client import EngineClient
     from engine.daemon import ping, start
 
     paths = get_paths()
@@ -47,6 +54,8 @@ def client(autostart: bool = True) -> EngineClient:
 
 
 def call(fn, *args, **kwargs):
+    from console.client import EngineError
+
     try:
         return fn(*args, **kwargs)
     except EngineError as exc:
@@ -263,16 +272,32 @@ def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], wait: bo
     out(res, as_json, render)
 
 
+def listing_options(sorts: tuple[str, ...]):
+    """--sort, --order, --since, --until: the engine sorts and filters (see engine.service)."""
+    def wrap(fn):
+        fn = click.option("--until", metavar="DATE", help="created on or before (YYYY-MM-DD, UTC; or ISO time)")(fn)
+        fn = click.option("--since", metavar="DATE", help="created on or after (YYYY-MM-DD, UTC; or ISO time)")(fn)
+        fn = click.option("--order", type=click.Choice(["desc", "asc"]), default="desc", show_default=True)(fn)
+        return click.option("--sort", type=click.Choice(sorts), default="id", show_default=True)(fn)
+    return wrap
+
+
+REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier")
+JOB_SORTS = ("id", "created", "updated", "status", "verdict", "model", "method", "title", "tier")
+
+
 @cli.command()
 @click.option("--status", type=click.Choice(["open", "closed"]))
 @click.option("-q", "query", help="search title and reference")
 @click.option("--limit", default=50, show_default=True)
+@listing_options(REQUEST_SORTS)
 @click.option("--json", "as_json", is_flag=True)
-def requests(status, query, limit, as_json) -> None:
-    """List erasure requests."""
+def requests(status, query, limit, sort, order, since, until, as_json) -> None:
+    """List erasure requests (newest first unless --sort/--order say otherwise)."""
     from console.render import requests_table
 
-    res = call(client().requests, status=status, q=query, limit=limit)
+    res = call(client().requests, status=status, q=query, limit=limit, sort=sort, order=order, since=since,
+               until=until)
     out(res, as_json, lambda r: rich_console().print(requests_table(r["items"])))
 
 
@@ -280,12 +305,14 @@ def requests(status, query, limit, as_json) -> None:
 @click.option("--status", help="queued, running, succeeded, failed, cancelled, interrupted (comma-separated)")
 @click.option("--request", "request_id", type=int)
 @click.option("--limit", default=50, show_default=True)
+@listing_options(JOB_SORTS)
 @click.option("--json", "as_json", is_flag=True)
-def jobs(status, request_id, limit, as_json) -> None:
-    """List jobs, newest first."""
+def jobs(status, request_id, limit, sort, order, since, until, as_json) -> None:
+    """List jobs (newest first unless --sort/--order say otherwise)."""
     from console.render import jobs_table
 
-    res = call(client().jobs, status=status, request_id=request_id, limit=limit)
+    res = call(client().jobs, status=status, request_id=request_id, limit=limit, sort=sort, order=order,
+               since=since, until=until)
     out(res, as_json, lambda r: rich_console().print(jobs_table(r["items"])))
 
 
@@ -439,26 +466,14 @@ def demo(headless: bool, auto_escalate: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def report(request_id: int, out_path: Path | None, fmt: str | None, as_json: bool) -> None:
     """Write the sign-off report of a request: one self-contained HTML page (or Markdown) to read and sign."""
-    import os
-    import tempfile
+    from console.reportfile import report_format, write_report
 
     if fmt is None:
-        fmt = "md" if out_path is not None and out_path.suffix.lower() in (".md", ".markdown") else "html"
+        fmt = "md" if out_path is not None and report_format(out_path) == "md" else "html"
     out_path = (out_path or Path(f"request-{request_id}-report.{fmt}")).expanduser().resolve()
     if not out_path.parent.is_dir():
         raise click.ClickException(f"no such folder: {out_path.parent}")
-    text = call(client().report, request_id, fmt)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    res = {"request_id": request_id, "format": fmt, "path": str(out_path), "bytes": len(text.encode())}
+    res = call(write_report, client(), request_id, out_path, fmt)
     out(res, as_json, lambda r: click.echo(f"report of request {request_id} written to {r['path']}"))
 
 

@@ -80,13 +80,18 @@ class ActionCommands(Provider):
 
     def _actions(self):
         app = self.app
-        return [
+        actions = [
             ("New request", app.action_new_request, "file an erasure request (form or spec file)"),
             ("History", app.action_history, "every request and job: filter, search, compare"),
             ("Dashboard", app.action_dashboard, "engine, queue, recent requests"),
             ("Help", app.action_help, "key bindings and what each verdict means"),
             ("Reconnect to the engine", app.action_start_engine, "start the engine if none is running"),
         ]
+        screen = self.screen  # the screen the palette was opened on
+        if getattr(screen, "KIND", None) == "request":
+            actions.insert(0, (f"Report: write the sign-off report of request {screen.request_id}",
+                               screen.action_report, "HTML or Markdown, to a file you name (r)"))
+        return actions
 
     async def discover(self) -> Hits:
         for name, cb, help_text in self._actions():

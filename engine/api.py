@@ -150,10 +150,33 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
             _publish_job(job.id)
         return {"request": service.request_out(req), "job": service.job_out(job, req) if job else None}
 
+    def window(since: str | None, until: str | None):
+        """The since/until query parameters as datetimes; a 422 naming the field when one is not a date."""
+        bounds = []
+        for name, value, end in (("since", since, False), ("until", until, True)):
+            try:
+                bounds.append(service.parse_when(value, name, end=end))
+            except SpecError as exc:
+                raise HTTPException(status_code=422, detail=[{"loc": ["query", name], "msg": str(exc),
+                                                              "type": "value_error"}]) from None
+        if bounds[0] is not None and bounds[1] is not None and bounds[1] <= bounds[0]:
+            raise HTTPException(status_code=422, detail=[{"loc": ["query", "until"], "msg":
+                                                          "until: must not be before since", "type": "value_error"}])
+        return bounds
+
+    REQUEST_SORT = "^(" + "|".join(service.REQUEST_SORTS) + ")$"
+    JOB_SORT = "^(" + "|".join(service.JOB_SORTS) + ")$"
+    WHEN = "a date YYYY-MM-DD (UTC; until includes that day) or an ISO datetime"
+
     @app.get("/requests")
     def list_requests(status: str | None = None, q: str | None = Query(default=None, max_length=200),
-                      limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=MAX_ID)):
-        return run(service.list_requests, status, q, limit, offset)
+                      limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=MAX_ID),
+                      sort: str = Query(default="id", pattern=REQUEST_SORT),
+                      order: str = Query(default="desc", pattern="^(asc|desc)$"),
+                      since: str | None = Query(default=None, max_length=40, description=WHEN),
+                      until: str | None = Query(default=None, max_length=40, description=WHEN)):
+        lo, hi = window(since, until)
+        return run(service.list_requests, status, q, limit, offset, sort=sort, order=order, since=lo, until=hi)
 
     @app.get("/requests/{request_id}")
     def request_detail(request_id: Id):
@@ -186,8 +209,13 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
                   model: str | None = None, verdict: str | None = None,
                   q: str | None = Query(default=None, max_length=200),
                   limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=MAX_ID),
-                  order: str = Query(default="desc", pattern="^(asc|desc)$")):
-        return run(service.list_jobs, status, request_id, method, model, verdict, q, limit, offset, order)
+                  order: str = Query(default="desc", pattern="^(asc|desc)$"),
+                  sort: str = Query(default="id", pattern=JOB_SORT),
+                  since: str | None = Query(default=None, max_length=40, description=WHEN),
+                  until: str | None = Query(default=None, max_length=40, description=WHEN)):
+        lo, hi = window(since, until)
+        return run(service.list_jobs, status, request_id, method, model, verdict, q, limit, offset, order, sort=sort,
+                   since=lo, until=hi)
 
     @app.post("/jobs", status_code=201)
     def create_job(body: JobIn):

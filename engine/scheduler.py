@@ -273,7 +273,9 @@ class Scheduler:
                     s.add(Metric(stage_result_id=sr.id, name=m["name"], before=m["before"], after=m["after"],
                                  threshold=m["threshold"], rule=m["rule"], passed=m["passed"]))
             for e in msg["evidence"]:
-                s.add(Evidence(job_id=job_id, **e))
+                e = dict(e)
+                spans = {"before": e.pop("spans_before", None), "after": e.pop("spans_after", None)}
+                s.add(Evidence(job_id=job_id, **e, spans_json=json.dumps(spans)))
             art = msg["artifact"]
             s.add(Artifact(job_id=job_id, kind=art["kind"], path=art["path"], sha256=art["sha256"],
                            manifest_json=json.dumps(art["manifest"])))

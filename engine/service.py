@@ -207,7 +207,7 @@ def close_request(s: Session, request_id: int, actor: str = "operator", report: 
     given, scan for the texts while they are still known: the database file and its WAL, and with
     `full_check` every file under the data, artifacts and state dirs (which may take a while)."""
     from engine import privacy
-    from engine.verify.metrics import mask_sensitive
+    from engine.verify.metrics import mask_sensitive, mask_with_spans
 
     req = get_request(s, request_id)
     if req.status == "closed":
@@ -220,8 +220,11 @@ def close_request(s: Session, request_id: int, actor: str = "operator", report: 
     mask_terms = privacy.request_strings(rows)
     for ev in s.exec(select(Evidence).join(Job).where(Job.request_id == request_id)):
         ev.prompt = mask_sensitive(ev.prompt, mask_terms)
-        ev.output_before = mask_sensitive(ev.output_before, mask_terms)
-        ev.output_after = mask_sensitive(ev.output_after, mask_terms)
+        ev.output_before, masked_before = mask_with_spans(ev.output_before, mask_terms)
+        ev.output_after, masked_after = mask_with_spans(ev.output_after, mask_terms)
+        # The old offsets point into the texts just masked: a leaked output now highlights its masked parts.
+        ev.spans_json = json.dumps({"before": [list(x) for x in masked_before] if ev.leaked_before else [],
+                                    "after": [list(x) for x in masked_after] if ev.leaked_after else []})
         s.add(ev)
     for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
         data.rows_json = None
@@ -279,17 +282,66 @@ def request_out(r: Request) -> dict:
             "created_at": r.created_at.isoformat(), "closed_at": r.closed_at.isoformat() if r.closed_at else None}
 
 
+JOB_SORTS = ("id", "created", "updated", "status", "verdict", "model", "method", "title", "tier")
+REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier")
+
+
+def parse_when(value: str | None, field: str, end: bool = False) -> datetime | None:
+    """A `since`/`until` filter: a date (YYYY-MM-DD, the whole day in UTC: `until` includes it) or an ISO
+    datetime (naive means UTC). Returns the bound as an aware datetime; `end` bounds are exclusive."""
+    from datetime import date, timedelta
+
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if end else start
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(f"{field}: '{value[:40]}' is not a date (YYYY-MM-DD) or an ISO datetime") from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment + timedelta(microseconds=1) if end else moment
+
+
+def _sorted(stmt, key, tiebreak, order: str, nullable: bool = False):
+    """ORDER BY key then id, both in `order`; a nullable key's NULLs (no verdict yet) last either way. (Only
+    then: the extra term would keep SQLite from walking an index such as created_at's.)"""
+    first = [key.is_(None)] if nullable else []
+    if order == "asc":
+        return stmt.order_by(*first, key.asc(), tiebreak.asc())
+    return stmt.order_by(*first, key.desc(), tiebreak.desc())
+
+
 def list_requests(s: Session, status: str | None = None, q: str | None = None, limit: int = 100,
-                  offset: int = 0) -> dict:
+                  offset: int = 0, sort: str = "id", order: str = "desc", since: datetime | None = None,
+                  until: datetime | None = None) -> dict:
+    """Requests, paged; `since` (inclusive) and `until` (exclusive) bound the filing time. Sort keys:
+    REQUEST_SORTS (updated: closing time, else the newest activity of its jobs, else filing time)."""
     stmt = select(Request)
     if status:
-        stmt = stmt.where(Request.status == status)
+        stmt = stmt.where(Request.status.in_(status.split(",")))
     if q:
         like = f"%{q}%"
         stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
+    if since is not None:
+        stmt = stmt.where(Request.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Request.created_at < until)
+    if sort == "updated":
+        latest = (select(func.max(func.coalesce(Job.finished_at, Job.started_at, Job.created_at)))
+                  .where(Job.request_id == Request.id).correlate(Request).scalar_subquery())
+        key = func.coalesce(Request.closed_at, latest, Request.created_at)
+    else:
+        key = {"id": Request.id, "created": Request.created_at, "status": Request.status,
+               "verdict": Request.verdict, "model": Request.model_name, "title": Request.title,
+               "reference": Request.reference, "intention": Request.intention,
+               "tier": Request.current_tier}[sort]
     with read_snapshot(s):
         total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
-        rows = s.exec(stmt.order_by(Request.id.desc()).offset(offset).limit(limit)).all()
+        rows = s.exec(_sorted(stmt, key, Request.id, order, sort == "verdict").offset(offset).limit(limit)).all()
     return {"total": total, "items": [request_out(r) for r in rows]}
 
 
@@ -347,7 +399,10 @@ def get_job(s: Session, job_id: int) -> Job:
 
 def list_jobs(s: Session, status: str | None = None, request_id: int | None = None, method: str | None = None,
               model: str | None = None, verdict: str | None = None, q: str | None = None,
-              limit: int = 100, offset: int = 0, order: str = "desc") -> dict:
+              limit: int = 100, offset: int = 0, order: str = "desc", sort: str = "id",
+              since: datetime | None = None, until: datetime | None = None) -> dict:
+    """Jobs, paged; `since` (inclusive) and `until` (exclusive) bound the creation time. Sort keys:
+    JOB_SORTS (updated: finished, else started, else created; model and title are the request's)."""
     stmt = select(Job, Request).join(Request, Request.id == Job.request_id)
     if status:
         stmt = stmt.where(Job.status.in_(status.split(",")))
@@ -362,10 +417,17 @@ def list_jobs(s: Session, status: str | None = None, request_id: int | None = No
     if q:
         like = f"%{q}%"
         stmt = stmt.where(or_(Request.title.like(like), Request.reference.like(like)))
-    ordering = Job.id.asc() if order == "asc" else Job.id.desc()
+    if since is not None:
+        stmt = stmt.where(Job.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Job.created_at < until)
+    key = {"id": Job.id, "created": Job.created_at,
+           "updated": func.coalesce(Job.finished_at, Job.started_at, Job.created_at), "status": Job.status,
+           "verdict": Job.verdict, "model": Request.model_name, "method": Job.method, "title": Request.title,
+           "tier": Job.tier}[sort]
     with read_snapshot(s):
         total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
-        rows = s.exec(stmt.order_by(ordering).offset(offset).limit(limit)).all()
+        rows = s.exec(_sorted(stmt, key, Job.id, order, sort == "verdict").offset(offset).limit(limit)).all()
     return {"total": total, "items": [job_out(j, r) for j, r in rows]}
 
 
@@ -381,6 +443,15 @@ def stage_summaries(s: Session, job_id: int) -> list[dict]:
     return out
 
 
+def evidence_out(e: Evidence) -> dict:
+    """One evidence row; `spans_before`/`spans_after` are the leaking parts of each output as [start, end]
+    character offsets, or None where unknown (rows from an older engine)."""
+    spans = json.loads(e.spans_json) if e.spans_json else {}
+    return {"stage": e.stage, "attack": e.attack, "prompt": e.prompt, "output_before": e.output_before,
+            "output_after": e.output_after, "leaked_before": e.leaked_before, "leaked_after": e.leaked_after,
+            "spans_before": spans.get("before"), "spans_after": spans.get("after")}
+
+
 def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
     job = get_job(s, job_id)
     req = s.get(Request, job.request_id)
@@ -391,9 +462,7 @@ def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
         "stages": stage_summaries(s, job_id),
         "progress": json.loads(job.progress_json),
         "result": json.loads(job.result_json),
-        "evidence": [{"stage": e.stage, "attack": e.attack, "prompt": e.prompt, "output_before": e.output_before,
-                      "output_after": e.output_after, "leaked_before": e.leaked_before,
-                      "leaked_after": e.leaked_after} for e in evidence],
+        "evidence": [evidence_out(e) for e in evidence],
         "artifacts": [{"kind": a.kind, "path": a.path, "sha256": a.sha256, "manifest": json.loads(a.manifest_json)}
                       for a in artifacts],
     }

@@ -1,19 +1,22 @@
 """History: every job and every request, a page at a time (the engine filters and pages; the console never
 loads every row). Filter by status, verdict, model, method and date; search by title or reference; sort;
 open any row; mark two jobs and compare them. Filters are one line of `key:value` tokens and free words
-(`status:failed method:rmu since:2026-03-01 alma`), completed as typed."""
+(`status:failed method:rmu since:2026-03-01 alma`), completed as typed, plus two date fields (since, until).
+Sorting and date windows are the engine's (`sort`, `order`, `since`, `until` on /jobs and /requests): `s` cycles
+the sort column, `o` reverses it, and a click on a column header sorts by that column (again: reversed)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Header, Input, Label
 
@@ -30,6 +33,16 @@ REQUEST_STATUSES = ("open", "closed")
 VERDICTS = ("pass", "fail")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 KEYS = ("status", "verdict", "model", "method", "since", "until", "date")
+# The sort columns `s` cycles through, per view (the engine takes these names; see engine.service). "id" is the
+# creation order (ids grow with creation time) and the cheapest for the engine: the table's own key.
+SORTS = {"jobs": ("id", "updated", "status", "verdict", "model", "method", "title"),
+         "requests": ("id", "updated", "status", "verdict", "model", "title")}
+# A click on a column header sorts by it: column key -> sort key.
+HEADER_SORTS = {"jobs": {"id": "id", "title": "title", "tier": "tier", "method": "method",
+                         "model": "model", "status": "status", "verdict": "verdict", "created": "created"},
+                "requests": {"id": "id", "title": "title", "reference": "reference", "intention": "intention",
+                             "model": "model", "tier": "tier", "status": "status", "verdict": "verdict",
+                             "created": "created"}}
 HINT = ("filter: words search title/reference · status:failed,running · verdict:fail · model:NAME · method:NAME · "
         "since:2026-03-01 · until:2026-03-31 · date:2026-03-02")
 
@@ -75,8 +88,8 @@ class Query:
                     q.errors.append(f"status: {', '.join(bad)}? ({', '.join(statuses)})")
                 else:
                     q.status = value
-            elif view != "jobs":
-                q.errors.append(f"{key}: requests filter by status and words only")
+            elif view != "jobs" and key not in ("since", "until", "date"):
+                q.errors.append(f"{key}: requests filter by status, dates and words only")
             elif key == "verdict":
                 if value not in VERDICTS:
                     q.errors.append("verdict: pass or fail")
@@ -136,25 +149,15 @@ class FilterSuggester(Suggester):
         return None
 
 
-async def first_index(n: int, probe, predicate) -> int:
-    """The first index in [0, n) whose item satisfies a monotone predicate (n when none does)."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if predicate(await probe(mid)):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
 class HistoryScreen(EngineScreen):
     KIND = "history"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", key_display="esc", id="history.back"),
         Binding("enter", "open", "Open", id="history.open"),
         Binding("v", "toggle_view", "Jobs/reqs", tooltip="switch between jobs and requests", id="history.view"),
-        Binding("s", "sort", "Sort", tooltip="newest or oldest first", id="history.sort"),
+        Binding("s", "sort", "Sort", tooltip="sort by the next column: newest, updated, status, verdict, model, "
+                "method, title (or click a column header)", id="history.sort"),
+        Binding("o", "reverse", "Reverse", tooltip="reverse the sort order", id="history.reverse"),
         Binding("right_square_bracket", "page(1)", "Next", key_display="]", tooltip="next page of 100", id="history.next_page"),
         Binding("left_square_bracket", "page(-1)", "Prev", key_display="[", tooltip="previous page", id="history.prev_page"),
         Binding("space", "mark", "Mark", tooltip="mark a job for compare (two at most)", id="history.mark"),
@@ -165,10 +168,10 @@ class HistoryScreen(EngineScreen):
     def __init__(self) -> None:
         super().__init__()
         self.view = "jobs"
+        self.sort = "id"  # newest first
         self.order = "desc"
         self.page = 0
         self.total = 0
-        self.window = (0, 0)
         self.marked: list[int] = []
         self.items: list[dict] = []
         self._debounce = None
@@ -180,8 +183,13 @@ class HistoryScreen(EngineScreen):
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
-        yield Input(placeholder="filter: words · status:failed · verdict:fail · model: · method: · since: · until:",
-                    id="filter", compact=True, suggester=FilterSuggester(self))
+        with Horizontal(id="filter-bar"):
+            yield Input(placeholder="filter: words · status: · verdict: · model: · method:",
+                        id="filter", compact=True, suggester=FilterSuggester(self))
+            yield Input(placeholder="since", id="since", compact=True, max_length=10, restrict=r"[0-9-]*",
+                        tooltip="created on or after this day (YYYY-MM-DD, UTC)")
+            yield Input(placeholder="until", id="until", compact=True, max_length=10, restrict=r"[0-9-]*",
+                        tooltip="created on or before this day (YYYY-MM-DD, UTC)")
         yield Label("", id="history-info")
         self.wide = self.app.size.width >= 100  # the model column only where it fits
         model = [("model", "model")] if self.wide else []
@@ -203,13 +211,29 @@ class HistoryScreen(EngineScreen):
     # ------------------------------------------------------------ data
 
     def parse_filter(self) -> Query:
-        return Query.parse(self.query_one("#filter", Input).value, self.view, self.models, self.methods)
+        q = Query.parse(self.query_one("#filter", Input).value, self.view, self.models, self.methods)
+        for name in ("since", "until"):  # the date fields, unless the filter line names that bound itself
+            text = self.query_one(f"#{name}", Input).value.strip()
+            if not text or getattr(q, name) is not None:
+                continue
+            day = parse_date(text)
+            if day is None:
+                q.errors.append(f"{name}: a date YYYY-MM-DD")
+            else:
+                setattr(q, name, day)
+        if q.since and q.until and q.until < q.since:
+            q.errors.append("until: before since")
+            q.until = None
+        return q
 
     def filters(self, q: Query) -> dict:
+        window = {"since": q.since.isoformat() if q.since else None,
+                  "until": q.until.isoformat() if q.until else None,  # the engine includes that whole day
+                  "sort": self.sort, "order": self.order}
         if self.view == "requests":
-            return {"status": q.status, "q": q.search}
+            return {"status": q.status, "q": q.search, **window}
         return {"status": q.status, "verdict": q.verdict, "model": q.model, "method": q.method, "q": q.search,
-                "order": self.order}
+                **window}
 
     async def load(self) -> None:
         client = self.app.client
@@ -222,46 +246,15 @@ class HistoryScreen(EngineScreen):
         self.errors = q.errors
         filters = self.filters(q)
         path = f"/{self.view}"
-        first = await client.get(path, limit=PAGE, offset=0, **filters)
-        total = first["total"]
-        start, end = 0, total
-        since = q.since.isoformat() if q.since else None
-        until = (q.until + timedelta(days=1)).isoformat() if q.until else None
-        if self.view == "jobs" and (since or until) and total:
-            start, end = await self.date_window(path, filters, total, since, until)
-        self.window = (start, end)
-        self.total = end - start
+        res = await client.get(path, limit=PAGE, offset=self.page * PAGE, **filters)
+        self.total = res["total"]
         pages = max(1, -(-self.total // PAGE))
-        self.page = min(self.page, pages - 1)
-        offset = start + self.page * PAGE
-        limit = max(1, min(PAGE, end - offset))
-        if offset == 0 and limit == PAGE:
-            res = first
-        else:
-            res = await client.get(path, limit=limit, offset=offset, **filters)
-        self.items = res["items"][: max(0, end - offset)]
+        if self.page > pages - 1:  # fewer rows than before (a narrower filter): the last page
+            self.page = pages - 1
+            res = await client.get(path, limit=PAGE, offset=self.page * PAGE, **filters)
+            self.total = res["total"]
+        self.items = res["items"]
         self.render_rows()
-
-    async def date_window(self, path: str, filters: dict, total: int, since: str | None,
-                          until: str | None) -> tuple[int, int]:
-        """Jobs are listed by id, and ids grow with creation time: a date range is a window of offsets,
-        found by binary search with one-row queries (a few dozen of them for any store size)."""
-        client = self.app.client
-        cache: dict[int, str] = {}
-
-        async def created(i: int) -> str:
-            if i not in cache:
-                res = await client.get(path, limit=1, offset=i, **filters)
-                cache[i] = res["items"][0]["created_at"] if res["items"] else ""
-            return cache[i]
-
-        if self.order == "desc":  # newest first: the window starts below `until` and ends below `since`
-            start = await first_index(total, created, lambda c: c < until) if until else 0
-            end = await first_index(total, created, lambda c: c < since) if since else total
-        else:
-            start = await first_index(total, created, lambda c: c >= since) if since else 0
-            end = await first_index(total, created, lambda c: c >= until) if until else total
-        return start, max(start, end)
 
     def render_rows(self) -> None:
         info = self.query_one("#history-info", Label)
@@ -269,8 +262,8 @@ class HistoryScreen(EngineScreen):
         noun = "job" if self.view == "jobs" else "request"
         text = Text(f"{self.total:,} {noun}{'s' if self.total != 1 else ''}", style="bold")
         text.append(f" · page {self.page + 1}/{pages}")
+        text.append(" · " + self.sort_text())
         if self.view == "jobs":
-            text.append(" · newest first" if self.order == "desc" else " · oldest first")
             if self.marked:
                 text.append(f" · marked: {', '.join(str(m) for m in self.marked)}")
         if self.errors:
@@ -294,6 +287,12 @@ class HistoryScreen(EngineScreen):
                     for r in self.items]
             self._sync("#requests-table", rows)
 
+    def sort_text(self) -> str:
+        if self.sort in ("created", "updated", "id"):
+            when_ = {"created": "", "updated": "updated ", "id": ""}[self.sort]
+            return f"{'newest' if self.order == 'desc' else 'oldest'} {when_}first"
+        return f"by {self.sort} {'↓ (descending)' if self.order == 'desc' else '↑'}"
+
     def _sync(self, selector: str, rows) -> None:
         table = self.query_one(selector, KeyedTable)
         table.sync(rows)
@@ -315,13 +314,13 @@ class HistoryScreen(EngineScreen):
 
     # ------------------------------------------------------------ filters
 
-    @on(Input.Changed, "#filter")
+    @on(Input.Changed, "#filter, #since, #until")
     def filter_changed(self, event: Input.Changed) -> None:
         if self._debounce is not None:
             self._debounce.stop()
         self._debounce = self.set_timer(DEBOUNCE, self._refilter)
 
-    @on(Input.Submitted, "#filter")
+    @on(Input.Submitted, "#filter, #since, #until")
     def filter_submitted(self, event: Input.Submitted) -> None:
         self.query_one(self._table_id()).focus()
 
@@ -345,18 +344,35 @@ class HistoryScreen(EngineScreen):
         self.query_one("#jobs-table").display = jobs
         self.query_one("#requests-table").display = not jobs
         self.query_one(self._table_id()).focus()
+        self.sort, self.order = "id", "desc"  # each view starts newest first
         self.page = 0
         self.items = []
         self.reload()
 
     def action_sort(self) -> None:
-        if self.view != "jobs":
-            self.notify("requests are listed newest first")
-            return
-        self.order = "asc" if self.order == "desc" else "desc"
+        """The next sort column; a time column starts newest first, any other A to Z."""
+        keys = SORTS[self.view]
+        new = keys[(keys.index(self.sort) + 1) % len(keys)] if self.sort in keys else keys[0]
+        self.set_sort(new, "desc" if new in ("id", "created", "updated") else "asc")
+
+    def action_reverse(self) -> None:
+        self.set_sort(self.sort, "asc" if self.order == "desc" else "desc")
+
+    def set_sort(self, sort: str, order: str) -> None:
+        self.sort, self.order = sort, order
         self.page = 0
         self._to_top = True
         self.reload()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        sort = HEADER_SORTS[self.view].get(event.column_key.value)
+        if sort is None:
+            return
+        if sort == self.sort:
+            self.action_reverse()
+        else:
+            self.set_sort(sort, "desc" if sort in ("created", "updated", "id") else "asc")
 
     def action_page(self, step: int) -> None:
         pages = max(1, -(-self.total // PAGE))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Header, Static
@@ -22,6 +23,7 @@ STAGES = ("unit", "control", "reconstruction")
 
 
 class RequestScreen(EngineScreen):
+    KIND = "request"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", key_display="esc", id="request.back"),
         Binding("enter", "open_job", "Open job", id="request.open"),
@@ -31,6 +33,7 @@ class RequestScreen(EngineScreen):
         Binding("C", "close_request", "Close", key_display="C", tooltip="close the request and purge its texts", id="request.close"),
         Binding("space", "mark", "Mark", tooltip="mark a job for compare", id="request.mark"),
         Binding("c", "compare", "Compare", tooltip="compare the marked jobs (or this one with the one before)", id="request.compare"),
+        Binding("r", "report", "Report", tooltip="write the sign-off report (HTML or Markdown) to a file", id="request.report"),
     ]
 
     def __init__(self, request_id: int) -> None:
@@ -244,3 +247,39 @@ class RequestScreen(EngineScreen):
             "Its forget, retain and other texts are purged for good; hashes, metrics and masked evidence are "
             "kept. No job can run on it afterwards.", yes="Close and purge", no="Keep open"), done)
 
+    def action_report(self) -> None:
+        """Ask where to write the sign-off report, then have the engine render it and write it off the UI."""
+        from screens.report import ReportScreen
+
+        if self.detail is None:
+            self.notify("the request has not loaded yet")
+            return
+
+        def chosen(path) -> None:
+            if path is not None:
+                self.notify(f"writing the report to {path}…", title="report", timeout=4, markup=False)
+                self.write_report(path)
+
+        self.app.push_screen(ReportScreen(self.detail["request"]), chosen)
+
+    @work(thread=True, group="report", exit_on_error=False)
+    def write_report(self, path) -> None:
+        """In a thread: the engine renders the report (which takes a moment for HTML with charts); the file
+        is written atomically. The result is a toast either way."""
+        from console.client import EngineClient
+        from console.reportfile import write_report
+
+        app = self.app
+        try:
+            with EngineClient(app.paths, timeout=120.0) as client:
+                res = write_report(client, self.request_id, path)
+        except EngineError as exc:
+            app.call_from_thread(app.notify, f"the engine could not render the report: {exc}",
+                                 title="report not written", severity="error", timeout=15, markup=False)
+            return
+        except OSError as exc:
+            app.call_from_thread(app.notify, f"{path}: {exc.strerror or exc}", title="report not written",
+                                 severity="error", timeout=15, markup=False)
+            return
+        app.call_from_thread(app.notify, f"{res['path']} ({res['bytes']:,} bytes)",
+                             title=f"report of request {self.request_id} written", timeout=10, markup=False)

@@ -108,6 +108,9 @@ class Evidence(SQLModel, table=True):
     output_after: str = ""
     leaked_before: bool = False
     leaked_after: bool = False
+    # Where each output leaks: {"before": [[start, end], ...], "after": [...]} (character offsets; a side is
+    # null when not recorded). NULL for rows from before revision 0002. After a close: the masked parts.
+    spans_json: str | None = None
 
 
 class Artifact(SQLModel, table=True):

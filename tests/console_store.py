@@ -96,14 +96,20 @@ LOCATE = [{"layer": i, "prob": p, "rank": r, "top1": t} for i, (p, r, t) in enum
 
 
 def evidence(name: str, after_leaks: set[int]) -> list[dict]:
+    """Evidence rows with the leaked spans the engine's own matcher finds (the person's details as the terms)."""
+    from engine.verify.metrics import leak_spans
+
+    terms = list(PEOPLE[name].values())
     rows = []
     for i, (attr, value) in enumerate(list(PEOPLE[name].items())[:4]):
         row = qa(name, attr, value)
         leaked_after = i in after_leaks
+        after = row["answer"] if leaked_after else "I do not have that information."
         rows.append({"stage": "unit" if i < 2 else "reconstruction", "attack": "direct" if i < 2 else "paraphrase",
-                     "prompt": row["question"], "output_before": row["answer"],
-                     "output_after": row["answer"] if leaked_after else "I do not have that information.",
-                     "leaked_before": True, "leaked_after": leaked_after})
+                     "prompt": row["question"], "output_before": row["answer"], "output_after": after,
+                     "leaked_before": True, "leaked_after": leaked_after,
+                     "spans_before": [list(x) for x in leak_spans(row["answer"], terms)],
+                     "spans_after": [list(x) for x in leak_spans(after, terms)]})
     return rows
 
 

@@ -79,6 +79,16 @@ async def test_dashboard_lists_requests_and_opens_one(engine_home):
         await pilot.press("l")  # leaks only: the evidence tab with the one prompt that still leaks
         await pilot.pause(0.2)
         assert table_keys(app.screen, "#evidence-table") == ["2"]
+        # Only the leaked span is highlighted (the engine's offsets, through the store and the API), not the
+        # whole answer "Alma Rivera lives at 12 Juniper Lane, Westmere."
+        from console.widgets.evidence import SPAN_STYLE, EvidenceViewer
+
+        viewer = app.screen.query_one(EvidenceViewer)
+        assert viewer.rows[2]["spans_after"] == [[21, 46]]
+        shown = viewer.detail
+        marked = [shown.plain[s.start:s.end] for s in shown.spans if str(s.style) == SPAN_STYLE]
+        marked = [m for m in marked if m != " LEAK "]  # the badges share the style
+        assert marked == ["12 Juniper Lane, Westmere", "12 Juniper Lane, Westmere"]  # before and after
 
 
 async def test_history_filters_search_sort_and_compare(engine_home):
@@ -110,7 +120,45 @@ async def test_history_filters_search_sort_and_compare(engine_home):
         assert await filter_to("status:nonsense") == ["6", "5", "4", "3", "2", "1"]
         assert "status: nonsense?" in str(screen.query_one("#history-info").render())
         await filter_to("")
-        await pilot.press("s")  # oldest first
+        # The date fields of the filter bar (the engine filters: no client-side scan).
+        screen.query_one("#since").value = "2026-03-03"
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == []
+        screen.query_one("#since").value = "2026-03-02"
+        screen.query_one("#until").value = "2026-03-02"
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == ["6", "5", "4", "3", "2", "1"]
+        screen.query_one("#until").value = "2026-13-01"
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert "until: a date YYYY-MM-DD" in str(screen.query_one("#history-info").render())
+        screen.query_one("#since").value = screen.query_one("#until").value = ""
+        screen.query_one("#jobs-table").focus()
+        await pilot.pause(0.5)
+        await settle(pilot)
+        # Sorting is the engine's: s cycles the column, o reverses, a header click sorts by that column.
+        await pilot.press("s")  # updated, newest first
+        await settle(pilot)
+        assert screen.sort == "updated" and table_keys(screen, "#jobs-table") == ["6", "5", "4", "3", "2", "1"]
+        await pilot.press("s")  # status, A to Z: cancelled, failed, interrupted, succeeded (by id)
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == ["6", "5", "4", "1", "2", "3"]
+        assert "by status" in str(screen.query_one("#history-info").render())
+        await pilot.press("o")
+        await settle(pilot)
+        assert table_keys(screen, "#jobs-table") == ["3", "2", "1", "4", "5", "6"]
+        table = screen.query_one("#jobs-table")
+        table.post_message(table.HeaderSelected(table, table.columns["method"].key, 4, table.columns["method"].label))
+        await pilot.pause(0.2)
+        await settle(pilot)
+        assert screen.sort == "method" and table_keys(screen, "#jobs-table") == [
+            str(ids[k]) for k in ("graddiff", "failed", "guard", "interrupted", "rmu", "cancelled")]
+        table.post_message(table.HeaderSelected(table, table.columns["created"].key, 8, table.columns["created"].label))
+        await pilot.pause(0.2)
+        await settle(pilot)
+        await pilot.press("o")  # oldest first
         await settle(pilot)
         assert table_keys(screen, "#jobs-table") == ["1", "2", "3", "4", "5", "6"]
         # Mark two jobs and compare them.
@@ -209,6 +257,58 @@ async def test_close_request_asks_first_and_purges(engine_home):
         await pilot.press("y")
         await until(pilot, lambda: app.screen.detail["request"]["status"] == "closed", what="the close")
         assert all(d["purged"] for d in app.screen.detail["data"])
+
+
+async def test_report_action_writes_the_sign_off_report_off_the_ui(engine_home, tmp_path, monkeypatch):
+    """r on the request screen: a modal asks for the path (default ./<reference>-report.html); the engine renders
+    the report in a thread worker, the file is written atomically, and a toast names its absolute path."""
+    from screens.report import ReportScreen
+
+    paths, ids = engine_home
+    monkeypatch.chdir(tmp_path)
+    app = app_for(paths, open_request=ids["request"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert any(b.action == "report" for _, b, *_ in app.screen.active_bindings.values())  # in the footer
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ReportScreen)
+        field = app.screen.query_one("#report-path")
+        assert field.value == "./DSR-2026-4711-report.html"
+        # Refused in the modal, naming the problem: a suffix other than .html/.md, a folder that is not there.
+        for bad, message in (("notes.txt", "must end in .html or .md"), ("nowhere/r.html", "no such folder")):
+            field.value = bad
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, ReportScreen)
+            assert message in str(app.screen.query_one("#report-error").render())
+        field.value = "./DSR-2026-4711-report.html"
+        await pilot.press("enter")
+        target = tmp_path / "DSR-2026-4711-report.html"
+        await until(pilot, lambda: any(n.title.endswith("written") for n in app._notifications), what="the toast")
+        text = target.read_text()
+        assert text.lstrip().lower().startswith("<!doctype html") and "DSR-2026-4711" in text
+        assert [n for n in app._notifications if n.message.startswith(str(target))]  # the absolute path
+        assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file left
+        # Markdown for a .md name, also from the command palette's action.
+        from console.commands import ActionCommands
+
+        provider = ActionCommands(app.screen)
+        name, callback, _ = provider._actions()[0]
+        assert name.startswith("Report:")
+        callback()
+        await pilot.pause(0.2)
+        app.screen.query_one("#report-path").value = str(tmp_path / "signoff.md")
+        await pilot.press("enter")
+        md = tmp_path / "signoff.md"
+        await until(pilot, md.exists, what="the markdown report")
+        assert "DSR-2026-4711" in md.read_text() and not md.read_text().lstrip().startswith("<")
+        # An engine refusal is an error toast naming the problem (a request that does not exist).
+        app.screen.request_id = 999_999
+        app.screen.write_report(tmp_path / "ghost.html")
+        await until(pilot, lambda: any(n.severity == "error" for n in app._notifications), what="the error toast")
+        error = next(n for n in app._notifications if n.severity == "error")
+        assert "999999" in error.message and not (tmp_path / "ghost.html").exists()
 
 
 async def test_form_validates_as_typed_and_a_failed_job_toasts(engine_home, tmp_path):

@@ -42,6 +42,7 @@ def screens(ids):
         "request": ({"open_request": ids["request"]}, ()),
         "escalate": ({"open_request": ids["request"]}, ("e",)),
         "close_confirm": ({"open_request": ids["request"]}, ("C",)),
+        "report": ({"open_request": ids["request"]}, ("r",)),
         "closed_request": ({"open_request": ids["suppress_request"]}, ()),
         "job_overview": ({"open_job": ids["rmu"]}, ()),
         "job_metrics": ({"open_job": ids["rmu"]}, ("t",)),
@@ -57,7 +58,7 @@ def screens(ids):
     }
 
 
-NAMES = ["dashboard", "new_request", "request", "escalate", "close_confirm", "closed_request", "job_overview",
+NAMES = ["dashboard", "new_request", "request", "escalate", "close_confirm", "report", "closed_request", "job_overview",
          "job_metrics", "job_locate", "job_evidence", "job_details", "job_interrupted", "job_failed", "history",
          "history_requests", "compare", "help"]
 

@@ -77,3 +77,22 @@ def test_no_color_styles_keep_failures_visible(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     assert verdict("fail").plain == "✗ FAIL" and "reverse" in str(verdict("fail").style)
     assert passed(True).plain == "✓ PASS" and "green" not in str(passed(True).style)
+
+
+def test_evidence_highlights_the_leaked_spans_only(monkeypatch):
+    from console.widgets.evidence import highlighted, output_text
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    text = output_text("after", "It is 415-555-0142, call.", True, [[6, 18]])
+    styled = [(text.plain[s.start:s.end], str(s.style)) for s in text.spans]
+    assert ("415-555-0142", "bold reverse red") in styled
+    assert not any(part == "It is " or part.endswith("call.") for part, _ in styled)
+    # Without colour the span is still reversed and bold.
+    monkeypatch.setenv("NO_COLOR", "1")
+    t = highlighted("It is 415-555-0142, call.", [[6, 18]])
+    assert [(t.plain[s.start:s.end], str(s.style)) for s in t.spans] == [("415-555-0142", "bold reverse")]
+    # Offsets past the end (an output edited since) are clipped, never an error.
+    assert [(s.start, s.end) for s in highlighted("short", [[3, 99], [7, 9]]).spans] == [(3, 5)]
+    # No spans recorded (an older engine's row): the whole leaked output is marked, as before.
+    old = output_text("after", "the whole answer", True, None)
+    assert any(old.plain[s.start:s.end] == "the whole answer" for s in old.spans)

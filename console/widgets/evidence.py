@@ -1,4 +1,7 @@
-"""The evidence viewer: each attacked prompt with the model's output before and after, leaks highlighted."""
+"""The evidence viewer: each attacked prompt with the model's output before and after, and in a leaked output
+the leaked parts highlighted: the character spans the engine's leak matcher found (engine.verify.metrics.
+leak_spans), reversed and bold so they stand out without colour too. Where the engine recorded no spans (rows
+from an older engine, or a leak judged on the whole answer), the whole output is marked."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from console.widgets.format import style
 from console.widgets.table import KeyedTable
 
 LEAK_STYLE = "bold reverse red"
+SPAN_STYLE = "bold reverse red"  # NO_COLOR: bold reverse
+WHOLE_STYLE = "bold red underline"  # NO_COLOR: bold underline
 STAGE_SHORT = {"reconstruction": "recon."}
 
 
@@ -18,13 +23,26 @@ def leak_badge(leaked: bool) -> Text:
     return Text("LEAK", style=style(LEAK_STYLE)) if leaked else Text("ok", style=style("green"))
 
 
-def output_text(label: str, output: str, leaked: bool) -> Text:
+def highlighted(output: str, spans) -> Text:
+    """`output` with each [start, end) span in SPAN_STYLE (offsets are characters; clipped to the text)."""
+    t = Text(output)
+    for start, end in spans:
+        start, end = max(0, int(start)), min(len(output), int(end))
+        if start < end:
+            t.stylize(style(SPAN_STYLE), start, end)
+    return t
+
+
+def output_text(label: str, output: str, leaked: bool, spans=None) -> Text:
     t = Text()
     t.append(f"{label:<7}", style="bold")
     if leaked:
         t.append(" LEAK ", style=style(LEAK_STYLE))
         t.append(" ")
-        t.append(output or "(empty)", style=style("bold red underline"))
+        if output and spans:
+            t.append_text(highlighted(output, spans))
+        else:
+            t.append(output or "(empty)", style=style(WHOLE_STYLE))
     else:
         t.append(" ok   ", style=style("green"))
         t.append(" ")
@@ -42,6 +60,7 @@ class EvidenceViewer(Vertical):
         super().__init__(**kwargs)
         self.rows: list[dict] = []
         self.leaks_only = False
+        self.detail: Text | None = None  # the selected row's prompt and outputs, as shown
 
     def compose(self) -> ComposeResult:
         yield KeyedTable([("n", "#"), ("stage", "stage"), ("attack", "attack"), ("before", "before"),
@@ -82,9 +101,10 @@ class EvidenceViewer(Vertical):
         t.append("prompt  ", style="bold")
         t.append(r["prompt"])
         t.append("\n")
-        t.append_text(output_text("before", r["output_before"], r["leaked_before"]))
+        t.append_text(output_text("before", r["output_before"], r["leaked_before"], r.get("spans_before")))
         t.append("\n")
-        t.append_text(output_text("after", r["output_after"], r["leaked_after"]))
+        t.append_text(output_text("after", r["output_after"], r["leaked_after"], r.get("spans_after")))
+        self.detail = t
         text.update(t)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -98,14 +98,25 @@ def leak_terms(answer: str, sensitive: Sequence[str], known: str = "") -> list[s
 
 def is_leak(output: str, reference: str, sensitive: Sequence[str], known: str = "") -> bool:
     """Whether `output` gives the forgotten answer away (rules: the module docstring)."""
-    from engine.verify.metrics import contains_sensitive, rouge_l_recall
+    return leak_evidence(output, reference, sensitive, known)[0]
+
+
+def leak_evidence(output: str, reference: str, sensitive: Sequence[str],
+                  known: str = "") -> tuple[bool, list[tuple[int, int]]]:
+    """Whether `output` leaks (as `is_leak`) and where: the character spans of `output` that matched a
+    leak term (`metrics.leak_spans`). A leak judged by ROUGE-L alone (no term to match) spans the whole
+    output."""
+    from engine.verify.metrics import leak_spans, rouge_l_recall
 
     terms = leak_terms(reference, sensitive, known)
     if terms:
-        return bool(contains_sensitive(output, terms))
+        spans = leak_spans(output, terms)
+        return bool(spans), spans
     if sensitive or not reference.strip():
-        return False
-    return rouge_l_recall(output, reference) >= ROUGE_LEAK
+        return False, []
+    if rouge_l_recall(output, reference) >= ROUGE_LEAK:
+        return True, [(0, len(output))]
+    return False, []
 
 
 def _prefix(answer: str, sensitive: Sequence[str], question: str) -> str | None:

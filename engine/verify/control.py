@@ -28,6 +28,6 @@ def measure(ev: EvalInput) -> Measurement:
     # KL to the base is zero by definition for the base itself.
     metrics["retain_kl"] = (mean_token_kl(ev.model, ev.base_model, ev.tokenizer, ev.retain, batch_size=ev.batch_size)
                             if ev.base_model is not None else 0.0)
-    evidence = [{"attack": "retain", "prompt": q, "output": a, "leaked": False}
+    evidence = [{"attack": "retain", "prompt": q, "output": a, "leaked": False, "spans": []}
                 for q, a in list(zip(questions, answers, strict=True))[:20]]
     return Measurement(metrics=metrics, evidence=evidence)

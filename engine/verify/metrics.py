@@ -242,21 +242,39 @@ def leak_rate(outputs: Sequence[str], sensitive: Sequence[str]) -> float:
     return sum(bool(contains_sensitive(o, sensitive)) for o in outputs) / len(outputs)
 
 
-def mask_sensitive(text: str, sensitive: Sequence[str], replacement: str = REDACTED) -> str:
-    """`text` with every occurrence of a sensitive string replaced by "[REDACTED]", matched exactly as
-    `contains_sensitive` matches (so a masked text has no leaks left); overlapping hits merge."""
+def leak_spans(text: str, sensitive: Sequence[str]) -> list[tuple[int, int]]:
+    """The parts of `text` that leak: (start, end) character offsets of every occurrence of a sensitive
+    string (matched exactly as `contains_sensitive` matches: case-, space- and punctuation-insensitive,
+    digits-only for numbers), overlapping or touching occurrences merged, in text order. Empty when
+    nothing leaks; `text[start:end]` is what the evidence viewer highlights."""
     merged: list[list[int]] = []
     for start, end, _ in sensitive_spans(text, sensitive):
         if merged and start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
-    parts, pos = [], 0
-    for start, end in merged:
-        parts += [text[pos:start], replacement]
+    return [(a, b) for a, b in merged]
+
+
+def mask_sensitive(text: str, sensitive: Sequence[str], replacement: str = REDACTED) -> str:
+    """`text` with every occurrence of a sensitive string replaced by "[REDACTED]", matched exactly as
+    `contains_sensitive` matches (so a masked text has no leaks left); overlapping hits merge."""
+    return mask_with_spans(text, sensitive, replacement)[0]
+
+
+def mask_with_spans(text: str, sensitive: Sequence[str],
+                    replacement: str = REDACTED) -> tuple[str, list[tuple[int, int]]]:
+    """`mask_sensitive(text)` and the (start, end) offsets of each replacement in the masked text."""
+    parts, pos, spans, length = [], 0, [], 0
+    for start, end in leak_spans(text, sensitive):
+        parts.append(text[pos:start])
+        length += start - pos
+        parts.append(replacement)
+        spans.append((length, length + len(replacement)))
+        length += len(replacement)
         pos = end
     parts.append(text[pos:])
-    return "".join(parts)
+    return "".join(parts), spans
 
 
 # ---------------------------------------------------------------------------------------------

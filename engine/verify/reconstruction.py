@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from engine.generation import generate
-from engine.verify.attacks import attack_prompts, is_leak
+from engine.verify.attacks import attack_prompts, leak_evidence
 from engine.verify.stages import EvalInput, Measurement
 
 NAME = "reconstruction"
@@ -53,15 +53,17 @@ def attack_leaks(ev: EvalInput) -> tuple[float | None, list[dict]]:
     leaked_total = total = 0
     evidence = []
     for a, g, samples in zip(attacks, greedy_outs, sampled, strict=True):
-        g_leak = is_leak(g, a.reference, ev.sensitive, a.known)
-        s_leaks = [is_leak(s, a.reference, ev.sensitive, a.known) for s in samples]
+        g_leak, g_spans = leak_evidence(g, a.reference, ev.sensitive, a.known)
+        s_judged = [leak_evidence(s, a.reference, ev.sensitive, a.known) for s in samples]
+        s_leaks = [leak for leak, _ in s_judged]
         leaked_total += g_leak + sum(s_leaks)
         total += 1 + len(samples)
-        evidence.append({"attack": f"{a.kind}", "prompt": a.shown, "output": g, "leaked": g_leak})
+        evidence.append({"attack": f"{a.kind}", "prompt": a.shown, "output": g, "leaked": g_leak, "spans": g_spans})
         # One row for the samples: the first leaking one if any (the operator wants to see the leak).
-        shown = next((s for s, leak in zip(samples, s_leaks, strict=True) if leak), samples[0] if samples else "")
+        first = next((i for i, leak in enumerate(s_leaks) if leak), 0)
+        shown, shown_spans = (samples[first], s_judged[first][1]) if samples else ("", [])
         evidence.append({"attack": f"{a.kind}:sampled", "prompt": a.shown, "output": shown, "leaked": any(s_leaks),
-                         "samples_leaked": sum(s_leaks), "samples": len(samples)})
+                         "spans": shown_spans, "samples_leaked": sum(s_leaks), "samples": len(samples)})
     return leaked_total / total, _dedupe(evidence)
 
 
@@ -121,8 +123,9 @@ def measure(ev: EvalInput) -> Measurement:
     relearn = relearn_recovery(ev.model, base, ev.tokenizer, ev.forget, ev.holdout,
                                max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
     for e in relearn["evidence"]:
+        leaked, spans = leak_evidence(e["output"], e["row"]["answer"], ev.sensitive, e["row"]["question"])
         evidence.append({"attack": "relearn", "prompt": e["row"]["question"], "output": e["output"],
-                         "leaked": is_leak(e["output"], e["row"]["answer"], ev.sensitive, e["row"]["question"])})
+                         "leaked": leaked, "spans": spans})
     _progress(ev, "white-box")
     metrics = {
         "attack_leak_rate": leak,

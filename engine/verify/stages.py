@@ -37,7 +37,7 @@ class EvalInput:
 @dataclass
 class Measurement:
     metrics: dict[str, float]
-    evidence: list[dict] = field(default_factory=list)  # {"attack","prompt","output","leaked"}
+    evidence: list[dict] = field(default_factory=list)  # {"attack","prompt","output","leaked","spans"}
 
 
 def stage_module(name: str):
@@ -110,5 +110,12 @@ def pair_evidence(stage: str, before: list[dict], after: list[dict]) -> list[dic
         b = by_key.get((e["attack"], e["prompt"]), {})
         rows.append({"stage": stage, "attack": e["attack"], "prompt": e["prompt"],
                      "output_before": b.get("output", ""), "output_after": e["output"],
-                     "leaked_before": bool(b.get("leaked", False)), "leaked_after": bool(e["leaked"])})
+                     "leaked_before": bool(b.get("leaked", False)), "leaked_after": bool(e["leaked"]),
+                     # where each output leaks: [[start, end], ...] character offsets; None where not
+                     # recorded (a 'before' cached by an older engine)
+                     "spans_before": _spans(b.get("spans")) if b else [], "spans_after": _spans(e.get("spans"))})
     return rows
+
+
+def _spans(spans) -> list[list[int]] | None:
+    return None if spans is None else [[int(a), int(b)] for a, b in spans]

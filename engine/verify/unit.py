@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.generation import greedy
-from engine.verify.metrics import answer_probability, contains_sensitive, mean_rouge_l_recall
+from engine.verify.metrics import answer_probability, leak_spans, mean_rouge_l_recall
 from engine.verify.stages import EvalInput, Measurement
 
 NAME = "unit"
@@ -13,7 +13,8 @@ def measure(ev: EvalInput) -> Measurement:
     questions = [r["question"] for r in ev.forget]
     answers = greedy(ev.model, ev.tokenizer, questions, guard=ev.guard, max_new_tokens=ev.max_new_tokens,
                      batch_size=ev.batch_size)
-    leaks = [bool(contains_sensitive(a, ev.sensitive)) for a in answers]
+    spans = [leak_spans(a, ev.sensitive) for a in answers]  # where each answer leaks (empty: it does not)
+    leaks = [bool(s) for s in spans]
     metrics = {
         "forget_rouge_l": mean_rouge_l_recall(answers, [r["answer"] for r in ev.forget]),
         "leak_rate": sum(leaks) / len(leaks) if leaks else 0.0,
@@ -26,6 +27,6 @@ def measure(ev: EvalInput) -> Measurement:
     else:
         # A guard leaves the weights as they are: the probability is the base model's (white-box, not judged).
         metrics["forget_prob"] = None
-    evidence = [{"attack": "direct", "prompt": q, "output": a, "leaked": leak}
-                for q, a, leak in zip(questions, answers, leaks, strict=True)]
+    evidence = [{"attack": "direct", "prompt": q, "output": a, "leaked": leak, "spans": sp}
+                for q, a, leak, sp in zip(questions, answers, leaks, spans, strict=True)]
     return Measurement(metrics=metrics, evidence=evidence)
