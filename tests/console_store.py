@@ -239,6 +239,18 @@ def prefill(paths: Paths) -> dict:
         audit_mod.datetime, service.now, scheduler_mod.now = saved
 
 
+def _tables_pending(app) -> bool:
+    """Whether a DataTable on any stacked screen still has rows or cells whose column widths it sizes on its
+    next idle (Textual's private flags: a snapshot taken before that shows squeezed columns)."""
+    from textual.widgets import DataTable
+
+    for screen in app.screen_stack:
+        for table in screen.query(DataTable):
+            if table._require_update_dimensions or table._updated_cells:
+                return True
+    return False
+
+
 async def settle(pilot, timeout: float = 30.0) -> None:
     """Wait until the console is connected and its current screen has loaded, with no load in flight."""
     import asyncio
@@ -251,7 +263,8 @@ async def settle(pilot, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
         screen = app.screen
         busy = any(w.is_running for w in app.workers if w.group not in ("engine",))
-        ready = app.connected and getattr(screen, "loaded", True) and not busy and not app._flush_armed
+        ready = (app.connected and getattr(screen, "loaded", True) and not busy and not app._flush_armed
+                 and not _tables_pending(app))
         calm = calm + 1 if ready else 0
         if calm >= 4:
             await pilot.pause()
