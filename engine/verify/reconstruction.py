@@ -41,7 +41,7 @@ def _progress(ev: EvalInput, detail: str) -> None:
 
 
 def attack_leaks(ev: EvalInput) -> tuple[float | None, list[dict]]:
-    attacks = attack_prompts(ev.forget, ev.sensitive, ev.probes)
+    attacks = attack_prompts(ev.forget, ev.sensitive, ev.probes, ev.tokenizer)
     if not attacks:
         return None, []
     prompts = [a.prompt for a in attacks]
