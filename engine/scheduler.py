@@ -227,7 +227,7 @@ class Scheduler:
                           "weights_sha256": model.weights_sha256,
                           "options": job_model_options(json.loads(model.options_json), json.loads(req.spec_json))}
             if model.kind == "gguf":
-                model_spec["converted"] = str(converted_dir(self.paths.models / "converted", model.weights_sha256))
+                model_spec["converted"] = str(converted_dir(self.paths.converted, model.weights_sha256))
             key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, model_spec["options"])
             cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
             work_dir = self.paths.data / "jobs" / f"job-{job_id}"
