@@ -26,7 +26,7 @@ class WarmModel:
 
     def get(self, spec: dict, device: str):
         # The chat-template setting changes how prompts are written, not what is loaded.
-        options = {k: v for k, v in spec.get("options", {}).items() if k != "chat_template"}
+        options = {k: v for k, v in spec.get("options", {}).items() if k not in ("chat_template", "verification")}
         key = (spec["source"], spec["weights_sha256"], device, str(sorted(options.items())))
         if key != self.key:
             self.model = self.tokenizer = None
@@ -59,7 +59,8 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     sensitive = payload["sensitive"]
     ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=holdout,
                      probes=probes, general_text=payload.get("general_text", []),
-                     max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress)
+                     max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress,
+                     profile=payload["model"].get("options", {}).get("verification", "full"))
     timings = {}
 
     before = payload.get("baseline")
@@ -95,7 +96,8 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
                 "tier": method_cls.tier, "hyper": payload["hyper"], "seed": payload["hyper"].get("seed", 0),
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "method_info": candidate.info}
+                "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
+                "method_info": candidate.info}
     manifest = write_atomically(final, candidate.save, manifest)
     info = dict(candidate.info)
     del candidate
@@ -103,4 +105,4 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     return {"stages": stages, "verdict": overall_verdict(stages), "evidence": evidence, "device": device,
             "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
                          "manifest": manifest},
-            "result": {"timings": timings, **ctx.extra, **info}}
+            "result": {"timings": timings, "verification": ev_common["profile"], **ctx.extra, **info}}

@@ -373,10 +373,13 @@ class ProgressTracker:
 
 
 def job_model_options(options: dict, spec: dict) -> dict:
-    """The model's registered options with the request's overrides (chat_template: auto | none)."""
+    """The model's registered options with the request's overrides (chat_template: auto | none) and,
+    when not 'full', its verification profile: what the 'before' measurement depends on besides the data."""
     out = dict(options)
     if spec.get("chat_template"):
         out["chat_template"] = spec["chat_template"]
+    if spec.get("verification", "full") != "full":
+        out["verification"] = spec["verification"]
     return out
 
 

@@ -28,6 +28,9 @@ class RequestSpec(BaseModel):
     # Ask through the model's chat template ('auto': when its tokenizer has one) or in the plain
     # "Question: … Answer:" format ('none'); unset: the model's registered setting.
     chat_template: Literal["auto", "none"] | None = None
+    # 'quick': every metric on a smaller budget (fewer sampled attacks, a shorter relearning attack);
+    # recorded with the request, in each job's result and its artifact manifest.
+    verification: Literal["full", "quick"] = "full"
 
     @field_validator("sensitive")
     @classmethod
