@@ -129,6 +129,10 @@ def test_the_request_overrides_the_models_chat_setting():
     # The cached 'before' of one prompt format is never reused for the other.
     assert baseline_key("h", rows, [], job_model_options(registered, {"chat_template": "none"})) != \
         baseline_key("h", rows, [], registered)
+    # So is a 'quick' verification's; 'full' (the default) keeps the key requests had before the profile.
+    quick = job_model_options(registered, {"verification": "quick"})
+    assert quick["verification"] == "quick" and job_model_options(registered, {"verification": "full"}) == registered
+    assert baseline_key("h", rows, [], quick) != baseline_key("h", rows, [], registered)
     assert parse_spec({"title": "t", "model": "m", "forget": [], "chat_template": "none"}).chat_template == "none"
     from engine.errors import SpecError
 
