@@ -88,8 +88,8 @@ def inspect_source(source: str, options: dict | None = None, cache_root: Path | 
 
     The cheap file-system checks run here; loading the config and tokenizer (and converting a GGUF
     file) runs in a subprocess that imports torch. Nothing is written unless it all succeeds."""
-    kind, resolved = classify_source(source)
     options = check_options(options)
+    kind, resolved = classify_source(source)
     request = {"kind": kind, "source": resolved, "options": options,
                "cache_root": str(cache_root) if cache_root else None}
     try:
