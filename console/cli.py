@@ -584,7 +584,12 @@ def export_cmd(job_id: int, out_dir: Path) -> None:
     if model is None:
         raise click.ClickException(f"the base model '{detail['job']['model']}' is no longer registered")
     try:
-        path = export(Path(model["source"]), Path(detail["artifacts"][0]["path"]), out_dir)
+        source = Path(model["source"])
+        if model["kind"] == "hub":  # a model id: its folder in the local Hugging Face cache
+            from engine.modeling import resolve_source
+
+            source = resolve_source(model["source"], "hub")[0]
+        path = export(source, Path(detail["artifacts"][0]["path"]), out_dir)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"exported job {job_id} to {path}")
