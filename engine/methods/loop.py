@@ -247,13 +247,17 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
                 torch.cuda.set_rng_state(rng_state["cuda"], cuda[0])
         for step in range(start + 1, hp.steps + 1):
             opt.zero_grad(set_to_none=True)
+            oom = None
             try:
                 total, parts = one_step()
             except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is this class
                 if backoff is not None or forget_it.batch <= 1:
                     raise
+                oom = str(exc).splitlines()[0][:300] if str(exc) else "out of memory"
+            if oom is not None:
                 # Back off once: half the micro-batch, twice the accumulation (the same rows per optimizer
-                # step), and redo this step from a clean gradient. A second OOM fails the job.
+                # step), and redo this step from a clean gradient; a second OOM fails the job. Outside the
+                # except block, so the failed step's traceback (holding its activations) is already freed.
                 opt.zero_grad(set_to_none=True)
                 _free_memory(device)
                 was = forget_it.batch
@@ -262,7 +266,7 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
                     retain_it.batch = max(1, retain_it.batch // 2)
                 accum *= 2
                 backoff = {"step": step, "batch_size_before": was, "batch_size": forget_it.batch,
-                           "grad_accum": accum, "error": str(exc).splitlines()[0][:300] if str(exc) else "OOM"}
+                           "grad_accum": accum, "error": oom}
                 print(f"expunge: out of memory at step {step} with batch {was}; retrying with batch "
                       f"{forget_it.batch} x {accum} accumulation", file=sys.stderr, flush=True)
                 ctx.progress(phase="oom-backoff", total=hp.steps, **backoff)
