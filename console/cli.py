@@ -191,18 +191,28 @@ def models(ctx: click.Context, as_json: bool) -> None:
 @models.command("add")
 @click.argument("name")
 @click.argument("source")
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto")
-@click.option("--chat-template", type=click.Choice(["auto", "none"]), default="auto")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
+              help="weights dtype in the workers; auto: bf16 on a GPU that supports it, else fp32")
+@click.option("--chat-template", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              help="auto: ask through the tokenizer's chat template when it has one; none: plain Q/A prompts")
 @click.option("--retain", "retain_path", type=click.Path(exists=True, dir_okay=False), help="default retain sample")
 @click.option("--holdout", "holdout_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def models_add(name, source, dtype, chat_template, retain_path, holdout_path, as_json) -> None:
-    """Register a model: a local HF directory or a .gguf file."""
+    """Register a model. SOURCE: a local HF model directory, a .gguf file, or a model id ('org/name')
+    already in the local Hugging Face cache (nothing is downloaded). The engine loads its config and
+    tokenizer, counts its parameters and hashes its weights first, and refuses what it cannot load."""
     absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731
     entry = call(client().add_model, name, absolute(source) if Path(source).exists() else source,
                  {"dtype": dtype, "chat_template": chat_template}, absolute(retain_path), absolute(holdout_path))
-    out(entry, as_json, lambda m: click.echo(f"registered {m['name']}: {m['params']:,} params, "
-                                             f"weights sha256 {m['weights_sha256'][:16]}…"))
+
+    def render(m):
+        checked = m.get("checked") or {}
+        template = {True: "chat template found", False: "no chat template"}.get(checked.get("chat_template"), "")
+        click.echo(f"registered {m['name']} ({m['kind']}): {m['params']:,} params, "
+                   f"weights sha256 {m['weights_sha256'][:16]}…" + (f", {template}" if template else ""))
+
+    out(entry, as_json, render)
 
 
 @cli.command()
@@ -589,7 +599,12 @@ def export_cmd(job_id: int, out_dir: Path) -> None:
     if model is None:
         raise click.ClickException(f"the base model '{detail['job']['model']}' is no longer registered")
     try:
-        path = export(Path(model["source"]), Path(detail["artifacts"][0]["path"]), out_dir)
+        source = Path(model["source"])
+        if model["kind"] == "hub":  # a model id: its folder in the local Hugging Face cache
+            from engine.modeling import resolve_source
+
+            source = resolve_source(model["source"], "hub")[0]
+        path = export(source, Path(detail["artifacts"][0]["path"]), out_dir)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"exported job {job_id} to {path}")

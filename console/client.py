@@ -32,6 +32,9 @@ def _check(r: httpx.Response):
     return r.json()
 
 
+ADD_MODEL_TIMEOUT_S = 1900.0  # the engine's own check gives up after 1800 s
+
+
 class EngineClient:
     def __init__(self, paths: Paths | None = None, timeout: float = 30.0) -> None:
         self.paths = paths or get_paths()
@@ -53,9 +56,10 @@ class EngineClient:
         except httpx.TransportError as exc:
             raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
 
-    def _post(self, path: str, body: dict | None = None):
+    def _post(self, path: str, body: dict | None = None, timeout: float | None = None):
         try:
-            return _check(self._http.post(path, json=body or {}))
+            extra = {"timeout": timeout} if timeout is not None else {}
+            return _check(self._http.post(path, json=body or {}, **extra))
         except httpx.TransportError as exc:
             raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
 
@@ -67,8 +71,11 @@ class EngineClient:
 
     def add_model(self, name: str, source: str, options: dict | None = None, retain_path: str | None = None,
                   holdout_path: str | None = None):
+        # The engine loads the config and tokenizer in a subprocess, and converts a GGUF file once (a
+        # minute on a small CPU): longer than any other call.
         return self._post("/models", {"name": name, "source": source, "options": options or {},
-                                      "retain_path": retain_path, "holdout_path": holdout_path})
+                                      "retain_path": retain_path, "holdout_path": holdout_path},
+                          timeout=ADD_MODEL_TIMEOUT_S)
 
     def methods(self):
         return self._get("/methods")

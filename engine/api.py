@@ -127,8 +127,10 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
 
     @app.post("/models", status_code=201)
     def add_model(body: ModelIn):
-        entry = run(service.register_model, body.name, body.source, body.options, body.retain_path, body.holdout_path)
-        return service.model_out(entry)
+        found: dict = {}
+        entry = run(service.register_model, body.name, body.source, body.options, body.retain_path,
+                    body.holdout_path, report=found)
+        return {**service.model_out(entry), "checked": found}
 
     @app.get("/methods")
     def methods():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.prompting import format_prompt
+from engine.prompting import format_prompt, prompt_special_tokens, stop_token_ids
 
 
 def generate(model, tokenizer, questions: list[str], *, max_new_tokens: int = 48, guard=None, sample: bool = False,
@@ -28,10 +28,11 @@ def generate(model, tokenizer, questions: list[str], *, max_new_tokens: int = 48
         with torch.inference_mode():
             for start in range(0, len(questions), batch_size):
                 chunk = questions[start : start + batch_size]
-                prompts = chunk if raw_prompts else [format_prompt(q) for q in chunk]
-                enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+                prompts = chunk if raw_prompts else [format_prompt(q, tokenizer) for q in chunk]
+                enc = tokenizer(prompts, return_tensors="pt", padding=True,
+                                add_special_tokens=prompt_special_tokens(tokenizer)).to(device)
                 kwargs = dict(max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=pad_id,
-                              eos_token_id=tokenizer.eos_token_id, num_return_sequences=n)
+                              eos_token_id=stop_token_ids(tokenizer), num_return_sequences=n)
                 if sample:
                     kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
                 else:

@@ -12,6 +12,7 @@ from engine.artifacts import write_atomically
 from engine.datasets import as_qa
 from engine.methods.base import RunContext, get_method
 from engine.modeling import library_versions, load_model, pick_device
+from engine.prompting import format_answer, set_chat_mode, uses_chat
 from engine.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
 
 
@@ -24,16 +25,21 @@ class WarmModel:
         self.tokenizer = None
 
     def get(self, spec: dict, device: str):
-        key = (spec["source"], spec["weights_sha256"], device, str(sorted(spec.get("options", {}).items())))
+        # The chat-template setting changes how prompts are written, not what is loaded.
+        options = {k: v for k, v in spec.get("options", {}).items() if k not in ("chat_template", "verification")}
+        key = (spec["source"], spec["weights_sha256"], device, str(sorted(options.items())))
         if key != self.key:
             self.model = self.tokenizer = None
-            self.model, self.tokenizer = load_model(spec["source"], spec["kind"], spec.get("options"), device)
+            self.model, self.tokenizer = load_model(spec["source"], spec["kind"], options, device,
+                                                    converted=spec.get("converted"))
             self.key = key
+        set_chat_mode(self.tokenizer, spec.get("options", {}).get("chat_template", "auto"))
         return self.model, self.tokenizer
 
 
 def max_answer_tokens(tokenizer, items: list[dict]) -> int:
-    longest = max((len(tokenizer(" " + r["answer"], add_special_tokens=False)["input_ids"]) for r in items), default=16)
+    longest = max((len(tokenizer(format_answer(r["answer"], tokenizer), add_special_tokens=False)["input_ids"])
+                   for r in items), default=16)
     return min(96, longest + 8)
 
 
@@ -53,7 +59,8 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     sensitive = payload["sensitive"]
     ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=holdout,
                      probes=probes, general_text=payload.get("general_text", []),
-                     max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress)
+                     max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress,
+                     profile=payload["model"].get("options", {}).get("verification", "full"))
     timings = {}
 
     before = payload.get("baseline")
@@ -88,6 +95,8 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
                 "base_model_sha256": payload["model"]["weights_sha256"], "method": payload["method"],
                 "tier": method_cls.tier, "hyper": payload["hyper"], "seed": payload["hyper"].get("seed", 0),
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
+                "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
                 "method_info": candidate.info}
     manifest = write_atomically(final, candidate.save, manifest)
     info = dict(candidate.info)
@@ -97,4 +106,4 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
             "evidence": evidence, "device": device,
             "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
                          "manifest": manifest},
-            "result": {"timings": timings, **ctx.extra, **info}}
+            "result": {"timings": timings, "verification": ev_common["profile"], **ctx.extra, **info}}

@@ -142,7 +142,7 @@ def _file_has(path: Path, pattern: re.Pattern, overlap: int) -> bool:
 def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None = None) -> dict:
     """Remove the copies of a request's texts outside RequestData, in the caller's transaction (files
     first: if a file cannot be removed the close fails and the request stays open)."""
-    from engine.scheduler import baseline_key, work_dir_of
+    from engine.scheduler import baseline_key, job_model_options, work_dir_of
     from engine.verify.metrics import mask_sensitive
 
     paths = paths or paths_for(s)
@@ -159,7 +159,8 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
     if model is not None:
         from engine.demo_data import GENERAL_TEXT
 
-        keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, json.loads(model.options_json)))
+        options = job_model_options(json.loads(model.options_json), json.loads(req.spec_json or "{}"))
+        keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options))
     for row in s.exec(select(BaselineCache)):
         if row.key in keys or (pattern is not None and pattern.search(row.payload_json.encode("utf-8"))):
             s.delete(row)

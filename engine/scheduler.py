@@ -26,6 +26,7 @@ from sqlmodel import select
 from engine.datasets import rows_sha256
 from engine.errors import SpecError
 from engine.events import EventBus
+from engine.registry import converted_dir
 from engine.service import escalate, get_model, job_out, now, request_rows
 from engine.verify.policy import load_policy
 from store import audit
@@ -236,7 +237,10 @@ class Scheduler:
                 raise RuntimeError(f"request {req.id} has been closed and its texts purged")
             policy = load_policy(req.policy)
             model_spec = {"name": model.name, "source": model.source, "kind": model.kind,
-                          "weights_sha256": model.weights_sha256, "options": json.loads(model.options_json)}
+                          "weights_sha256": model.weights_sha256,
+                          "options": job_model_options(json.loads(model.options_json), json.loads(req.spec_json))}
+            if model.kind == "gguf":
+                model_spec["converted"] = str(converted_dir(self.paths.converted, model.weights_sha256))
             key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, model_spec["options"])
             cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
             work_dir = self.paths.data / "jobs" / f"job-{job_id}"
@@ -333,14 +337,26 @@ class ProgressTracker:
         self.scheduler, self.job_id = scheduler, job_id
         self.latest: dict = {}
         self.losses: list[list[float]] = []
+        self.oom_backoff: dict | None = None
         self.last_write = 0.0
         with session(scheduler.db) as s:  # a resumed job keeps the loss curve it had when it stopped
             job = s.get(Job, job_id)
             if job is not None:
-                self.losses = list(json.loads(job.progress_json or "{}").get("losses") or [])
+                kept = json.loads(job.progress_json or "{}")
+                self.losses = list(kept.get("losses") or [])
+                self.oom_backoff = kept.get("oom_backoff")
 
     def update(self, msg: dict) -> None:
         fields = {k: msg[k] for k in ("phase", "step", "total", "loss", "eta") if k in msg}
+        if msg.get("phase") == "oom-backoff":
+            # The worker ran out of memory and retries with half the batch: the operator sees it on the
+            # job (progress_json), in the event stream, in the engine log and in the artifact's manifest.
+            self.oom_backoff = {k: msg.get(k) for k in ("step", "batch_size_before", "batch_size", "grad_accum",
+                                                        "error")}
+            fields["oom_backoff"] = self.oom_backoff
+            log.warning("job %s: out of memory at step %s; retrying with batch %s (grad_accum %s)", self.job_id,
+                        msg.get("step"), msg.get("batch_size"), msg.get("grad_accum"))
+            self.last_write = 0.0
         self.latest.update(fields)
         if msg.get("loss") is not None and msg.get("step") is not None:
             if self.losses and self.losses[-1][0] >= msg["step"]:  # resumed from an earlier checkpoint
@@ -365,9 +381,23 @@ class ProgressTracker:
             job.total = int(self.latest.get("total", job.total) or 0)
             job.loss = self.latest.get("loss", job.loss)
             job.eta_s = self.latest.get("eta", job.eta_s)
-            job.progress_json = json.dumps({"losses": self.losses})
+            kept = {"losses": self.losses}
+            if self.oom_backoff:
+                kept["oom_backoff"] = self.oom_backoff
+            job.progress_json = json.dumps(kept)
             s.add(job)
             s.commit()
+
+
+def job_model_options(options: dict, spec: dict) -> dict:
+    """The model's registered options with the request's overrides (chat_template: auto | none) and,
+    when not 'full', its verification profile: what the 'before' measurement depends on besides the data."""
+    out = dict(options)
+    if spec.get("chat_template"):
+        out["chat_template"] = spec["chat_template"]
+    if spec.get("verification", "full") != "full":
+        out["verification"] = spec["verification"]
+    return out
 
 
 def baseline_key(weights_sha256: str, rows: dict, general_text: list[str], options: dict) -> str:

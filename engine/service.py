@@ -28,6 +28,7 @@ from store.models import (
     RequestData,
     StageResult,
 )
+from store.paths import get_paths
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -49,10 +50,17 @@ def model_out(m: ModelEntry) -> dict:
 
 
 def register_model(s: Session, name: str, source: str, options: dict | None = None,
-                   retain_path: str | None = None, holdout_path: str | None = None) -> ModelEntry:
+                   retain_path: str | None = None, holdout_path: str | None = None,
+                   report: dict | None = None, inspect=None) -> ModelEntry:
+    """Validate the source (in a subprocess: config, tokenizer, parameters, weights hash; a GGUF file is
+    converted once into the model cache) and register it. Nothing is written when the check fails.
+    `report` receives what the check found (chat template, model type); `inspect` replaces the check
+    (engine.registry.inspect_source) for test fixtures whose model files are never loaded."""
     if not name or not all(c.isalnum() or c in "-_." for c in name):
         raise SpecError(f"model name '{name}': use letters, digits, '-', '_' and '.' only")
-    info = inspect_source(source)
+    info = (inspect or inspect_source)(source, options, converted_root())
+    if report is not None:
+        report.update({k: info.get(k) for k in ("chat_template", "model_type", "converted")})
     entry = s.exec(select(ModelEntry).where(ModelEntry.name == name)).first() or ModelEntry(name=name, source="")
     entry.source, entry.kind = info["source"], info["kind"]
     entry.weights_sha256, entry.params = info["weights_sha256"], info["params"]
@@ -63,6 +71,11 @@ def register_model(s: Session, name: str, source: str, options: dict | None = No
     audit.append(s, "model.register", f"model:{name}", {"source": entry.source, "sha256": entry.weights_sha256})
     s.commit()
     return entry
+
+
+def converted_root() -> Path:
+    """Where GGUF sources are converted to HF directories, one folder per GGUF sha256."""
+    return get_paths().converted
 
 
 def get_model(s: Session, name: str) -> ModelEntry:

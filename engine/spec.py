@@ -25,6 +25,12 @@ class RequestSpec(BaseModel):
     probes: str | list[dict] | None = None
     sensitive: list[str] = Field(default_factory=list, max_length=1000)
     policy: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Ask through the model's chat template ('auto': when its tokenizer has one) or in the plain
+    # "Question: … Answer:" format ('none'); unset: the model's registered setting.
+    chat_template: Literal["auto", "none"] | None = None
+    # 'quick': every metric on a smaller budget (fewer sampled attacks, a shorter relearning attack);
+    # recorded with the request, in each job's result and its artifact manifest.
+    verification: Literal["full", "quick"] = "full"
 
     @field_validator("sensitive")
     @classmethod

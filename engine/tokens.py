@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import torch
 
-from engine.prompting import format_answer, format_prompt
+from engine.prompting import answer_end_ids, format_answer, format_prompt, prompt_special_tokens
 
 
 def encode_qa(tokenizer, items: list[dict], max_length: int = 256, answer_key: str = "answer"):
-    """Right-padded input_ids, attention_mask and labels (-100 except on answer tokens and EOS)."""
+    """Right-padded input_ids, attention_mask and labels (-100 except on the answer tokens and the token
+    that closes the answer: EOS, or a chat template's end-of-turn). With a chat template the prompt is
+    the rendered user turn plus the generation prompt, so the labels cover the assistant turn only."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    special = prompt_special_tokens(tokenizer)
+    end = answer_end_ids(tokenizer)
     seqs, labels = [], []
     for item in items:
-        p = tokenizer(format_prompt(item["question"]), add_special_tokens=True)["input_ids"]
-        a = tokenizer(format_answer(item[answer_key]), add_special_tokens=False)["input_ids"]
-        if tokenizer.eos_token_id is not None:
-            a = a + [tokenizer.eos_token_id]
+        p = tokenizer(format_prompt(item["question"], tokenizer), add_special_tokens=special)["input_ids"]
+        a = tokenizer(format_answer(item[answer_key], tokenizer), add_special_tokens=False)["input_ids"] + end
         ids = (p + a)[:max_length]
         lab = ([-100] * len(p) + a)[:max_length]
         seqs.append(ids)

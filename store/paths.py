@@ -42,6 +42,13 @@ class Paths:
         return self.data / "models"
 
     @property
+    def converted(self) -> Path:
+        """GGUF sources converted to HF directories, one folder per GGUF sha256. EXPUNGE_CONVERTED_DIR
+        shares one cache between installations (the tests use it: the conversion takes a minute)."""
+        override = os.environ.get("EXPUNGE_CONVERTED_DIR")
+        return Path(override).expanduser().resolve() if override else self.models / "converted"
+
+    @property
     def policies(self) -> Path:
         return self.config / "policies"
 

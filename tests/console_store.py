@@ -56,6 +56,15 @@ def fake_model_dir(folder: Path) -> Path:
     return folder
 
 
+def files_only(source: str, options=None, cache_root=None) -> dict:
+    """What registering the fake model records, without the engine's load check (it has no tokenizer)."""
+    from engine.registry import count_safetensors_params, weight_files, weights_sha256
+
+    path = Path(source).resolve()
+    return {"kind": "hf", "source": str(path), "weights_sha256": weights_sha256(weight_files(path)),
+            "params": count_safetensors_params(path)}
+
+
 class FixedClock:
     """Every call is one minute after the last: fixed, ordered timestamps."""
 
@@ -161,7 +170,7 @@ def prefill(paths: Paths) -> dict:
         ids: dict[str, int] = {}
 
         with session(db) as s:
-            service.register_model(s, "demo", str(model_dir))
+            service.register_model(s, "demo", str(model_dir), inspect=files_only)
 
         def file(title, reference, intention, person, method, **kw):
             body = {"title": title, "reference": reference, "intention": intention, "model": "demo",

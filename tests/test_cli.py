@@ -55,3 +55,31 @@ def test_bad_spec_exits_nonzero_naming_the_line(engine, home, tmp_path):
     assert res.returncode != 0 and "forget.jsonl line 2" in res.stderr
     res = run(home, "submit", str(tmp_path / "spec.yaml"), "--hyper", "oops", check=False)
     assert res.returncode != 0
+
+
+def test_models_add_refuses_what_it_cannot_load_naming_the_problem(engine, home, tmp_path):
+    """A missing path, a directory without config.json, a corrupt GGUF file (valid magic, garbage after
+    it: it fails in the engine's loader subprocess) and a non-GGUF file: each refused with a message
+    naming it, exit 1, and nothing registered or converted."""
+    res = run(home, "models", "add", "ghost", str(tmp_path / "nowhere"), check=False)
+    assert res.returncode == 1 and "nowhere: not a model directory, a .gguf file" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = run(home, "models", "add", "empty", str(tmp_path / "empty"), check=False)
+    assert res.returncode == 1 and "no config.json in that directory" in res.stderr
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF" + (3).to_bytes(4, "little") + os.urandom(4096))
+    res = run(home, "models", "add", "broken", str(tmp_path / "broken.gguf"), check=False)
+    assert res.returncode == 1 and "broken.gguf: cannot load this GGUF file" in res.stderr, res.stderr
+    (tmp_path / "weights.gguf").write_bytes(b"PK\x03\x04 not a gguf")
+    res = run(home, "models", "add", "zip", str(tmp_path / "weights.gguf"), check=False)
+    assert res.returncode == 1 and "weights.gguf: not a GGUF file" in res.stderr
+    res = run(home, "models", "add", "hubby", "nobody-xyz/not-cached-model", check=False)
+    assert res.returncode == 1 and "no model 'nobody-xyz/not-cached-model' in the local Hugging Face cache" in res.stderr
+    assert json.loads(run(home, "models", "--json").stdout) == []
+    assert not (home.models / "converted").exists() or not any((home.models / "converted").iterdir())
+
+
+def test_models_add_checks_a_directory_in_a_subprocess_and_reports_it(engine, home, tiny):
+    out = json.loads(run(home, "models", "add", "tiny", str(tiny["dir"]), "--dtype", "fp32", "--json").stdout)
+    assert out["kind"] == "hf" and out["params"] > 100_000 and len(out["weights_sha256"]) == 64
+    assert out["checked"]["chat_template"] is False and out["checked"]["model_type"] == "llama"
+    assert out["options"] == {"chat_template": "auto", "dtype": "fp32"}

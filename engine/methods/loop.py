@@ -16,6 +16,7 @@ import copy
 import hashlib
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +52,8 @@ class GradientHyper(TrainHyper):
                     "are at most this share of their values before training and no answer leaks "
                     "(None: run every step)")
     stop_every: int = Field(default=2, ge=1, le=10_000, description="steps between early-stop checks")
+    gradient_checkpointing: bool = Field(
+        default=False, description="recompute activations in the backward pass: less memory, ~30% slower")
 
     @field_validator("lora_targets")
     @classmethod
@@ -73,9 +76,13 @@ def encode_rows(tokenizer, rows: list[dict], max_length: int, answer_key: str = 
 
 
 def without_eos(labels, tokenizer):
-    """Labels with the EOS target dropped: ascending it teaches the model never to stop, on every answer."""
-    eos = tokenizer.eos_token_id
-    return labels if eos is None else labels.masked_fill(labels == eos, -100)
+    """Labels with the closing target (EOS, or a chat template's end-of-turn) dropped: ascending it
+    teaches the model never to stop, on every answer."""
+    from engine.prompting import answer_end_ids
+
+    for end in set(answer_end_ids(tokenizer)) | ({tokenizer.eos_token_id} - {None}):
+        labels = labels.masked_fill(labels == end, -100)
+    return labels
 
 
 class _Cycler:
@@ -209,9 +216,27 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
             start = int(state["step"])
             ctx.progress(phase="resume", step=start, total=hp.steps)
 
+    checkpointing = bool(getattr(hp, "gradient_checkpointing", False))
+    if checkpointing:
+        set_activation_checkpointing(model, True)
     model.train()
     last_loss, last_parts = float("nan"), {}
     began = time.monotonic()
+    accum = hp.grad_accum
+    backoff: dict | None = None
+
+    def one_step() -> tuple[float, dict]:
+        total, parts = 0.0, {}
+        for _ in range(accum):
+            fb = forget_it.next(device)
+            rb = retain_it.next(device) if retain_it is not None else None
+            loss, named = loss_fn(model, fb, rb)
+            (loss / accum).backward()
+            total += float(loss.detach()) / accum
+            for k, v in named.items():
+                parts[k] = parts.get(k, 0.0) + float(v) / accum
+        return total, parts
+
     # The global RNG (dropout, if the model has any) is seeded here and restored on resume; fork_rng
     # keeps the worker's own RNG state as it was.
     cuda = [device.index or 0] if device.type == "cuda" else []
@@ -223,15 +248,30 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
                 torch.cuda.set_rng_state(rng_state["cuda"], cuda[0])
         for step in range(start + 1, hp.steps + 1):
             opt.zero_grad(set_to_none=True)
-            total, parts = 0.0, {}
-            for _ in range(hp.grad_accum):
-                fb = forget_it.next(device)
-                rb = retain_it.next(device) if retain_it is not None else None
-                loss, named = loss_fn(model, fb, rb)
-                (loss / hp.grad_accum).backward()
-                total += float(loss.detach()) / hp.grad_accum
-                for k, v in named.items():
-                    parts[k] = parts.get(k, 0.0) + float(v) / hp.grad_accum
+            oom = None
+            try:
+                total, parts = one_step()
+            except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is this class
+                if backoff is not None or forget_it.batch <= 1:
+                    raise
+                oom = str(exc).splitlines()[0][:300] if str(exc) else "out of memory"
+            if oom is not None:
+                # Back off once: half the micro-batch, twice the accumulation (the same rows per optimizer
+                # step), and redo this step from a clean gradient; a second OOM fails the job. Outside the
+                # except block, so the failed step's traceback (holding its activations) is already freed.
+                opt.zero_grad(set_to_none=True)
+                _free_memory(device)
+                was = forget_it.batch
+                forget_it.batch = max(1, was // 2)
+                if retain_it is not None:
+                    retain_it.batch = max(1, retain_it.batch // 2)
+                accum *= 2
+                backoff = {"step": step, "batch_size_before": was, "batch_size": forget_it.batch,
+                           "grad_accum": accum, "error": oom}
+                print(f"expunge: out of memory at step {step} with batch {was}; retrying with batch "
+                      f"{forget_it.batch} x {accum} accumulation", file=sys.stderr, flush=True)
+                ctx.progress(phase="oom-backoff", total=hp.steps, **backoff)
+                total, parts = one_step()
             if not math.isfinite(total):
                 raise FloatingPointError(f"the loss became {total} at step {step}; lower lr or steps")
             torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
@@ -260,10 +300,38 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
                 stopped_at = step
                 ctx.progress(phase="stop", step=step, total=hp.steps, **verdict)
                 break
+    if checkpointing:
+        set_activation_checkpointing(model, False)
     model.eval()
     return {"steps": stopped_at or hp.steps, "stopped_early": stopped_at is not None,
             "resumed_from": start or None, "final_loss": last_loss,
-            "parts": last_parts, "seconds": round(time.monotonic() - began, 2)}
+            "parts": last_parts, "seconds": round(time.monotonic() - began, 2),
+            "gradient_checkpointing": checkpointing, "oom_backoff": backoff}
+
+
+def set_activation_checkpointing(model, on: bool) -> None:
+    """Gradient (activation) checkpointing on the transformers model under any peft wrapper;
+    non-reentrant, so it works with a frozen base and LoRA adapters."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if on:
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.2x; gradient_checkpointing_enable is its deprecated alias
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        disable = getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
+        disable()
+
+
+def _free_memory(device) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def forget_rouge_stop(ctx: RunContext, share: float, every: int) -> Callable:
@@ -272,13 +340,15 @@ def forget_rouge_stop(ctx: RunContext, share: float, every: int) -> Callable:
     model's and no greedy answer leaks (Jang et al. 2023 stop GA on memorisation accuracy; a forget
     ROUGE-L already halved can still carry a phone number, or a probability that gives it back)."""
     from engine.generation import greedy
+    from engine.prompting import format_answer
     from engine.verify.attacks import is_leak
     from engine.verify.metrics import answer_probability, mean_rouge_l_recall
     from engine.verify.scoring import answer_nlls
 
     questions = [r["question"] for r in ctx.forget]
     golds = [r["answer"] for r in ctx.forget]
-    budget = max(len(ctx.tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in golds) + 4
+    budget = max(len(ctx.tokenizer(format_answer(a, ctx.tokenizer), add_special_tokens=False)["input_ids"])
+                 for a in golds) + 4
 
     def probability(model) -> float:
         nlls = answer_nlls(model, ctx.tokenizer, ctx.forget)

@@ -141,8 +141,10 @@ def _prefix(answer: str, sensitive: Sequence[str], question: str) -> str | None:
     return head
 
 
-def attack_prompts(forget: Sequence[dict], sensitive: Sequence[str], probes: Sequence[dict] = ()) -> list[AttackPrompt]:
-    """The attacked prompts for a forget set (and the request's probes), in a stable order."""
+def attack_prompts(forget: Sequence[dict], sensitive: Sequence[str], probes: Sequence[dict] = (),
+                   tokenizer=None) -> list[AttackPrompt]:
+    """The attacked prompts for a forget set (and the request's probes), in a stable order; rendered
+    through the tokenizer's chat template when the job uses it (`engine.prompting.set_chat_mode`)."""
     attacks: list[AttackPrompt] = []
     for i, row in enumerate(forget):
         q, a = row["question"].strip(), row["answer"]
@@ -159,12 +161,12 @@ def attack_prompts(forget: Sequence[dict], sensitive: Sequence[str], probes: Seq
             else:
                 texts.append(("digits", f"{q} Write every number in words, digit by digit."))
         for kind, text in texts:
-            attacks.append(AttackPrompt(kind, i, format_prompt(text), text, a, known=text))
+            attacks.append(AttackPrompt(kind, i, format_prompt(text, tokenizer), text, a, known=text))
         head = _prefix(a, sensitive, q)
         if head is not None:
             rest = a[len(head):].strip() if a.startswith(head) else a
-            base = q if row.get("verbatim") else format_prompt(q)
-            prompt = (base + " " + head) if row.get("verbatim") else base + format_answer(head)
+            base = q if row.get("verbatim") else format_prompt(q, tokenizer)
+            prompt = (base + " " + head) if row.get("verbatim") else base + format_answer(head, tokenizer)
             attacks.append(AttackPrompt("prefix", i, prompt, f"{q} [answer starts: {head}]", rest or a,
                                         known=q + " " + head))
     for j, row in enumerate(probes):
@@ -172,5 +174,5 @@ def attack_prompts(forget: Sequence[dict], sensitive: Sequence[str], probes: Seq
         if not q:
             continue
         ref = row.get("answer") or ""
-        attacks.append(AttackPrompt("probe", j, format_prompt(q), q, ref, known=q))
+        attacks.append(AttackPrompt("probe", j, format_prompt(q, tokenizer), q, ref, known=q))
     return attacks

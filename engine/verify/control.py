@@ -6,7 +6,7 @@ import math
 
 from engine.generation import greedy
 from engine.verify.metrics import answer_probability, mean_rouge_l_recall
-from engine.verify.stages import EvalInput, Measurement
+from engine.verify.stages import QUICK_GENERAL_TEXTS, EvalInput, Measurement
 
 NAME = "control"
 
@@ -22,8 +22,9 @@ def measure(ev: EvalInput) -> Measurement:
         "retain_rouge_l": mean_rouge_l_recall(answers, [r["answer"] for r in ev.retain]),
         "retain_prob": sum(answer_probability(n) for n in nlls) / len(nlls),
     }
-    if ev.general_text:
-        text_nlls = text_nll(ev.model, ev.tokenizer, ev.general_text, batch_size=ev.batch_size)
+    general = ev.general_text[:QUICK_GENERAL_TEXTS] if ev.profile == "quick" else ev.general_text
+    if general:
+        text_nlls = text_nll(ev.model, ev.tokenizer, general, batch_size=ev.batch_size)
         metrics["general_ppl"] = math.exp(sum(text_nlls) / len(text_nlls))
     # KL to the base is zero by definition for the base itself.
     metrics["retain_kl"] = (mean_token_kl(ev.model, ev.base_model, ev.tokenizer, ev.retain, batch_size=ev.batch_size)

@@ -41,14 +41,15 @@ def _progress(ev: EvalInput, detail: str) -> None:
 
 
 def attack_leaks(ev: EvalInput) -> tuple[float | None, list[dict]]:
-    attacks = attack_prompts(ev.forget, ev.sensitive, ev.probes)
+    attacks = attack_prompts(ev.forget, ev.sensitive, ev.probes, ev.tokenizer)
     if not attacks:
         return None, []
     prompts = [a.prompt for a in attacks]
     common = dict(guard=ev.guard, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, raw_prompts=True,
                   seed=ev.seed)
     greedy_outs = [o[0] for o in generate(ev.model, ev.tokenizer, prompts, **common)]
-    sampled = generate(ev.model, ev.tokenizer, prompts, sample=True, num_samples=ATTACK_SAMPLES,
+    samples = 1 if ev.profile == "quick" else ATTACK_SAMPLES
+    sampled = generate(ev.model, ev.tokenizer, prompts, sample=True, num_samples=samples,
                        temperature=TEMPERATURE, **common)
     leaked_total = total = 0
     evidence = []
@@ -114,13 +115,14 @@ def logit_lens_presence(ev: EvalInput) -> float | None:
 
 
 def measure(ev: EvalInput) -> Measurement:
-    from engine.verify.relearn import relearn_recovery
+    from engine.verify.relearn import QUICK_RELEARN, relearn_recovery
 
     _progress(ev, "attacks")
     leak, evidence = attack_leaks(ev)
     _progress(ev, "relearn")
     base = ev.base_model if ev.base_model is not None else ev.model
     relearn = relearn_recovery(ev.model, base, ev.tokenizer, ev.forget, ev.holdout,
+                               cfg=QUICK_RELEARN if ev.profile == "quick" else None,
                                max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
     for e in relearn["evidence"]:
         leaked, spans = leak_evidence(e["output"], e["row"]["answer"], ev.sensitive, e["row"]["question"])

@@ -56,6 +56,10 @@ class RelearnConfig:
     seed: int = 0
 
 
+# The 'quick' verification profile's budget: a third of the steps, asked once at the end.
+QUICK_RELEARN = RelearnConfig(steps=10, checkpoints=1)
+
+
 def split_halves(rows: Sequence[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
     """A seeded shuffle cut in two: half A (the larger when odd) to fine-tune on, half B to ask."""
     order = list(range(len(rows)))

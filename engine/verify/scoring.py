@@ -247,14 +247,16 @@ def logit_lens(model, tokenizer, items: Sequence[dict], batch_size: int = 32, ma
     if head is None:
         raise ValueError(f"logit lens: {type(model).__name__} has no output embeddings")
     cap = _softcap(model)
-    eos = tokenizer.eos_token_id
+    from engine.prompting import answer_end_ids
+
+    ends = set(answer_end_ids(tokenizer)) | ({tokenizer.eos_token_id} - {None})
     n_items = len(items)
     prob_sum = rank_sum = top1 = None  # (layers, items), allocated once the layer count is known
     n_tok = torch.zeros(n_items, dtype=torch.float64)
     with _eval(model):
         for idx, (ids, att, labels) in _batches(tokenizer, items, batch_size, max_length):
-            if eos is not None:
-                labels = labels.masked_fill(labels == eos, -100)
+            for end in ends:
+                labels = labels.masked_fill(labels == end, -100)
             out = _forward(model, ids, att, output_hidden_states=True)
             hidden = out.hidden_states
             n_layers = len(hidden)

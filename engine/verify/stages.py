@@ -11,6 +11,8 @@ from typing import Any
 from engine.verify.policy import passes
 
 STAGE_ORDER = ("unit", "control", "reconstruction")
+PROFILES = ("full", "quick")
+QUICK_GENERAL_TEXTS = 8
 # Metrics that need the weights or logits: a suppress request (a decode-time guard) is not judged on them.
 WHITE_BOX = {"forget_prob", "mia_auc", "logit_lens_presence", "relearn_recovery", "retain_prob", "retain_kl",
              "general_ppl"}
@@ -32,6 +34,9 @@ class EvalInput:
     max_new_tokens: int = 48
     seed: int = 0
     progress: Any = None
+    # 'full', or 'quick': the same metrics on a smaller budget (1 sampled attack per prompt instead of 4,
+    # a 10-step relearning attack instead of 30, the first 8 general texts); chosen per request.
+    profile: str = "full"
 
 
 @dataclass

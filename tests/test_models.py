@@ -1,0 +1,206 @@
+"""Real-model plumbing on the tiny model: prompts through a chat template with loss masks on the
+assistant turn only, the request's chat-template override, and the training loop's out-of-memory
+back-off (injected on CPU) and gradient checkpointing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from engine.methods.base import RunContext, get_method
+from engine.prompting import answer_end_ids, format_prompt, set_chat_mode, stop_token_ids, uses_chat
+from engine.tokens import encode_qa
+
+# ChatML, as SmolLM2-Instruct and Qwen write it (a default system turn, <|im_end|> closing each turn).
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+          "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny):
+    from engine.modeling import load_model
+
+    model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
+    person = tiny["train"][0]["person"]
+    forget = [r for r in tiny["train"] if r["person"] == person]
+    retain = [r for r in tiny["train"] if r["person"] != person][:24]
+    return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain}
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_model):
+    """The tiny model given ChatML: two new special tokens (embeddings resized) and the template."""
+    model, tokenizer = copy.deepcopy(tiny_model["model"]), copy.deepcopy(tiny_model["tokenizer"])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    model.resize_token_embeddings(len(tokenizer))
+    tokenizer.chat_template = CHATML
+    return {**tiny_model, "model": model, "tokenizer": tokenizer}
+
+
+def test_chat_prompts_carry_the_template_and_labels_cover_only_the_assistant_turn(chat_model):
+    tok = chat_model["tokenizer"]
+    assert set_chat_mode(tok, "auto") and uses_chat(tok)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert answer_end_ids(tok) == [end]
+    assert end in (stop_token_ids(tok) if isinstance(stop_token_ids(tok), list) else [stop_token_ids(tok)])
+
+    item = chat_model["forget"][0]
+    prompt = format_prompt(item["question"], tok)
+    assert prompt.startswith("<|im_start|>system\n") and "<|im_start|>user\n" + item["question"] in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+    ids, att, labels = encode_qa(tok, [item, chat_model["forget"][1]])
+    row, lab = ids[0][att[0].bool()].tolist(), labels[0][att[0].bool()].tolist()
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    # The prompt is the rendered user turn token for token (no BOS added on top of the template's own)...
+    assert row[: len(prompt_ids)] == prompt_ids and tok.bos_token_id not in row
+    # ...none of it is labelled; the labels are the answer's tokens and the end-of-turn token, nothing else.
+    assert all(x == -100 for x in lab[: len(prompt_ids)])
+    answer_ids = tok(item["answer"], add_special_tokens=False)["input_ids"]
+    assert lab[len(prompt_ids):] == answer_ids + [end]
+    assert tok.decode(lab[len(prompt_ids):-1]).strip() == item["answer"].strip()
+    # The whole sequence is the template's own rendering of the conversation.
+    full = tok.apply_chat_template([{"role": "user", "content": item["question"]},
+                                    {"role": "assistant", "content": item["answer"]}], tokenize=False)
+    assert full.startswith(tok.decode(row, skip_special_tokens=False))
+
+    from engine.verify.attacks import attack_prompts
+
+    attacks = attack_prompts(chat_model["forget"][:2], [item["answer"].split()[-1]], tokenizer=tok)
+    assert attacks and all(a.prompt.startswith("<|im_start|>system") for a in attacks)
+    assert all("<|im_start|>assistant\n" in a.prompt for a in attacks)
+
+    # 'none' goes back to the plain format on the same tokenizer.
+    assert not set_chat_mode(tok, "none")
+    assert format_prompt(item["question"], tok) == f"Question: {item['question']}\nAnswer:"
+    ids, att, labels = encode_qa(tok, [item])
+    assert ids[0][0] == tok.bos_token_id and labels[0][att[0].bool()][-1] == tok.eos_token_id
+
+
+def test_a_method_trains_and_generates_through_the_chat_template(chat_model, tmp_path):
+    from engine.generation import greedy
+
+    tok = chat_model["tokenizer"]
+    set_chat_mode(tok, "auto")
+    seen = []
+    real_call = tok.__class__.__call__
+
+    def spy(self, text, *args, **kwargs):
+        seen.extend([text] if isinstance(text, str) else list(text))
+        return real_call(self, text, *args, **kwargs)
+
+    cls = get_method("graddiff")
+    ctx = RunContext(model=chat_model["model"], tokenizer=tok, forget=chat_model["forget"][:4],
+                     retain=chat_model["retain"][:8], sensitive=[], device="cpu", work_dir=tmp_path,
+                     progress=lambda **e: None)
+    try:
+        tok.__class__.__call__ = spy
+        cand = cls().run(ctx, cls.Hyper(steps=2, batch_size=4, stop_forget_rouge=None))
+        out = greedy(cand.model, tok, [chat_model["forget"][0]["question"]], max_new_tokens=4)
+    finally:
+        tok.__class__.__call__ = real_call
+        set_chat_mode(tok, "auto")
+    assert cand.info["train"]["steps"] == 2 and len(out) == 1
+    prompts = [t for t in seen if "<|im_start|>user\n" in t]
+    assert prompts and all(t.endswith("<|im_start|>assistant\n") for t in prompts)
+    assert not any(t.startswith("Question:") for t in seen)
+
+
+def test_a_tokenizer_without_a_template_keeps_the_plain_format(tiny_model):
+    tok = tiny_model["tokenizer"]
+    assert not set_chat_mode(tok, "auto")
+    assert format_prompt("Who?", tok) == "Question: Who?\nAnswer:"
+    with pytest.raises(ValueError, match="chat_template"):
+        set_chat_mode(tok, "sometimes")
+
+
+def test_the_request_overrides_the_models_chat_setting():
+    from engine.scheduler import baseline_key, job_model_options
+    from engine.spec import parse_spec
+
+    registered = {"dtype": "auto", "chat_template": "auto"}
+    assert job_model_options(registered, {"chat_template": "none"})["chat_template"] == "none"
+    assert job_model_options(registered, {"chat_template": None}) == registered
+    rows = {"forget": [{"question": "q", "answer": "a"}]}
+    # The cached 'before' of one prompt format is never reused for the other.
+    assert baseline_key("h", rows, [], job_model_options(registered, {"chat_template": "none"})) != \
+        baseline_key("h", rows, [], registered)
+    # So is a 'quick' verification's; 'full' (the default) keeps the key requests had before the profile.
+    quick = job_model_options(registered, {"verification": "quick"})
+    assert quick["verification"] == "quick" and job_model_options(registered, {"verification": "full"}) == registered
+    assert baseline_key("h", rows, [], quick) != baseline_key("h", rows, [], registered)
+    assert parse_spec({"title": "t", "model": "m", "forget": [], "chat_template": "none"}).chat_template == "none"
+    from engine.errors import SpecError
+
+    with pytest.raises(SpecError, match="chat_template"):
+        parse_spec({"title": "t", "model": "m", "forget": [], "chat_template": "always"})
+
+
+def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_model, tmp_path, monkeypatch):
+    from engine.methods import loop
+
+    batches, events = [], []
+    real_nll = loop.nll
+    state = {"raised": 0}
+
+    def nll_oom_once(model, batch, prefix=""):
+        batches.append(batch[f"{prefix}input_ids"].shape[0])
+        if state["raised"] == 0 and len(batches) == 3:  # step 2's first forward
+            state["raised"] += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_nll(model, batch, prefix)
+
+    monkeypatch.setattr(loop, "nll", nll_oom_once)
+    cls = get_method("graddiff")
+    ctx = RunContext(model=tiny_model["model"], tokenizer=tiny_model["tokenizer"], forget=tiny_model["retain"][:8],
+                     retain=tiny_model["retain"][8:16], sensitive=[], device="cpu", work_dir=tmp_path,
+                     progress=lambda **e: events.append(e))
+    cand = cls().run(ctx, cls.Hyper(steps=3, batch_size=8, stop_forget_rouge=None))
+    backoff = cand.info["train"]["oom_backoff"]
+    assert backoff["step"] == 2 and backoff["batch_size_before"] == 8 and backoff["batch_size"] == 4
+    assert backoff["grad_accum"] == 2 and "out of memory" in backoff["error"]
+    assert [e for e in events if e.get("phase") == "oom-backoff"][0]["batch_size"] == 4
+    # Step 1 at 8 rows (forget and retain), the failed forward, then 4-row micro-batches for the rest.
+    assert batches[:3] == [8, 8, 8] and set(batches[3:]) == {4}
+    assert [e["step"] for e in events if e.get("phase") == "train"] == [1, 2, 3]
+
+
+def test_a_second_out_of_memory_fails_the_job(tiny_model, tmp_path, monkeypatch):
+    from engine.methods import loop
+
+    def always_oom(model, batch, prefix=""):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(loop, "nll", always_oom)
+    cls = get_method("graddiff")
+    ctx = RunContext(model=tiny_model["model"], tokenizer=tiny_model["tokenizer"], forget=tiny_model["retain"][:8],
+                     retain=tiny_model["retain"][8:16], sensitive=[], device="cpu", work_dir=tmp_path,
+                     progress=lambda **e: None)
+    with pytest.raises(torch.OutOfMemoryError):
+        cls().run(ctx, cls.Hyper(steps=2, batch_size=8, stop_forget_rouge=None))
+    from engine.worker import describe_error
+
+    assert "gradient checkpointing" in describe_error(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+
+
+def test_gradient_checkpointing_gives_the_same_step(tiny_model, tmp_path):
+    """Activation checkpointing recomputes, it does not change the maths: one step with and without it
+    lands on the same adapter weights."""
+    cls = get_method("graddiff")
+
+    def run(flag: bool, sub: str):
+        ctx = RunContext(model=tiny_model["model"], tokenizer=tiny_model["tokenizer"],
+                         forget=tiny_model["forget"][:4], retain=tiny_model["retain"][:4], sensitive=[],
+                         device="cpu", work_dir=tmp_path / sub, progress=lambda **e: None)
+        cand = cls().run(ctx, cls.Hyper(steps=2, batch_size=4, stop_forget_rouge=None, gradient_checkpointing=flag))
+        assert cand.info["train"]["gradient_checkpointing"] is flag
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in cand.model.modules())
+        return {n: p.detach().clone() for n, p in cand.model.named_parameters() if "lora_" in n}
+
+    plain, checkpointed = run(False, "a"), run(True, "b")
+    assert plain.keys() == checkpointed.keys()
+    assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
