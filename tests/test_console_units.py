@@ -96,3 +96,30 @@ def test_evidence_highlights_the_leaked_spans_only(monkeypatch):
     # No spans recorded (an older engine's row): the whole leaked output is marked, as before.
     old = output_text("after", "the whole answer", True, None)
     assert any(old.plain[s.start:s.end] == "the whole answer" for s in old.spans)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_keyed_table_painted_before_it_sizes_its_columns_repaints_them_wide(anyio_backend):
+    """A frame painted between `sync` (add_row) and the table's idle, where Textual sizes the columns, must not
+    leave the rows cut to the header widths: on a busy event loop the history's requests table kept showing
+    "Erasu" and "DSR-2026-" after its columns had been sized."""
+    from textual.app import App
+
+    from console.widgets.table import KeyedTable
+
+    class One(App):
+        def compose(self):
+            yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference")])
+
+    app = One()
+    async with app.run_test(size=(80, 10)) as pilot:
+        table = app.query_one(KeyedTable)
+        await pilot.pause()
+        table.sync([("4", ["4", "Erasure request 4802", "DSR-2026-4802"])])
+        assert "DSR-2026-4802" not in table.render_line(1).text  # painted before the idle: cut to "reference"
+        await pilot.pause()
+        await pilot.pause()
+        assert [c.content_width for c in table.ordered_columns] == [3, 20, 13]
+        shot = app.export_screenshot()
+        assert "DSR-2026-4802" in shot and "Erasure request 4802" in shot.replace("&#160;", " ")

@@ -24,10 +24,23 @@ class KeyedTable(DataTable):
         self._columns_spec = list(columns)  # (key, label)
         self._values: dict[str, list] = {}
         self._order: list[str] = []
+        self._measured: list[int] | None = None  # column widths the render caches were last cleared for
 
     def on_mount(self) -> None:
         for key, label in self._columns_spec:
             self.add_column(label, key=key)
+
+    def _update_dimensions(self, new_rows) -> None:
+        """Textual sizes new rows' columns on the table's next idle (`_on_idle` -> here), but caches every
+        rendered cell, row and line under `_update_count`, which this does not change. A frame painted between
+        `add_row` and that idle (a busy event loop: a loaded machine, a slow terminal) caches the rows cut to
+        the old widths, often the header labels, and later frames reuse them: the columns stay squeezed
+        until the cursor moves or the terminal resizes. So when the column widths change, the caches go."""
+        super()._update_dimensions(new_rows)
+        widths = [column.get_render_width(self) for column in self.ordered_columns]
+        if widths != self._measured:
+            self._measured = widths
+            self._clear_caches()  # and refresh
 
     @property
     def selected_key(self) -> str | None:
