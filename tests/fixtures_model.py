@@ -26,3 +26,15 @@ def tiny_model_dir() -> Path:
     from engine.builder import cached_target
 
     return cached_target(tiny_split()["train"], cache_root(), size="test")
+
+
+def loaded_one_person_request(tiny: dict, retain_rows: int) -> dict:
+    """The tiny model loaded in fp32 on CPU, the first person's facts to forget and `retain_rows` of the
+    others' to retain (the training-loop tests' request)."""
+    from engine.modeling import load_model
+
+    model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
+    person = tiny["train"][0]["person"]
+    forget = [r for r in tiny["train"] if r["person"] == person]
+    retain = [r for r in tiny["train"] if r["person"] != person][:retain_rows]
+    return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain}

@@ -15,13 +15,9 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def setup(tiny):
-    from engine.modeling import load_model
+    from tests.fixtures_model import loaded_one_person_request
 
-    model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
-    person = tiny["train"][0]["person"]
-    forget = [r for r in tiny["train"] if r["person"] == person]
-    retain = [r for r in tiny["train"] if r["person"] != person][:40]
-    return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain}
+    return loaded_one_person_request(tiny, retain_rows=40)
 
 
 def _run(setup, name, work_dir, *, resume=False, kill_at=None, events=None, **hyper):

@@ -22,13 +22,9 @@ CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role']
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny):
-    from engine.modeling import load_model
+    from tests.fixtures_model import loaded_one_person_request
 
-    model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
-    person = tiny["train"][0]["person"]
-    forget = [r for r in tiny["train"] if r["person"] == person]
-    retain = [r for r in tiny["train"] if r["person"] != person][:24]
-    return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain}
+    return loaded_one_person_request(tiny, retain_rows=24)
 
 
 @pytest.fixture(scope="module")
