@@ -38,3 +38,20 @@ def loaded_one_person_request(tiny: dict, retain_rows: int) -> dict:
     forget = [r for r in tiny["train"] if r["person"] == person]
     retain = [r for r in tiny["train"] if r["person"] != person][:retain_rows]
     return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain}
+
+
+TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+def wait_job(client, job_id: int, timeout: float = 600, until=TERMINAL) -> dict:
+    """Poll the engine until the job reaches one of `until`; its detail, or AssertionError after `timeout`."""
+    import time
+
+    deadline = time.time() + timeout
+    job = None
+    while time.time() < deadline:
+        job = client.job(job_id)
+        if job["job"]["status"] in until:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job and job['job']}")

@@ -9,16 +9,7 @@ import time
 import pytest
 
 from engine.spec import load_spec_file
-
-
-def wait_job(client, job_id, timeout=600, until=("succeeded", "failed", "cancelled", "interrupted")):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        detail = client.job(job_id)
-        if detail["job"]["status"] in until:
-            return detail
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {detail['job']}")
+from tests.fixtures_model import wait_job
 
 
 def metric(detail, stage, name):

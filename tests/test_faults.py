@@ -18,19 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.spec import load_spec_file
-
-TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
-
-
-def wait_job(client, job_id, timeout=600, until=TERMINAL):
-    deadline = time.time() + timeout
-    job = None
-    while time.time() < deadline:
-        job = client.job(job_id)
-        if job["job"]["status"] in until:
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job and job['job']}")
+from tests.fixtures_model import wait_job
 
 
 def wait_dead(pid: int, timeout: float = 30) -> None:
