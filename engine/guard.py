@@ -30,6 +30,7 @@ saying the sensitive strings.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -269,32 +270,39 @@ class Guard:
 def _blocking_processor(bad_words_ids: list[list[int]], eos_token_id):
     """transformers' NoBadWordsLogitsProcessor that also records, per sequence, whether a ban removed
     the token the model ranked first (`fired`). Tokens after a sequence's end of text do not count."""
+    return _blocking_class()(bad_words_ids, eos_token_id)
+
+
+@functools.cache
+def _blocking_class():
+    # Built on first use: importing transformers and torch is the worker's business, not this module's.
     import torch
     from transformers import NoBadWordsLogitsProcessor
 
     class BlockingBadWords(NoBadWordsLogitsProcessor):
-        def __init__(self) -> None:
+        def __init__(self, bad_words_ids: list[list[int]], eos_token_id) -> None:
             super().__init__(bad_words_ids, eos_token_id=eos_token_id)
             self.fired = None
             self.prompt_len = 0
             self.stop_ids = [] if eos_token_id is None else (
                 [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+            self.stop_tensor = None
 
         def __call__(self, input_ids, scores):
             top = scores.argmax(dim=-1, keepdim=True)
             processed = super().__call__(input_ids, scores)
-            if self.fired is None:
+            if self.fired is None:  # the first decoding step: the prompt ends here
                 self.fired = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
                 self.prompt_len = input_ids.shape[1]
+                self.stop_tensor = torch.tensor(self.stop_ids, device=input_ids.device)
             hit = torch.isneginf(processed.gather(1, top)).squeeze(1)
             generated = input_ids[:, self.prompt_len :]
             if self.stop_ids and generated.shape[1]:
-                ended = torch.isin(generated, torch.tensor(self.stop_ids, device=input_ids.device)).any(dim=1)
-                hit &= ~ended
+                hit &= ~torch.isin(generated, self.stop_tensor).any(dim=1)
             self.fired |= hit
             return processed
 
-    return BlockingBadWords()
+    return BlockingBadWords
 
 
 def _contains(seq: list[int], sub: list[int]) -> bool:
