@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
+from console.unix_backend import unix_transport
 from store.paths import Paths, get_paths
 
 BASE = "http://expunge"
@@ -167,8 +168,8 @@ class AsyncEngineClient:
 
     def __init__(self, paths: Paths | None = None, timeout: float = 30.0) -> None:
         self.paths = paths or get_paths()
-        self._http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.paths.socket)),
-                                       base_url=BASE, timeout=timeout)
+        self._http = httpx.AsyncClient(transport=unix_transport(str(self.paths.socket)), base_url=BASE,
+                                       timeout=timeout)
 
     async def aclose(self) -> None:
         await self._http.aclose()
