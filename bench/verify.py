@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from engine.jobrunner import max_answer_tokens
     from engine.modeling import load_model
+    from engine.prompting import max_answer_tokens
     from engine.verify import relearn
     from engine.verify.stages import STAGE_ORDER, EvalInput, stage_module
 

@@ -12,7 +12,7 @@ from engine.artifacts import write_atomically
 from engine.datasets import as_qa
 from engine.methods.base import RunContext, get_method
 from engine.modeling import library_versions, load_model, pick_device
-from engine.prompting import format_answer, set_chat_mode, uses_chat
+from engine.prompting import max_answer_tokens, set_chat_mode, uses_chat
 from engine.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
 
 
@@ -35,12 +35,6 @@ class WarmModel:
             self.key = key
         set_chat_mode(self.tokenizer, spec.get("options", {}).get("chat_template", "auto"))
         return self.model, self.tokenizer
-
-
-def max_answer_tokens(tokenizer, items: list[dict]) -> int:
-    longest = max((len(tokenizer(format_answer(r["answer"], tokenizer), add_special_tokens=False)["input_ids"])
-                   for r in items), default=16)
-    return min(96, longest + 8)
 
 
 def run_job(payload: dict, warm: WarmModel, emit) -> dict:

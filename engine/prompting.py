@@ -56,6 +56,14 @@ def format_answer(answer: str, tokenizer=None) -> str:
     return answer if uses_chat(tokenizer) else " " + answer
 
 
+def max_answer_tokens(tokenizer, items: Sequence[dict]) -> int:
+    """The generation budget for answers to `items`: the longest gold answer plus room to say it another
+    way, capped. Verification and the methods' stop rules both use it, so they judge the same outputs."""
+    longest = max((len(tokenizer(format_answer(r["answer"], tokenizer), add_special_tokens=False)["input_ids"])
+                   for r in items), default=16)
+    return min(96, longest + 8)
+
+
 def prompt_special_tokens(tokenizer) -> bool:
     """`add_special_tokens` for a rendered prompt: a chat template writes its own BOS and markers."""
     return not uses_chat(tokenizer)

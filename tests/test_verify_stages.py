@@ -222,8 +222,8 @@ def test_mia_auc_and_logit_lens_presence_arithmetic(monkeypatch):
 @pytest.fixture(scope="module")
 def setup(tiny):
     """The tiny model, a demo-like request on one person, and the base measured once ('before')."""
-    from engine.jobrunner import max_answer_tokens
     from engine.modeling import load_model
+    from engine.prompting import max_answer_tokens
     from engine.verify.stages import EvalInput, measure_all
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")

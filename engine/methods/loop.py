@@ -340,15 +340,16 @@ def forget_rouge_stop(ctx: RunContext, share: float, every: int) -> Callable:
     model's and no greedy answer leaks (Jang et al. 2023 stop GA on memorisation accuracy; a forget
     ROUGE-L already halved can still carry a phone number, or a probability that gives it back)."""
     from engine.generation import greedy
-    from engine.prompting import format_answer
+    from engine.prompting import max_answer_tokens
     from engine.verify.attacks import is_leak
     from engine.verify.metrics import answer_probability, mean_rouge_l_recall
     from engine.verify.scoring import answer_nlls
 
     questions = [r["question"] for r in ctx.forget]
     golds = [r["answer"] for r in ctx.forget]
-    budget = max(len(ctx.tokenizer(format_answer(a, ctx.tokenizer), add_special_tokens=False)["input_ids"])
-                 for a in golds) + 4
+    # The unit stage's own budget: an instruct model says the fact at the end of a sentence, past a budget
+    # sized to a short gold answer.
+    budget = max_answer_tokens(ctx.tokenizer, ctx.forget + ctx.retain)
 
     def probability(model) -> float:
         nlls = answer_nlls(model, ctx.tokenizer, ctx.forget)
