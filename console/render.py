@@ -46,7 +46,13 @@ def print_job(console: Console, detail: dict) -> None:
         console.print(f"[red]error:[/] {job['error']}")
     for t in stage_tables(detail):
         console.print(t)
-    locate = detail.get("result", {}).get("locate")
+    result = detail.get("result") or {}
+    for what, b in (("training", (result.get("train") or {}).get("oom_backoff")),
+                    ("generation", result.get("generation_oom_backoff"))):
+        if b:  # the job went on at half the batch; its numbers are valid, its speed is not the usual
+            console.print(f"[yellow]out of memory in {what}:[/] batch {b['batch_size_before']} → {b['batch_size']}"
+                          + (f" from step {b['step']}" if "step" in b else "") + f" ({b['error']})")
+    locate = result.get("locate")
     if locate:
         t = Table(title="locate — where the answer becomes decodable", title_justify="left")
         for col in ("layer", "gold prob", "gold rank", "top-1 share"):

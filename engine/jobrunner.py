@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engine import generation
 from engine.artifacts import write_atomically
 from engine.datasets import as_qa
 from engine.methods.base import RunContext, get_method
@@ -40,6 +41,7 @@ class WarmModel:
 def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     started = time.time()
     device = pick_device()
+    generation.reset_backoff()
     torch.manual_seed(payload["hyper"].get("seed", 0))
 
     def progress(**fields):
@@ -91,7 +93,7 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
-                "method_info": candidate.info}
+                "method_info": candidate.info, "generation_oom_backoff": generation.backoff()}
     manifest = write_atomically(final, candidate.save, manifest)
     info = dict(candidate.info)
     del candidate
@@ -100,4 +102,5 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
             "evidence": evidence, "device": device,
             "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
                          "manifest": manifest},
-            "result": {"timings": timings, "verification": ev_common["profile"], **ctx.extra, **info}}
+            "result": {"timings": timings, "verification": ev_common["profile"],
+                       "generation_oom_backoff": generation.backoff(), **ctx.extra, **info}}

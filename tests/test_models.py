@@ -1,6 +1,6 @@
 """Real-model plumbing on the tiny model: prompts through a chat template with loss masks on the
 assistant turn only, the request's chat-template override, and the training loop's out-of-memory
-back-off (injected on CPU) and gradient checkpointing."""
+back-off and generation's (injected on CPU) and gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -181,6 +181,69 @@ def test_a_second_out_of_memory_fails_the_job(tiny_model, tmp_path, monkeypatch)
     from engine.worker import describe_error
 
     assert "gradient checkpointing" in describe_error(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+
+
+def oom_above(model, monkeypatch, limit: int, calls: list[int]):
+    """Make `model.generate` fail like CUDA does whenever a batch holds more than `limit` prompts."""
+    real = model.generate
+
+    def generate(**kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", generate)
+
+
+def test_generation_backs_off_once_to_half_the_batch_and_keeps_to_it(tiny_model, monkeypatch):
+    from engine import generation
+
+    model, tokenizer = tiny_model["model"], tiny_model["tokenizer"]
+    questions = [r["question"] for r in tiny_model["retain"][:16]]
+    generation.reset_backoff()
+    expected = generation.greedy(model, tokenizer, questions, batch_size=8, max_new_tokens=12)
+    calls: list[int] = []
+    oom_above(model, monkeypatch, 4, calls)
+    try:
+        got = generation.greedy(model, tokenizer, questions, batch_size=8, max_new_tokens=12)
+        record = generation.backoff()
+        generation.greedy(model, tokenizer, questions[:8], batch_size=8, max_new_tokens=12)
+    finally:
+        generation.reset_backoff()
+    assert got == expected  # the same answers, at half the batch
+    assert record["batch_size_before"] == 8 and record["batch_size"] == 4 and "out of memory" in record["error"]
+    assert calls == [8, 4, 4, 4, 4, 4, 4]  # the failed 8, then 4s for the rest of the job, the next call too
+
+
+def test_generation_fails_on_a_second_out_of_memory(tiny_model, monkeypatch):
+    from engine import generation
+
+    model, tokenizer = tiny_model["model"], tiny_model["tokenizer"]
+    calls: list[int] = []
+    oom_above(model, monkeypatch, 1, calls)
+    generation.reset_backoff()
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            generation.greedy(model, tokenizer, [r["question"] for r in tiny_model["retain"][:8]], batch_size=8)
+    finally:
+        generation.reset_backoff()
+    assert calls == [8, 4]
+
+
+def test_expunge_show_says_when_a_job_backed_off(capsys):
+    from console.cli import rich_console
+    from console.render import print_job
+
+    job = {"id": 3, "request_id": 1, "request_title": "t", "tier": 3, "method": "npo", "model": "m",
+           "status": "succeeded", "verdict": "pass", "error": None}
+    result = {"train": {"oom_backoff": {"step": 2, "batch_size_before": 16, "batch_size": 8, "grad_accum": 2,
+                                        "error": "CUDA out of memory."}},
+              "generation_oom_backoff": {"batch_size_before": 32, "batch_size": 16, "error": "CUDA out of memory."}}
+    print_job(rich_console(), {"job": job, "stages": [], "result": result, "artifacts": []})
+    out = capsys.readouterr().out
+    assert "out of memory in training: batch 16 → 8 from step 2" in out
+    assert "out of memory in generation: batch 32 → 16" in out
 
 
 def test_gradient_checkpointing_gives_the_same_step(tiny_model, tmp_path):
