@@ -142,6 +142,15 @@ class NewRequestScreen(EngineScreen):
                                               placeholder="one string per line: names, numbers, addresses"),
                         "sensitive-note")
             yield Field("policy", Select([], prompt="policy", id="policy", compact=True), "policy-note")
+            yield Field("verification", Select([("full — every attack at its full budget", "full"),
+                                                ("quick — every metric, a smaller attack budget", "quick")],
+                                               value="full", allow_blank=False, id="verification", compact=True),
+                        "verification-note")
+            yield Field("prompts", Select([("the model's setting", "model"),
+                                           ("through its chat template, if it has one", "auto"),
+                                           ("plain Question:/Answer: text", "none")],
+                                          value="model", allow_blank=False, id="chat-template", compact=True),
+                        "chat-template-note")
             yield Field("first method", Select([], prompt="engine's choice (cheapest tier that fits)",
                                                id="method", compact=True), "method-note")
             yield Field("ladder", Select([("run the first job only; escalate by hand", False),
@@ -302,7 +311,7 @@ class NewRequestScreen(EngineScreen):
         if not isinstance(raw, dict):
             raise ValueError("the spec must be a mapping of fields (title, model, forget, ...)")
         unknown = set(raw) - {"title", "reference", "intention", "model", "forget", "retain", "holdout", "probes",
-                              "sensitive", "policy"}
+                              "sensitive", "policy", "verification", "chat_template"}
         if unknown:
             raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
         return raw
@@ -333,6 +342,10 @@ class NewRequestScreen(EngineScreen):
                 widget.value = ""
         sensitive = raw.get("sensitive") or []
         self.query_one("#sensitive", TextArea).text = "\n".join(str(s) for s in sensitive)
+        self.query_one("#verification", Select).value = \
+            raw["verification"] if raw.get("verification") in ("full", "quick") else "full"
+        self.query_one("#chat-template", Select).value = \
+            raw["chat_template"] if raw.get("chat_template") in ("auto", "none") else "model"
         policy = raw.get("policy")
         if policy:
             select = self.query_one("#policy", Select)
@@ -367,6 +380,10 @@ class NewRequestScreen(EngineScreen):
         policy = self.query_one("#policy", Select).value
         if policy is not Select.NULL:
             spec["policy"] = policy
+        spec["verification"] = self.query_one("#verification", Select).value
+        chat = self.query_one("#chat-template", Select).value
+        if chat != "model":  # else the model's registered setting applies
+            spec["chat_template"] = chat
         for kind in DATA_KINDS:
             if kind in self.inline:
                 spec[kind] = self.inline[kind]
