@@ -4,7 +4,7 @@ httpx's default async backend (anyio 4.16) waits for a readable unix socket with
 when the waiting task is cancelled in the same loop turn that data arrives (a screen switch or quitting while the
 event stream is busy), the reader callback calls `set_result` on the cancelled future and the loop reports
 InvalidStateError. asyncio's transports deliver bytes through `data_received` instead, so cancelling a read there
-is always clean. tests/test_console_client.py reproduces the race on both backends.
+is always clean. tests/test_console_client.py runs that cancel-as-bytes-arrive sequence against this backend.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class AsyncioUnixStream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> typing.Any:
         if info == "is_readable":
-            # An idle keep-alive connection that has bytes or EOF waiting was closed by the engine.
+            # httpcore asks this of an idle keep-alive connection: EOF seen means the engine closed it.
             return self._reader.at_eof() or self._writer.transport.is_closing()
         if info == "socket":
             return self._writer.get_extra_info("socket")
