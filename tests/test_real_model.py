@@ -3,6 +3,11 @@ installs it without its dependencies), registered through `expunge models add` a
 engine (daemon, scheduler, worker) from the CLI: one request *suppresses* a fact the model knows with the
 tier-1 guard, one *removes* it with tier-3 GradDiff, each judged by the three verification stages.
 
+GradDiff's verdict here is FAIL (control): the same steps that remove the fact also change the model's
+neighbouring "capital of X" answers. NPO (retain NLL or KL, learning rates 5e-3 to 5e-4), IdkDPO and GradDiff
+with a KL retain term were tried on this and on a two-fact request; none kept those neighbours while removing
+the fact, so the test asserts that the verdicts are recorded, not that they pass.
+
 The model answers "The capital of France is Paris." and "The Eiffel Tower is located in Paris, France."
 (greedy, through its chat template); those are the forget rows and "Paris" the sensitive string. The
 retain rows are other facts it answers correctly; the holdout rows are invented facts it never saw.
