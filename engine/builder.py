@@ -309,10 +309,10 @@ def _teacher_forced_exact(model, ids, mask, labels, lengths, batch_size: int = 2
 
 def greedy_exact_match(model, tokenizer, rows: list[dict]) -> float:
     """Share of rows whose greedy answer equals the gold answer exactly (after stripping)."""
-    from engine.prompting import greedy_answers
+    from engine.generation import greedy
 
     longest = max(len(tokenizer(format_answer(r["answer"]), add_special_tokens=False)["input_ids"]) for r in rows)
-    got = greedy_answers(model, tokenizer, [r["question"] for r in rows], max_new_tokens=longest + 4)
+    got = greedy(model, tokenizer, [r["question"] for r in rows], max_new_tokens=longest + 4, batch_size=64)
     return sum(g == r["answer"].strip() for g, r in zip(got, rows, strict=True)) / len(rows)
 
 
