@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import SpecError
-from engine.registry import count_safetensors_params, weight_files, weights_sha256
+from engine.registry import converted_dir, count_safetensors_params, weight_files, weights_sha256
 
 
 def check_source(kind: str, source: str, options: dict, cache_root: Path | None) -> dict:
@@ -38,7 +38,7 @@ def check_source(kind: str, source: str, options: dict, cache_root: Path | None)
         info["weights_sha256"] = file_sha256(Path(source))
         if cache_root is None:
             raise SpecError("model source: no model cache folder to convert the GGUF file into")
-        target = cache_root / f"gguf-{info['weights_sha256']}"
+        target = converted_dir(cache_root, info["weights_sha256"])
         if not converted_is_complete(target):
             try:
                 convert_gguf(Path(source), target, info["weights_sha256"])

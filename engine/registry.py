@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engine.errors import SpecError
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")  # of an HF directory
 OPTION_VALUES = {"dtype": ("auto", "bf16", "fp16", "fp32"), "chat_template": ("auto", "none")}
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 CHECK_TIMEOUT_S = float(os.environ.get("EXPUNGE_MODEL_CHECK_TIMEOUT", 1800))
@@ -39,7 +39,7 @@ def weights_sha256(files: list[Path]) -> str:
 
 
 def weight_files(folder: Path) -> list[Path]:
-    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin"))
+    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
 
 
 def classify_source(source: str) -> tuple[str, str]:

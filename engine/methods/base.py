@@ -116,8 +116,7 @@ TIER_DEFAULTS = {1: "guard", 2: "rmu", 3: "npo"}
 
 def default_method_for_tier(tier: int) -> str:
     _load_all()
-    defaults = TIER_DEFAULTS
-    name = defaults.get(tier)
+    name = TIER_DEFAULTS.get(tier)
     if name in REGISTRY:
         return name
     for cls in sorted(REGISTRY.values(), key=lambda c: c.name):
