@@ -57,3 +57,11 @@ def per_row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.clamp(min=0).reshape(-1), reduction="none"
     ).view(shift_labels.shape)
     return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def without_answer_ends(labels: torch.Tensor, tokenizer) -> torch.Tensor:
+    """`labels` with the targets that close an answer (EOS, a chat template's end-of-turn) set to -100:
+    for losses and scores about the answer's content only."""
+    for end in set(answer_end_ids(tokenizer)) | ({tokenizer.eos_token_id} - {None}):
+        labels = labels.masked_fill(labels == end, -100)
+    return labels

@@ -37,12 +37,14 @@ class GradientAscent(Method):
 
     def run(self, ctx: RunContext, hp: GAHyper):
         from engine.methods import loop
+        from engine.tokens import without_answer_ends
 
         model = loop.trainable_copy(ctx, hp)
 
         forget_data = loop.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
         if not hp.ascend_eos:
-            forget_data["labels"] = loop.without_eos(forget_data["labels"], ctx.tokenizer)
+            # Ascending the closing target teaches the model never to stop, on every answer.
+            forget_data["labels"] = without_answer_ends(forget_data["labels"], ctx.tokenizer)
 
         def loss_fn(model, forget, retain):
             f = loop.nll(model, forget)

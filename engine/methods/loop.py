@@ -75,16 +75,6 @@ def encode_rows(tokenizer, rows: list[dict], max_length: int, answer_key: str = 
     return {f"{prefix}input_ids": ids, f"{prefix}attention_mask": mask, f"{prefix}labels": labels}
 
 
-def without_eos(labels, tokenizer):
-    """Labels with the closing target (EOS, or a chat template's end-of-turn) dropped: ascending it
-    teaches the model never to stop, on every answer."""
-    from engine.prompting import answer_end_ids
-
-    for end in set(answer_end_ids(tokenizer)) | ({tokenizer.eos_token_id} - {None}):
-        labels = labels.masked_fill(labels == end, -100)
-    return labels
-
-
 class _Cycler:
     """Endless seeded batches over the rows of `data`: a fresh permutation per pass (epoch)."""
 

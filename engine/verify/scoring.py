@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from engine.tokens import encode_qa, encode_texts
+from engine.tokens import encode_qa, encode_texts, without_answer_ends
 
 # Positions per chunk when a (positions x vocabulary) float tensor is materialised: bounds memory
 # at ~chunk * vocab * 4 bytes (200 MB for a 49k vocabulary) whatever the batch size.
@@ -247,16 +247,12 @@ def logit_lens(model, tokenizer, items: Sequence[dict], batch_size: int = 32, ma
     if head is None:
         raise ValueError(f"logit lens: {type(model).__name__} has no output embeddings")
     cap = _softcap(model)
-    from engine.prompting import answer_end_ids
-
-    ends = set(answer_end_ids(tokenizer)) | ({tokenizer.eos_token_id} - {None})
     n_items = len(items)
     prob_sum = rank_sum = top1 = None  # (layers, items), allocated once the layer count is known
     n_tok = torch.zeros(n_items, dtype=torch.float64)
     with _eval(model):
         for idx, (ids, att, labels) in _batches(tokenizer, items, batch_size, max_length):
-            for end in ends:
-                labels = labels.masked_fill(labels == end, -100)
+            labels = without_answer_ends(labels, tokenizer)
             out = _forward(model, ids, att, output_hidden_states=True)
             hidden = out.hidden_states
             n_layers = len(hidden)
