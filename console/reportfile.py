@@ -4,10 +4,10 @@ a reader never sees half a report. Used by `expunge report` and the console's Re
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from engine.artifacts import replace_file
 
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
 
@@ -42,22 +42,10 @@ def resolve_report_path(text: str, cwd: Path | None = None) -> Path:
     return path
 
 
-def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(client, request_id: int, path: Path, fmt: str | None = None) -> dict:
     """Ask the engine (a sync `EngineClient`) for the report and write it to `path`; what was written."""
     fmt = fmt or report_format(path) or "html"
     text = client.report(request_id, fmt)
-    write_atomically(path, text)
-    return {"request_id": request_id, "format": fmt, "path": str(path), "bytes": len(text.encode())}
+    data = text.encode("utf-8")
+    replace_file(path, lambda fh: fh.write(data))
+    return {"request_id": request_id, "format": fmt, "path": str(path), "bytes": len(data)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -139,13 +138,10 @@ def _fingerprint(hp: TrainHyper, names: list[str]) -> str:
 def _save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
+    from engine.artifacts import replace_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    replace_file(path, lambda fh: torch.save(state, fh))  # a kill mid-write leaves the previous checkpoint intact
 
 
 def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None, *,
