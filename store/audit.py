@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from store.models import AuditAnchor, AuditEvent
 
 GENESIS = "0" * 64
-_append_lock = threading.Lock()
 
 
 def row_hash(row_id: int, ts: str, actor: str, action: str, subject: str, detail_json: str, prev_hash: str) -> str:
@@ -23,21 +22,28 @@ def row_hash(row_id: int, ts: str, actor: str, action: str, subject: str, detail
 
 
 def append(session: Session, action: str, subject: str = "", detail: dict | None = None, actor: str = "engine") -> AuditEvent:
-    """Add one event in the caller's transaction (the caller commits)."""
-    with _append_lock:
-        last = session.exec(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
-        prev = last.hash if last else GENESIS
-        row_id = (last.id if last else 0) + 1
-        ts = datetime.now(UTC).isoformat(timespec="microseconds")
-        detail_json = json.dumps(detail or {}, sort_keys=True, ensure_ascii=False)
-        ev = AuditEvent(id=row_id, ts=ts, actor=actor, action=action, subject=subject, detail_json=detail_json,
-                        prev_hash=prev, hash=row_hash(row_id, ts, actor, action, subject, detail_json, prev))
-        session.add(ev)
-        anchor = session.get(AuditAnchor, 1) or AuditAnchor(id=1)
-        anchor.rows, anchor.head = row_id, ev.hash
-        session.add(anchor)
-        session.flush()
-        return ev
+    """Add one event in the caller's transaction (the caller commits).
+
+    Appends are serialised by SQLite's write lock alone, taken before the chain's head is read: the caller
+    holds it until it commits, so no other writer (thread or process) can read the same head. A lock of our
+    own taken first would deadlock against a session that already holds the write lock and appends next."""
+    session.flush()
+    # A write that changes nothing: it takes the write lock now (or waits for it), so the head read below is
+    # the newest one.
+    session.execute(update(AuditAnchor).where(AuditAnchor.id == 1).values(rows=AuditAnchor.rows))
+    last = session.exec(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
+    prev = last.hash if last else GENESIS
+    row_id = (last.id if last else 0) + 1
+    ts = datetime.now(UTC).isoformat(timespec="microseconds")
+    detail_json = json.dumps(detail or {}, sort_keys=True, ensure_ascii=False)
+    ev = AuditEvent(id=row_id, ts=ts, actor=actor, action=action, subject=subject, detail_json=detail_json,
+                    prev_hash=prev, hash=row_hash(row_id, ts, actor, action, subject, detail_json, prev))
+    session.add(ev)
+    anchor = session.get(AuditAnchor, 1) or AuditAnchor(id=1)
+    anchor.rows, anchor.head = row_id, ev.hash
+    session.add(anchor)
+    session.flush()
+    return ev
 
 
 @dataclass

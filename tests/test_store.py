@@ -7,7 +7,7 @@ import stat
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from store import audit
 from store.db import alembic_config, make_engine, migrate
@@ -101,3 +101,54 @@ def test_audit_chain_detects_deleted_newest_rows(tmp_path):
     con.commit()
     check = _verify(engine)
     assert not check.ok and check.bad_id == 5 and "anchor" in check.reason
+
+
+def test_an_append_waits_for_a_writer_that_appends_next(tmp_path):
+    """The engine's request threads and its scheduler append concurrently. One holds SQLite's write lock
+    (its job update flushed) and appends next, while the other is already appending: both land, in order,
+    with no 'database is locked' after the busy timeout (the audit lock was once taken before the write lock,
+    so the two waited on each other until SQLite gave up)."""
+    import threading
+    import time
+
+    from store.models import Job, Request
+
+    engine = migrate(tmp_path / "race.db")
+    with Session(engine) as s:
+        req = Request(title="t", reference="r", intention="remove", model_name="m", policy="default",
+                      spec_json="{}")
+        s.add(req)
+        s.flush()
+        s.add(Job(request_id=req.id, tier=1, method="guard", hyper_json="{}"))
+        audit.append(s, "request.create", f"request:{req.id}")
+        s.commit()
+        job_id = s.exec(select(Job)).first().id
+
+    holder = Session(engine)
+    job = holder.get(Job, job_id)
+    job.status = "running"
+    holder.add(job)
+    holder.flush()  # the scheduler's claim: the write lock is held from here to its commit
+    errors: list[BaseException] = []
+
+    def other_append():
+        try:
+            with Session(engine) as s:
+                audit.append(s, "job.cancel", f"job:{job_id}", actor="operator")
+                s.commit()
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    t = threading.Thread(target=other_append)
+    started = time.monotonic()
+    t.start()
+    time.sleep(0.5)  # the other thread is now waiting for the write lock
+    audit.append(holder, "job.start", f"job:{job_id}")
+    holder.commit()
+    holder.close()
+    t.join(timeout=60)
+    assert errors == [] and time.monotonic() - started < 10
+    with Session(engine) as s:
+        assert [e.action for e in s.exec(select(audit.AuditEvent).order_by(audit.AuditEvent.id))] == [
+            "request.create", "job.start", "job.cancel"]
+        assert audit.verify(s).ok
