@@ -127,7 +127,7 @@ def engine_home(prefix: str):
     try:
         yield paths, env
     finally:
-        from engine.daemon import stop
+        from engine.control.daemon import stop
 
         stop(paths)
         if old is None:
@@ -138,7 +138,7 @@ def engine_home(prefix: str):
 
 
 def start_engine(paths, env) -> None:
-    subprocess.run([sys.executable, "-c", "from engine.daemon import start; start()"], env=env, cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-c", "from engine.control.daemon import start; start()"], env=env, cwd=REPO, check=True)
 
 
 # ---------------------------------------------------------------- 1. first paint

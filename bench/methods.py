@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from engine.generation import greedy
-    from engine.methods.base import RunContext, get_method
-    from engine.modeling import load_model, pick_device
-    from engine.verify.metrics import mean_rouge_l_recall
+    from engine.compute.generation import greedy
+    from engine.compute.methods.base import RunContext, get_method
+    from engine.compute.modeling import load_model, pick_device
+    from engine.compute.verify.metrics import mean_rouge_l_recall
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -48,7 +48,7 @@ def demo_request(model_dir: Path | None) -> dict:
 
 
 def items_of(stage: str, req: dict) -> int:
-    from engine.verify.attacks import attack_prompts
+    from engine.compute.verify.attacks import attack_prompts
 
     if stage == "unit":
         return len(req["forget"])
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from engine.modeling import load_model
-    from engine.prompting import max_answer_tokens
-    from engine.verify import relearn
-    from engine.verify.stages import STAGE_ORDER, EvalInput, stage_module
+    from engine.compute.modeling import load_model
+    from engine.compute.prompting import max_answer_tokens
+    from engine.compute.verify import relearn
+    from engine.compute.verify.stages import STAGE_ORDER, EvalInput, stage_module
 
     req = demo_request(args.model)
     model, tokenizer = load_model(str(req["model_dir"]), "hf", {"dtype": "fp32"}, "cpu")

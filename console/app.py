@@ -116,7 +116,7 @@ class ExpungeApp(App[None]):
     async def follow_engine(self) -> None:
         """Start the engine if none answers, then follow its events forever, reconnecting with backoff."""
         from console.client import EngineError
-        from engine.daemon import ping, start  # httpx and subprocess only: no torch
+        from engine.control.daemon import ping, start  # httpx and subprocess only: no torch
 
         if self.start_engine and await asyncio.to_thread(ping, self.paths) is None:
             self._set_connection(False, "starting the engine…")

@@ -39,7 +39,7 @@ def rich_console():
 def client(autostart: bool = True) -> EngineClient:
     """A client on a running engine; starts one (detached) when none answers."""
     from console.client import EngineClient
-    from engine.daemon import ping, start
+    from engine.control.daemon import ping, start
 
     paths = get_paths()
     if ping(paths) is None:
@@ -127,10 +127,10 @@ def engine() -> None:
 @click.option("--foreground", is_flag=True, help="run in this terminal (debugging)")
 @click.option("--tcp", metavar="HOST:PORT", help="also listen on TCP (loopback unless told; bearer token required)")
 def engine_start(foreground: bool, tcp: str | None) -> None:
-    from engine.daemon import start
+    from engine.control.daemon import start
 
     if foreground:
-        from engine.server import main
+        from engine.control.server import main
 
         sys.exit(main(["--tcp", tcp] if tcp else []))
     try:
@@ -143,7 +143,7 @@ def engine_start(foreground: bool, tcp: str | None) -> None:
 
 @engine.command("stop")
 def engine_stop() -> None:
-    from engine.daemon import stop
+    from engine.control.daemon import stop
 
     click.echo("engine stopped" if stop() else "no engine is running")
 
@@ -151,7 +151,7 @@ def engine_stop() -> None:
 @engine.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def engine_status(as_json: bool) -> None:
-    from engine.daemon import ping
+    from engine.control.daemon import ping
 
     paths = get_paths()
     health = ping(paths)
@@ -170,7 +170,7 @@ def engine_status(as_json: bool) -> None:
 @engine.command("logs")
 @click.option("-n", "lines", default=50, show_default=True)
 def engine_logs(lines: int) -> None:
-    from engine.daemon import tail
+    from engine.control.daemon import tail
 
     click.echo(tail(get_paths(), lines))
 
@@ -255,8 +255,8 @@ def policies(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], wait: bool, as_json: bool) -> None:
     """File an erasure request from a spec (YAML or JSON) and queue its first job."""
-    from engine.errors import SpecError
-    from engine.spec import load_spec_file
+    from engine.schema.errors import SpecError
+    from engine.schema.spec import load_spec_file
 
     try:
         body = load_spec_file(spec_file)
@@ -283,7 +283,7 @@ def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], wait: bo
 
 
 def listing_options(sorts: tuple[str, ...]):
-    """--sort, --order, --since, --until: the engine sorts and filters (see engine.service)."""
+    """--sort, --order, --since, --until: the engine sorts and filters (see engine.control.service)."""
     def wrap(fn):
         fn = click.option("--until", metavar="DATE", help="created on or before (YYYY-MM-DD, UTC; or ISO time)")(fn)
         fn = click.option("--since", metavar="DATE", help="created on or after (YYYY-MM-DD, UTC; or ISO time)")(fn)
@@ -440,8 +440,8 @@ def audit_verify(as_json: bool) -> None:
 def finetune(data_path: Path, out_dir: Path, base: str, size: str, seed: int) -> None:
     """Train a target model on facts (TOFU's 'finetune on full'); the result is a plain HF model dir."""
     from engine.builder import build_target
-    from engine.datasets import read_jsonl
-    from engine.errors import SpecError
+    from engine.schema.datasets import read_jsonl
+    from engine.schema.errors import SpecError
 
     try:
         rows = read_jsonl(data_path, "data")
@@ -509,7 +509,7 @@ def bench_tofu(split: str, base: str, methods: tuple[str, ...], retain_rows: int
                data_dir: Path | None, as_json: bool) -> None:
     """TOFU: finetune a target, train a retain-only reference, unlearn, print the literature's table."""
     from engine.bench_tofu import DEFAULT_METHODS, format_table, run
-    from engine.errors import SpecError
+    from engine.schema.errors import SpecError
 
     names = [m.strip() for group in methods for m in group.split(",") if m.strip()] or list(DEFAULT_METHODS)
     if base != "tiny" and not (Path(base) / "config.json").is_file():
@@ -539,8 +539,8 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
     sensitive string and forget answer. After a close the engine keeps only hashes, so a later check
     needs the operator's copy: --spec SPEC (its sets are matched against the kept hashes) or --string.
     Exits 1 when any string is found."""
-    from engine.errors import SpecError
-    from engine.spec import load_spec_file
+    from engine.schema.errors import SpecError
+    from engine.schema.spec import load_spec_file
 
     body: dict = {}
     if spec_file is not None:
@@ -589,7 +589,7 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 def export_cmd(job_id: int, out_dir: Path) -> None:
     """Write a job's result as a standalone HF model directory (adapter or delta merged) plus its guard."""
-    from engine.export import export
+    from engine.compute.export import export
 
     c = client()
     detail = call(c.job, job_id)
@@ -601,7 +601,7 @@ def export_cmd(job_id: int, out_dir: Path) -> None:
     try:
         source = Path(model["source"])
         if model["kind"] == "hub":  # a model id: its folder in the local Hugging Face cache
-            from engine.modeling import resolve_source
+            from engine.compute.modeling import resolve_source
 
             source = resolve_source(model["source"], "hub")[0]
         path = export(source, Path(detail["artifacts"][0]["path"]), out_dir)

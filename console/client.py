@@ -132,7 +132,7 @@ class EngineClient:
 
     def purge_check(self, request_id: int, forget: list[dict] | None = None, sensitive: list[str] | None = None,
                     strings: list[str] | None = None):
-        """Scan the engine's database and data dir for a request's texts (see engine.privacy)."""
+        """Scan the engine's database and data dir for a request's texts (see engine.control.privacy)."""
         try:
             return _check(self._http.post(f"/requests/{request_id}/purge-check",
                                           json={"forget": forget, "sensitive": sensitive, "strings": strings or []},

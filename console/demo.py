@@ -51,7 +51,7 @@ def prepare_demo(paths: Paths, size: str = "demo") -> dict:
 def run_demo(headless: bool, auto_escalate: bool, as_json: bool = False) -> None:
     from console.cli import call, client, rich_console, wait_for
     from console.render import print_job
-    from engine.spec import load_spec_file
+    from engine.schema.spec import load_spec_file
 
     paths = get_paths().ensure()
     demo = prepare_demo(paths)

@@ -208,9 +208,9 @@ def _max_new_tokens(tokenizer, rows: Sequence[dict]) -> int:
 
 def evaluate(model, tokenizer, data: TofuData, *, guard=None, batch_size: int = 64) -> dict:
     """Every TOFU number for one model, plus the forget truth ratios (for forget quality)."""
-    from engine.verify.metrics import auc, model_utility
-    from engine.verify.scoring import answer_nlls, min_k_plus_plus
-    from engine.verify.truth import evaluate_split
+    from engine.compute.verify.metrics import auc, model_utility
+    from engine.compute.verify.scoring import answer_nlls, min_k_plus_plus
+    from engine.compute.verify.truth import evaluate_split
 
     long_tokens = _max_new_tokens(tokenizer, data.forget + data.retain_eval)
     short_tokens = _max_new_tokens(tokenizer, data.real_authors + data.world_facts)
@@ -248,9 +248,9 @@ def run(split: str = "forget01", base: str = "tiny", methods: Sequence[str] = DE
         epochs: int | None = None, seed: int = 0, progress: Progress | None = None) -> dict:
     import torch
 
-    from engine.methods.base import RunContext, get_method
-    from engine.modeling import load_model, pick_device
-    from engine.verify.metrics import forget_quality, priv_leak
+    from engine.compute.methods.base import RunContext, get_method
+    from engine.compute.modeling import load_model, pick_device
+    from engine.compute.verify.metrics import forget_quality, priv_leak
     from store.paths import get_paths
 
     say = progress or (lambda s: None)

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from engine.artifacts import replace_dir
-from engine.datasets import rows_sha256
-from engine.prompting import format_answer, format_prompt
+from engine.compute.prompting import format_answer, format_prompt
+from engine.schema.datasets import rows_sha256
 
 # Part of every cache key: bump it whenever a change here changes what a build produces.
 BUILDER_VERSION = "2"
@@ -309,7 +309,7 @@ def _teacher_forced_exact(model, ids, mask, labels, lengths, batch_size: int = 2
 
 def greedy_exact_match(model, tokenizer, rows: list[dict]) -> float:
     """Share of rows whose greedy answer equals the gold answer exactly (after stripping)."""
-    from engine.generation import greedy
+    from engine.compute.generation import greedy
 
     longest = max(len(tokenizer(format_answer(r["answer"]), add_special_tokens=False)["input_ids"]) for r in rows)
     got = greedy(model, tokenizer, [r["question"] for r in rows], max_new_tokens=longest + 4, batch_size=64)

@@ -4,7 +4,7 @@
 (inline CSS, matplotlib charts embedded as base64 PNGs, no network access needed) or GitHub Markdown with
 the same content (charts left out). Raw personal data never reaches the page: the request's sensitive
 strings are shown masked ("4••••••••••2") and every free text (evidence, title, audit details, errors,
-hyperparameters) goes through `engine.verify.metrics.mask_sensitive` with the sensitive strings and the
+hyperparameters) goes through `engine.leaks.mask_sensitive` with the sensitive strings and the
 forget answers, as `close_request` does. Answers to retain questions (other people's data) are summarised,
 never printed.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from engine import service
-from engine.datasets import as_qa
-from engine.errors import SpecError
+from engine.control import service
+from engine.schema.datasets import as_qa
+from engine.schema.errors import SpecError
 from store import audit
 from store.models import ModelEntry
 
@@ -146,7 +146,7 @@ def mask_string(value: str) -> str:
 
 
 def _masker(terms: list[str]):
-    from engine.verify.metrics import mask_sensitive
+    from engine.leaks import mask_sensitive
 
     terms = [t for t in dict.fromkeys(terms) if t]
 
@@ -738,7 +738,7 @@ def policy_section(f: dict) -> list:
         content = next((st["policy_content"] for st in ref["stages"] if st.get("policy_content")), None)
     if content is None:
         try:
-            from engine.verify.policy import load_policy
+            from engine.schema.policy import load_policy
 
             content = load_policy(f["request"]["policy"])
         except SpecError as exc:

@@ -33,7 +33,7 @@ REQUEST_STATUSES = ("open", "closed")
 VERDICTS = ("pass", "fail")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 KEYS = ("status", "verdict", "model", "method", "since", "until", "date")
-# The sort columns `s` cycles through, per view (the engine takes these names; see engine.service). "id" is the
+# The sort columns `s` cycles through, per view (the engine takes these names; see engine.control.service). "id" is the
 # creation order (ids grow with creation time) and the cheapest for the engine: the table's own key.
 SORTS = {"jobs": ("id", "updated", "status", "verdict", "model", "method", "title"),
          "requests": ("id", "updated", "status", "verdict", "model", "title")}

@@ -34,7 +34,7 @@ def home(monkeypatch):
 def engine(home):
     """A real engine daemon (detached process, unix socket) and a client on it."""
     from console.client import EngineClient
-    from engine.daemon import start, stop
+    from engine.control.daemon import start, stop
 
     start(home)
     client = EngineClient(home)

@@ -1,7 +1,7 @@
 """A store with fixed content for the console's snapshot tests, written by the engine's own code paths.
 
-Requests are filed with `engine.service`; jobs are claimed, fed progress and finished (or failed, or
-interrupted) by the real `engine.scheduler` functions with fixed result messages, exactly as a worker's
+Requests are filed with `engine.control.service`; jobs are claimed, fed progress and finished (or failed, or
+interrupted) by the real `engine.control.scheduler` functions with fixed result messages, exactly as a worker's
 messages would be stored. The clock is fixed while writing, so every timestamp the console shows is fixed."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def fake_model_dir(folder: Path) -> Path:
 
 def files_only(source: str, options=None, cache_root=None) -> dict:
     """What registering the fake model records, without the engine's load check (it has no tokenizer)."""
-    from engine.registry import count_safetensors_params, weight_files, weights_sha256
+    from engine.control.registry import count_safetensors_params, weight_files, weights_sha256
 
     path = Path(source).resolve()
     return {"kind": "hf", "source": str(path), "weights_sha256": weights_sha256(weight_files(path)),
@@ -106,7 +106,7 @@ LOCATE = [{"layer": i, "prob": p, "rank": r, "top1": t} for i, (p, r, t) in enum
 
 def evidence(name: str, after_leaks: set[int]) -> list[dict]:
     """Evidence rows with the leaked spans the engine's own matcher finds (the person's details as the terms)."""
-    from engine.verify.metrics import leak_spans
+    from engine.leaks import leak_spans
 
     terms = list(PEOPLE[name].values())
     rows = []
@@ -124,7 +124,7 @@ def evidence(name: str, after_leaks: set[int]) -> list[dict]:
 
 def result_message(before: dict, after: dict, policy: dict, intention: str, ev: list[dict], extra: dict,
                    job_id: int) -> dict:
-    from engine.verify.stages import judge, overall_verdict
+    from engine.compute.verify.stages import judge, overall_verdict
 
     stages = judge({k: {"metrics": v} for k, v in before.items()}, {k: {"metrics": v} for k, v in after.items()},
                    policy, intention)
@@ -142,11 +142,11 @@ def losses(n: int, start: float, end: float) -> list[tuple[int, float]]:
 def prefill(paths: Paths) -> dict:
     """Four requests, six jobs: finished (fail, pass), a guard on a closed request, interrupted, failed,
     cancelled. Returns their ids by role."""
-    import engine.scheduler as scheduler_mod
-    import engine.service as service
+    import engine.control.scheduler as scheduler_mod
+    import engine.control.service as service
     import store.audit as audit_mod
-    from engine.events import EventBus
-    from engine.verify.policy import load_policy
+    from engine.control.events import EventBus
+    from engine.schema.policy import load_policy
     from store.db import migrate, session
     from store.models import Job, Request
 
@@ -285,7 +285,7 @@ async def settle(pilot, timeout: float = 30.0) -> None:
 @contextmanager
 def prefilled_engine(prefix: str):
     """A real engine on a fresh EXPUNGE_HOME holding the fixed store: (paths, ids); restores the env after."""
-    from engine.daemon import start, stop
+    from engine.control.daemon import start, stop
     from store.paths import get_paths
 
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

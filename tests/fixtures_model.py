@@ -31,7 +31,7 @@ def tiny_model_dir() -> Path:
 def loaded_one_person_request(tiny: dict, retain_rows: int) -> dict:
     """The tiny model loaded in fp32 on CPU, the first person's facts to forget and `retain_rows` of the
     others' to retain (the training-loop tests' request)."""
-    from engine.modeling import load_model
+    from engine.compute.modeling import load_model
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
     person = tiny["train"][0]["person"]

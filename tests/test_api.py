@@ -27,7 +27,7 @@ def test_second_engine_is_refused_while_one_runs(engine, home):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "engine.server"], capture_output=True, text=True, timeout=60,
+    res = subprocess.run([sys.executable, "-m", "engine.control.server"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "EXPUNGE_HOME": str(home.config.parent)})
     assert res.returncode == 3 and "already running" in res.stderr
     assert engine.health()["status"] == "ok"
@@ -63,7 +63,7 @@ def _count_requests(home) -> int:
 ])
 def test_bad_spec_is_rejected_naming_the_problem_and_nothing_is_written(engine, home, tiny, demo_request, change,
                                                                         message):
-    from engine.spec import load_spec_file
+    from engine.schema.spec import load_spec_file
 
     engine.add_model("tiny", str(tiny["dir"]))
     body = {**load_spec_file(demo_request["spec_path"]), **change}
@@ -82,7 +82,7 @@ def test_bad_spec_is_rejected_naming_the_problem_and_nothing_is_written(engine, 
 ])
 def test_bad_method_or_hyperparameters_are_rejected_before_queueing(engine, home, tiny, demo_request, method,
                                                                     hyper, message):
-    from engine.spec import load_spec_file
+    from engine.schema.spec import load_spec_file
 
     engine.add_model("tiny", str(tiny["dir"]))
     with pytest.raises(EngineError, match=message):
@@ -91,8 +91,8 @@ def test_bad_method_or_hyperparameters_are_rejected_before_queueing(engine, home
 
 
 def test_malformed_jsonl_names_the_line(tmp_path):
-    from engine.errors import SpecError
-    from engine.spec import load_spec_file
+    from engine.schema.errors import SpecError
+    from engine.schema.spec import load_spec_file
 
     (tmp_path / "forget.jsonl").write_text('{"question": "a?", "answer": "b"}\n{"question": "c?", "answer": \n')
     (tmp_path / "spec.json").write_text(json.dumps({"title": "t", "model": "m", "forget": "forget.jsonl"}))
@@ -104,14 +104,14 @@ def test_malformed_jsonl_names_the_line(tmp_path):
 
 
 def test_event_stream_reports_a_queued_job(engine, tiny, demo_request):
-    from engine.spec import load_spec_file
+    from engine.schema.spec import load_spec_file
 
     engine.add_model("tiny", str(tiny["dir"]))
     start_id = engine.health()["last_event_id"]
     seen: list[dict] = []
 
     def follow():
-        for ev in engine.events(after=start_id):
+        for ev in engine.control.events(after=start_id):
             seen.append(ev)
             if ev["type"] == "job":
                 return
@@ -133,7 +133,7 @@ def test_tcp_mode_needs_the_bearer_token(home):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "engine.server", "--tcp", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "engine.control.server", "--tcp", f"127.0.0.1:{port}"],
                             env={**os.environ, "EXPUNGE_HOME": str(home.config.parent)})
     try:
         url = f"http://127.0.0.1:{port}/health"

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from engine.compute.prompting import format_answer, format_prompt
 from engine.demo_data import (
     ATTRIBUTES,
     GENERAL_TEXT,
@@ -17,7 +18,6 @@ from engine.demo_data import (
     generate_people,
     people_to_qa,
 )
-from engine.prompting import format_answer, format_prompt
 from tests.fixtures_model import tiny_model_dir, tiny_split
 
 # The model tests share the session's tiny model; keep them on one xdist worker.

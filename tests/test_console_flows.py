@@ -388,7 +388,7 @@ async def test_spec_file_fills_the_form(engine_home, tmp_path):
 
 
 async def test_reconnects_when_the_engine_restarts(engine_home):
-    from engine.daemon import start, stop
+    from engine.control.daemon import start, stop
 
     paths, _ = engine_home
     app = app_for(paths)

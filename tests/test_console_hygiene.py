@@ -53,7 +53,7 @@ asyncio.run(main())
 def filled_home(home):
     prefill(home)
     yield home
-    from engine.daemon import stop
+    from engine.control.daemon import stop
 
     stop(home)
 
@@ -66,8 +66,8 @@ def test_console_never_imports_torch_or_engine_internals(filled_home):
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["heavy"] == []
-    # engine.daemon starts the engine (httpx and subprocess only); nothing else of the engine is imported.
-    assert set(loaded["engine"]) <= {"engine", "engine.daemon"}
+    # engine.control.daemon starts the engine (httpx and subprocess only); nothing else of the engine is imported.
+    assert set(loaded["engine"]) <= {"engine", "engine.control.daemon"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -85,4 +85,4 @@ def test_screens_reach_the_engine_only_through_the_client():
         bad = {m for m in _imports(path) if m.split(".")[0] in ("engine", "store", "torch", "transformers")}
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
     app_imports = _imports(REPO / "console" / "app.py")
-    assert {m for m in app_imports if m.split(".")[0] == "engine"} <= {"engine.daemon"}
+    assert {m for m in app_imports if m.split(".")[0] == "engine"} <= {"engine.control.daemon"}

@@ -9,7 +9,7 @@ import pytest
 
 
 def test_every_methods_defaults_round_trip_through_the_escalation_form():
-    from engine.methods.base import list_methods, validate_hyper
+    from engine.compute.methods.base import list_methods, validate_hyper
     from screens.confirm import check_range, field_kind, nullable, parse_value, value_text
 
     for m in list_methods():

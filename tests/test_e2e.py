@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.spec import load_spec_file
+from engine.schema.spec import load_spec_file
 from tests.fixtures_model import wait_job
 
 

@@ -9,8 +9,8 @@ import sqlite3
 from alembic import command
 from sqlmodel import Session
 
-from engine import service
-from engine.verify.metrics import REDACTED
+from engine.control import service
+from engine.leaks import REDACTED
 from store.db import alembic_config, make_engine, migrate
 from store.paths import Paths
 from tests.console_store import prefill

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from engine.artifacts import write_atomically
-from engine.methods.base import RunContext, get_method
+from engine.compute.methods.base import RunContext, get_method
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
-    from engine.modeling import load_model
+    from engine.compute.modeling import load_model
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
     people = list(dict.fromkeys(r["person"] for r in tiny["train"]))
@@ -39,10 +39,10 @@ def _candidate(setup, name, tmp_path, **hyper):
 def test_save_load_and_export_round_trip(setup, tmp_path, name, hyper):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.candidate import load_candidate
-    from engine.export import export
-    from engine.generation import greedy
-    from engine.guard import Guard
+    from engine.compute.candidate import load_candidate
+    from engine.compute.export import export
+    from engine.compute.generation import greedy
+    from engine.compute.guard import Guard
 
     cand = _candidate(setup, name, tmp_path, **hyper)
     tok, qs = setup["tokenizer"], setup["questions"]
@@ -84,9 +84,9 @@ def test_exported_guard_works_with_transformers_alone(setup, tmp_path):
         NoBadWordsLogitsProcessor,
     )
 
-    from engine.export import export
-    from engine.generation import greedy
-    from engine.verify.metrics import contains_sensitive
+    from engine.compute.export import export
+    from engine.compute.generation import greedy
+    from engine.leaks import contains_sensitive
 
     cand = _candidate(setup, "guard", tmp_path)
     write_atomically(tmp_path / "art", cand.save, {})

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine.spec import load_spec_file
+from engine.schema.spec import load_spec_file
 from tests.fixtures_model import wait_job
 
 
 def wait_dead(pid: int, timeout: float = 30) -> None:
-    from engine.daemon import alive
+    from engine.control.daemon import alive
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -56,7 +56,7 @@ def counts(db: Path) -> dict:
 def start_engine(home, monkeypatch):
     """Start the real engine daemon with extra environment (it inherits the test's environment)."""
     from console.client import EngineClient
-    from engine.daemon import start, stop
+    from engine.control.daemon import start, stop
 
     clients = []
 
@@ -98,7 +98,7 @@ def test_engine_killed_mid_job_marks_it_interrupted_and_resume_continues_from_th
     `expunge resume` continues it from the checkpoint to the same step count, and no row is lost or
     doubled."""
     from console.cli import cli
-    from engine.daemon import alive
+    from engine.control.daemon import alive
 
     engine = start_engine()
     engine.add_model("tiny", str(tiny["dir"]))
@@ -112,7 +112,7 @@ def test_engine_killed_mid_job_marks_it_interrupted_and_resume_continues_from_th
 
     def follow():
         try:
-            for ev in engine.events(after=0):
+            for ev in engine.control.events(after=0):
                 if ev["type"] == "progress" and ev.get("phase") == "train" and (ev.get("step") or 0) > 2 * every:
                     seen["step"] = ev["step"]
                     reached.set()
@@ -172,7 +172,7 @@ def test_engine_killed_mid_job_marks_it_interrupted_and_resume_continues_from_th
 
 def _idle_worker_peak_mb(tiny_dir: Path) -> int:
     """The address space a worker needs to import the stack and load the tiny model (CPU)."""
-    code = (f"from engine.modeling import load_model; load_model({str(tiny_dir)!r}, device='cpu'); "
+    code = (f"from engine.compute.modeling import load_model; load_model({str(tiny_dir)!r}, device='cpu'); "
             "print([int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmPeak')][0] // 1024)")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
@@ -188,9 +188,9 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     fixes; the worker and the engine carry on."""
     from sqlmodel import Session, select
 
+    from engine.control.scheduler import baseline_key
+    from engine.control.service import request_rows
     from engine.demo_data import GENERAL_TEXT
-    from engine.scheduler import baseline_key
-    from engine.service import request_rows
     from store.db import make_engine
     from store.models import BaselineCache, ModelEntry, Request
 

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import SpecError
+from engine.schema.errors import SpecError
 
 EXAMPLES = 12  # per operation and mode: ~35 operations x modes in well under a minute
 
@@ -31,9 +31,9 @@ def api(home, tiny):
     job, and a closed request: ids 1 and 2 exist, so the fuzzer reaches past the 404s."""
     from starlette.testclient import TestClient
 
-    from engine import service
-    from engine.api import create_app
-    from engine.events import EventBus
+    from engine.control import service
+    from engine.control.api import create_app
+    from engine.control.events import EventBus
     from store.db import migrate, session
 
     db = migrate(home.db)
@@ -130,7 +130,7 @@ spec_file = st.one_of(
 @given(spec=spec_file, forget=jsonl_file)
 def test_spec_files_load_or_are_refused_naming_the_problem(tmp_path, spec, forget):
     """Any spec file and data file: loaded, or refused with a SpecError (the CLI prints it; no traceback)."""
-    from engine.spec import load_spec_file, parse_spec, resolve_rows
+    from engine.schema.spec import load_spec_file, parse_spec, resolve_rows
 
     name, content = spec
     (tmp_path / name).write_bytes(content)
@@ -149,7 +149,7 @@ def test_spec_files_load_or_are_refused_naming_the_problem(tmp_path, spec, forge
 
 
 def test_empty_and_undecodable_data_files_are_refused_naming_the_file(tmp_path):
-    from engine.spec import load_spec_file
+    from engine.schema.spec import load_spec_file
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"title": "t", "model": "m", "forget": "forget.jsonl"}))
@@ -172,11 +172,11 @@ def post_spec(client, body: dict, **extra):
 
 
 def test_size_limits_on_bodies_and_texts(api, monkeypatch):
-    import engine.api
-    import engine.spec
+    import engine.control.api
+    import engine.schema.spec
 
     _, client = api
-    monkeypatch.setattr(engine.api, "MAX_BODY_BYTES", 2000)
+    monkeypatch.setattr(engine.control.api, "MAX_BODY_BYTES", 2000)
     r = client.post("/requests", content=b" " * 3000, headers={"content-type": "application/json"})
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
 
@@ -189,7 +189,7 @@ def test_size_limits_on_bodies_and_texts(api, monkeypatch):
     small = json.dumps({"spec": spec_body(), "start": False}).encode()
     r = client.post("/requests", content=iter([small[:50], small[50:]]), headers={"content-type": "application/json"})
     assert r.status_code == 201, r.text  # a chunked body under the limit goes through whole
-    monkeypatch.setattr(engine.api, "MAX_BODY_BYTES", 64 * 1024 * 1024)
+    monkeypatch.setattr(engine.control.api, "MAX_BODY_BYTES", 64 * 1024 * 1024)
 
     cases = [
         (spec_body(forget=[{"question": "q?", "answer": "x" * 20_001}]), "forget: row 1: 'answer' is longer"),
@@ -201,7 +201,7 @@ def test_size_limits_on_bodies_and_texts(api, monkeypatch):
     for body, message in cases:
         r = post_spec(client, body)
         assert r.status_code == 422 and message in r.json()["detail"], (message, r.text[:200])
-    monkeypatch.setattr(engine.spec, "MAX_ROWS", 5)
+    monkeypatch.setattr(engine.schema.spec, "MAX_ROWS", 5)
     r = post_spec(client, spec_body(forget=_rows(6)))
     assert r.status_code == 422 and "forget: more than 5 rows" in r.json()["detail"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.guard import Guard, key_spans, surface_forms
-from engine.verify.metrics import contains_sensitive
+from engine.compute.guard import Guard, surface_forms
+from engine.leaks import contains_sensitive, key_spans
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
-    from engine.modeling import load_model
+    from engine.compute.modeling import load_model
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
     person = tiny["train"][0]["person"]
@@ -66,7 +66,7 @@ def test_redaction_catches_unlisted_spellings(setup):
 
 
 def test_guard_blocks_greedy_and_sampled_while_the_base_leaks(setup):
-    from engine.generation import generate, greedy
+    from engine.compute.generation import generate, greedy
 
     model, tok, guard, sens = setup["model"], setup["tokenizer"], setup["guard"], setup["sensitive"]
     questions = [r["question"] for r in setup["forget"]]
@@ -95,7 +95,7 @@ def test_guard_blocks_greedy_and_sampled_while_the_base_leaks(setup):
 def test_blocked_answers_are_refused_and_others_untouched(setup):
     """on_block = refuse: an answer whose top choice was banned becomes the refusal (no near miss such as
     all digits but the last); answers about other people come out exactly as without the guard."""
-    from engine.generation import greedy
+    from engine.compute.generation import greedy
 
     model, tok, guard, sens = setup["model"], setup["tokenizer"], setup["guard"], setup["sensitive"]
     leaking = [r["question"] for r in setup["forget"]

@@ -38,7 +38,7 @@ def test_store_imports_neither_engine_nor_console():
 
 
 def test_api_server_and_method_registry_do_not_load_torch():
-    loaded = _imports_after("import engine.server, engine.api, engine.scheduler\n"
-                            "from engine.methods.base import list_methods, validate_hyper\n"
+    loaded = _imports_after("import engine.control.server, engine.control.api, engine.control.scheduler\n"
+                            "from engine.compute.methods.base import list_methods, validate_hyper\n"
                             "list_methods(); validate_hyper('graddiff', {'steps': 5})")
     assert "torch" not in loaded and "transformers" not in loaded

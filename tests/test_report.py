@@ -57,10 +57,10 @@ LOCATE = [{"layer": i, "prob": p, "rank": r, "top1": t} for i, (p, r, t) in enum
 
 def fill_store(home, accept: bool = True) -> tuple[object, int, str]:
     """A request on a (directly inserted) model with three finished tiers; tier 3 passes."""
-    from engine import service
     from engine.artifacts import write_atomically
-    from engine.verify.policy import load_policy
-    from engine.verify.stages import judge, overall_verdict
+    from engine.compute.verify.stages import judge, overall_verdict
+    from engine.control import service
+    from engine.schema.policy import load_policy
     from store import audit
     from store.db import migrate, session
     from store.models import Artifact, Evidence, Metric, ModelEntry, StageResult
@@ -162,7 +162,7 @@ def test_markdown_has_the_key_numbers_and_no_personal_data(home):
 
 
 def test_markdown_of_an_unaccepted_and_then_closed_request(home):
-    from engine import service
+    from engine.control import service
     from store.db import session
 
     db, rid, _ = fill_store(home, accept=False)
@@ -179,9 +179,9 @@ def test_markdown_of_an_unaccepted_and_then_closed_request(home):
 
 
 def test_unknown_request_and_format_are_refused(home):
-    from engine.errors import SpecError
+    from engine.control.service import NotFound
     from engine.report import build_report
-    from engine.service import NotFound
+    from engine.schema.errors import SpecError
     from store.db import migrate, session
 
     db = migrate(home.db)
@@ -194,8 +194,8 @@ def test_unknown_request_and_format_are_refused(home):
 def test_api_route_serves_both_formats(home):
     from fastapi.testclient import TestClient
 
-    from engine.api import create_app
-    from engine.events import EventBus
+    from engine.control.api import create_app
+    from engine.control.events import EventBus
 
     db, rid, head = fill_store(home)
     with TestClient(create_app(db, EventBus())) as http:
@@ -213,7 +213,7 @@ def test_cli_writes_the_report_through_the_engine(home, tmp_path):
     """`expunge report` asks the running engine and writes the file atomically; the suffix picks the format."""
     import sys
 
-    from engine.daemon import start, stop
+    from engine.control.daemon import start, stop
 
     db, rid, head = fill_store(home)  # before the engine starts, so its scheduler never sees a queued job
     db.dispose()

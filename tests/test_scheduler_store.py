@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 
-from engine.spec import load_spec_file
+from engine.schema.spec import load_spec_file
 
 
 def test_verdict_keeps_the_policy_the_worker_judged_against(home, tiny, demo_request):
     from sqlmodel import select
 
-    from engine import service
-    from engine.events import EventBus
-    from engine.scheduler import Scheduler
+    from engine.control import service
+    from engine.control.events import EventBus
+    from engine.control.scheduler import Scheduler
     from store.db import migrate, session
     from store.models import StageResult
 
@@ -48,7 +48,7 @@ def test_verdict_keeps_the_policy_the_worker_judged_against(home, tiny, demo_req
 
 
 def test_eval_version_follows_the_measuring_code_only(tmp_path, monkeypatch):
-    from engine import scheduler
+    from engine.control import scheduler
 
     root = tmp_path / "engine"
     (root / "verify").mkdir(parents=True)

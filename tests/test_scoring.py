@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from engine.prompting import format_answer, format_prompt  # noqa: E402
-from engine.verify import scoring  # noqa: E402
+from engine.compute.prompting import format_answer, format_prompt  # noqa: E402
+from engine.compute.verify import scoring  # noqa: E402
 
 ITEMS = [
     {"question": "What is the phone number of Alma Rivera?", "answer": "It is 415 555 0142."},

@@ -80,7 +80,7 @@ def test_socket_refuses_another_user(engine, home):
     ({"policy": "..%2F..%2Fx"}, "policy"),
 ])
 def test_the_engine_opens_no_path_a_client_names_in_a_spec(engine, home, tiny, demo_request, change, message):
-    from engine.spec import load_spec_file
+    from engine.schema.spec import load_spec_file
 
     engine.add_model("tiny", str(tiny["dir"]))
     with pytest.raises(EngineError, match=message) as err:
@@ -100,7 +100,7 @@ def test_purge_never_leaves_the_artifacts_folder(home, tmp_path):
     files elsewhere."""
     import re
 
-    from engine.privacy import _purge_folder
+    from engine.control.privacy import _purge_folder
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -162,7 +162,7 @@ def test_a_pickled_weights_file_cannot_run_code(tiny, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from engine.modeling import load_model
+    from engine.compute.modeling import load_model
 
     folder = tmp_path / "evil-bin"
     shutil.copytree(tiny["dir"], folder)
@@ -184,7 +184,7 @@ def test_a_pickled_weights_file_cannot_run_code(tiny, tmp_path):
 def test_remote_code_runs_only_when_the_operator_trusts_that_model(tiny, tmp_path, monkeypatch):
     """A model folder that ships its own Python (config auto_map): loaded as-is, the code is never
     imported; only the per-model option trust_remote_code=true lets it run."""
-    from engine.modeling import load_model
+    from engine.compute.modeling import load_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
@@ -215,7 +215,7 @@ def test_trust_remote_code_is_off_unless_set_per_model(engine, tiny):
 def test_a_purge_stays_in_its_own_databases_folders(home, tiny, tmp_path):
     """Closing a request in a database other than the configured one (a copy, a test) purges only under
     that database's folder: job-1's files of this installation are not its to delete."""
-    from engine import service
+    from engine.control import service
     from store.db import migrate, session
 
     answer = "Alma Rivera's phone number is 415-555-0142."

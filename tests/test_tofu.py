@@ -36,7 +36,7 @@ def test_load_tofu_tiny_subset():
 
 def test_truth_ratio_split_scoring_by_hand(monkeypatch):
     """evaluate_split's probabilities and truth ratios from known NLLs (the model is replaced)."""
-    from engine.verify import scoring, truth
+    from engine.compute.verify import scoring, truth
 
     nll = {("q1", "gold1"): 0.5, ("q1", "para1"): 1.0, ("q1", "w1"): 2.0, ("q1", "w2"): 3.0,
            ("q2", "gold2"): 1.0, ("q2", "w3"): 1.0}

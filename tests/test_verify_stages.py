@@ -9,12 +9,12 @@ import random
 
 import pytest
 
-from engine.errors import SpecError
-from engine.verify import reconstruction
-from engine.verify.attacks import KINDS, attack_prompts, is_leak, leak_terms, rewordings, spell_digits
-from engine.verify.policy import RULES, list_policies, load_policy
-from engine.verify.relearn import recovery_share, split_halves
-from engine.verify.stages import STAGE_ORDER, WHITE_BOX, judge, overall_verdict, pair_evidence
+from engine.compute.verify import reconstruction
+from engine.compute.verify.attacks import KINDS, attack_prompts, is_leak, leak_terms, rewordings, spell_digits
+from engine.compute.verify.relearn import recovery_share, split_halves
+from engine.compute.verify.stages import STAGE_ORDER, WHITE_BOX, judge, overall_verdict, pair_evidence
+from engine.schema.errors import SpecError
+from engine.schema.policy import RULES, list_policies, load_policy
 
 # What each stage measures (unit and control: their modules' dicts; reconstruction: its METRICS).
 MEASURED = {
@@ -193,8 +193,8 @@ def test_relearn_halves_and_recovery_share():
 
 
 def test_mia_auc_and_logit_lens_presence_arithmetic(monkeypatch):
-    from engine.verify import scoring
-    from engine.verify.stages import EvalInput
+    from engine.compute.verify import scoring
+    from engine.compute.verify.stages import EvalInput
 
     forget = [{"question": "f1", "answer": "x"}, {"question": "f2", "answer": "y"}]
     holdout = [{"question": f"h{i}", "answer": "z"} for i in range(3)]
@@ -222,9 +222,9 @@ def test_mia_auc_and_logit_lens_presence_arithmetic(monkeypatch):
 @pytest.fixture(scope="module")
 def setup(tiny):
     """The tiny model, a demo-like request on one person, and the base measured once ('before')."""
-    from engine.modeling import load_model
-    from engine.prompting import max_answer_tokens
-    from engine.verify.stages import EvalInput, measure_all
+    from engine.compute.modeling import load_model
+    from engine.compute.prompting import max_answer_tokens
+    from engine.compute.verify.stages import EvalInput, measure_all
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
     person = tiny["train"][0]["person"]
@@ -267,7 +267,7 @@ def test_untouched_base_fails_unit(setup):
 
 
 def test_relearning_attack_on_the_base_recovers_everything(setup):
-    from engine.verify.relearn import relearn_recovery
+    from engine.compute.verify.relearn import relearn_recovery
 
     model, common = setup["model"], setup["common"]
     res = relearn_recovery(model, model, common["tokenizer"], common["forget"], common["holdout"],
@@ -279,8 +279,8 @@ def test_relearning_attack_on_the_base_recovers_everything(setup):
 
 
 def test_guard_passes_black_box_but_fails_white_box_for_remove(setup, home, tmp_path):
-    from engine.methods.base import RunContext, get_method
-    from engine.verify.stages import EvalInput, measure_all
+    from engine.compute.methods.base import RunContext, get_method
+    from engine.compute.verify.stages import EvalInput, measure_all
 
     model, tok = setup["model"], setup["common"]["tokenizer"]
     cls = get_method("guard")

@@ -1,5 +1,5 @@
 """The evidence viewer: each attacked prompt with the model's output before and after, and in a leaked output
-the leaked parts highlighted: the character spans the engine's leak matcher found (engine.verify.metrics.
+the leaked parts highlighted: the character spans the engine's leak matcher found (engine.compute.verify.metrics.
 leak_spans), reversed and bold so they stand out without colour too. Where the engine recorded no spans (rows
 from an older engine, or a leak judged on the whole answer), the whole output is marked."""
 

@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-11-29 23:00:00
 
 One nullable JSON column, `{"before": [[start, end], ...] | null, "after": [...] | null}`: the parts of
-output_before / output_after that matched a leak term (engine.verify.metrics.leak_spans). Rows written before
+output_before / output_after that matched a leak term (engine.compute.verify.metrics.leak_spans). Rows written before
 this revision keep NULL and read as "spans unknown" (the console then marks the whole leaked output, as
 before).
 """

@@ -1,0 +1,54 @@
+"""Gradient ascent (GA): maximise the NLL of the forget answers. The plain baseline of the field
+(Jang et al. 2023; TOFU's "GA"); unbounded and without a retain term, so it collapses the model when
+run for long, which is why its defaults stop early and why GradDiff / NPO exist.
+
+Unlike the other tier-3 methods GA defaults to full weights (lora=False) with a small learning rate:
+on the tests' tiny model a rank-8 LoRA adapter degrades the retain set at least as fast as the forget
+set at every learning rate tried. Even so GA is not selective there: forgetting one person (forget
+ROUGE-L 1.0 -> 0.13) costs a third of the retain set (1.0 -> 0.67), and no step count or rate tried
+forgets half without losing more than a tenth. That is the field's finding too (TOFU: GA destroys
+model utility); use GradDiff, NPO or SimNPO when the rest must survive. The end-of-answer token is
+left out of the ascent by default: pushing it down teaches the model to ramble on every answer."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from engine.compute.methods.base import Method, RunContext, register
+from engine.compute.methods.loop import GradientHyper
+
+
+class GAHyper(GradientHyper):
+    lora: bool = Field(default=False, description="train a LoRA adapter (default: update every weight, see above)")
+    steps: int = Field(default=100, ge=1, le=100_000, description="optimizer steps")
+    lr: float = Field(default=1e-4, gt=0, le=1.0, description="peak learning rate")
+    ascend_eos: bool = Field(default=False, description="also push down the end-of-answer token (makes the "
+                             "model ramble on every answer, so off by default)")
+
+
+@register
+class GradientAscent(Method):
+    name: ClassVar[str] = "ga"
+    tier: ClassVar[int] = 3
+    description: ClassVar[str] = "Gradient ascent on the forget answers (no retain term): fast, blunt, collapses if run long."
+    Hyper: ClassVar[type] = GAHyper
+
+    def run(self, ctx: RunContext, hp: GAHyper):
+        from engine.compute.methods import loop
+        from engine.compute.tokens import without_answer_ends
+
+        model = loop.trainable_copy(ctx, hp)
+
+        forget_data = loop.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
+        if not hp.ascend_eos:
+            # Ascending the closing target teaches the model never to stop, on every answer.
+            forget_data["labels"] = without_answer_ends(forget_data["labels"], ctx.tokenizer)
+
+        def loss_fn(model, forget, retain):
+            f = loop.nll(model, forget)
+            return -f, {"forget_nll": f.detach()}
+
+        result = loop.train(ctx, model, hp, loss_fn, forget_data=forget_data, use_retain=False)
+        return loop.candidate_for(model, hp, loop.run_info(result))

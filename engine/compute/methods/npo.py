@@ -1,0 +1,48 @@
+"""NPO, negative preference optimisation (Zhang et al. 2024): DPO with only a rejected answer,
+forget = -(2/beta) * mean log sigmoid(-beta * (log p(y|x) - log p_ref(y|x))), the log-probs summed over
+the answer tokens and the reference being the frozen base. Bounded, unlike GA: it slows down as the
+forget answers become unlikely. Plus alpha * retain NLL (open-unlearning's NPO: beta 0.1, alpha 1, gamma 1)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from engine.compute.methods.base import Method, RunContext, register
+from engine.compute.methods.loop import RetainMixin
+
+
+class NPOHyper(RetainMixin):
+    beta: float = Field(default=0.1, gt=0, le=100, description="inverse temperature of the preference loss")
+    steps: int = Field(default=40, ge=1, le=100_000, description="optimizer steps")
+    lr: float = Field(default=5e-3, gt=0, le=1.0, description="peak learning rate (LoRA on a tiny model)")
+
+
+@register
+class NPO(Method):
+    name: ClassVar[str] = "npo"
+    tier: ClassVar[int] = 3
+    description: ClassVar[str] = "Negative preference optimisation against the frozen base, plus a retain term."
+    Hyper: ClassVar[type] = NPOHyper
+
+    def run(self, ctx: RunContext, hp: NPOHyper):
+        import torch.nn.functional as F
+
+        from engine.compute.methods import loop
+
+        base = ctx.model
+        forget_data = loop.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
+        forget_data["ref_logp"] = loop.reference_logprob(base, forget_data)
+        model = loop.trainable_copy(ctx, hp)
+
+        def loss_fn(model, forget, retain):
+            logp, _ = loop.answer_logprob(loop.logits_of(model, forget), forget["labels"])
+            ratio = logp - forget["ref_logp"]
+            f = -F.logsigmoid(-hp.beta * ratio).mean() * 2 / hp.beta
+            r = loop.retain_term(hp.retain_loss, model, base, retain)
+            return hp.gamma * f + hp.alpha * r, {"npo": f.detach(), "log_ratio": ratio.mean().detach(),
+                                                 "retain": r.detach()}
+
+        result = loop.train(ctx, model, hp, loss_fn, forget_data=forget_data)
+        return loop.candidate_for(model, hp, loop.run_info(result))
