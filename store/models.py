@@ -81,10 +81,11 @@ class StageResult(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     job_id: int = Field(foreign_key="job.id", index=True)
     stage: str  # unit | control | reconstruction
-    verdict: str  # pass | fail | skipped
+    verdict: str  # pass | fail | incomplete | skipped
     required: bool = True  # whether the request's intention is judged on this stage
     policy_name: str = "default"
     policy_json: str = "{}"
+    note: str | None = None  # why the stage is incomplete (revision 0003)
 
 
 class Metric(SQLModel, table=True):
@@ -96,6 +97,12 @@ class Metric(SQLModel, table=True):
     threshold: float | None = None
     rule: str = ""  # how after is judged, e.g. "after <= threshold" or "after >= threshold * before"
     passed: bool | None = None
+    # Revision 0003: the 95% interval of `after` and the sample it rests on (None: not recorded), and why the
+    # metric was not judged (not measured, no signal on the base, waived) or which side of a band it failed.
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    note: str | None = None
 
 
 class Evidence(SQLModel, table=True):
