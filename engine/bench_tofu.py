@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.artifacts import replace_dir
+from engine.tofu_data import default_data_dir, has_split, read_split
 
 SPLITS = {"forget01": ("retain99", "holdout01"), "forget05": ("retain95", "holdout05"),
           "forget10": ("retain90", "holdout10")}
@@ -45,18 +46,6 @@ BENCH_VERSION = "1"
 MIA_K = 0.2
 
 Progress = Callable[[str], None]
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("EXPUNGE_TOFU_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tofu"
-
-
-def _read(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @dataclass
@@ -78,14 +67,14 @@ def load_tofu(split: str, data_dir: Path, *, tiny: bool, retain_rows: int | None
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     data_dir = Path(data_dir)
     retain_name, holdout_name = SPLITS[split]
-    if not (data_dir / f"{split}_perturbed.jsonl").is_file():
+    if not has_split(data_dir, f"{split}_perturbed"):
         raise FileNotFoundError(f"TOFU data not found in {data_dir} (set EXPUNGE_TOFU_DIR or --data)")
-    forget = _read(data_dir / f"{split}_perturbed.jsonl")
-    retain = _read(data_dir / f"{retain_name}.jsonl")
-    retain_pert = _read(data_dir / "retain_perturbed.jsonl")
-    ra = _read(data_dir / "real_authors_perturbed.jsonl")
-    wf = _read(data_dir / "world_facts_perturbed.jsonl")
-    holdout = _read(data_dir / f"{holdout_name}.jsonl")
+    forget = read_split(data_dir, f"{split}_perturbed")
+    retain = read_split(data_dir, retain_name)
+    retain_pert = read_split(data_dir, "retain_perturbed")
+    ra = read_split(data_dir, "real_authors_perturbed")
+    wf = read_split(data_dir, "world_facts_perturbed")
+    holdout = read_split(data_dir, holdout_name)
     notes = []
     if retain_rows is None and tiny:
         retain_rows = TINY_RETAIN_ROWS
@@ -101,7 +90,7 @@ def load_tofu(split: str, data_dir: Path, *, tiny: bool, retain_rows: int | None
         # forget and holdout rows split into tokens alike: one trained on the target's rows alone cuts
         # forget text into ~2.1 tokens a word and holdout text into ~3.2, and per-token scores (the
         # membership-inference AUCs above all) would measure the tokenizer, not the model.
-        corpus = _qa(_read(data_dir / "full.jsonl") + _read(data_dir / "holdout10.jsonl") + ra + wf)
+        corpus = _qa(read_split(data_dir, "full") + read_split(data_dir, "holdout10") + ra + wf)
         notes.append("tokenizer: byte-level BPE learnt from all TOFU text (full, holdout10, real authors, world facts)")
         ra, wf = ra[:TINY_GENERAL_ROWS], wf[:TINY_GENERAL_ROWS]
         general = [{"question": r["question"], "answer": r["answer"]} for r in ra + wf]

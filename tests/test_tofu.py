@@ -11,14 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench_tofu import COLUMNS, default_data_dir, format_table, load_tofu
+from engine.bench_tofu import COLUMNS, format_table, load_tofu
+from engine.tofu_data import SHIPPED, default_data_dir, read_split
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = default_data_dir()
-needs_data = pytest.mark.skipif(not (DATA / "forget01_perturbed.jsonl").is_file(), reason="no TOFU data")
+RELEASE = REPO.parent / "shared" / "data" / "tofu"  # the uncompressed release, where this checkout has one
 
 
-@needs_data
+def test_the_package_ships_the_data_and_reads_it_without_the_release(monkeypatch):
+    """A user's clone has no ../shared: the default is the copy inside the package, and it is the release's data
+    (compared file by file where the release is beside the repository)."""
+    monkeypatch.delenv("EXPUNGE_TOFU_DIR", raising=False)
+    assert default_data_dir() == SHIPPED and REPO / "engine" in SHIPPED.parents
+    assert (SHIPPED / "LICENSE").is_file() and (SHIPPED / "PROVENANCE.md").is_file()
+    assert len(read_split(SHIPPED, "retain95")) == 3800
+    if RELEASE.is_dir():
+        for name in ("forget01_perturbed", "retain99", "retain_perturbed", "holdout10", "world_facts_perturbed"):
+            assert read_split(SHIPPED, name) == read_split(RELEASE, name), name
+    with pytest.raises(FileNotFoundError, match="forget02_perturbed"):
+        read_split(SHIPPED, "forget02_perturbed")
+
+
 def test_load_tofu_tiny_subset():
     data = load_tofu("forget01", DATA, tiny=True)
     assert len(data.forget) == 40 and all(len(r["perturbed_answer"]) == 5 for r in data.forget)
@@ -81,9 +95,10 @@ def _parse_table(out: str) -> dict[str, dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # ~4 min of CPU; a machine shared with other jobs stretches the wall time
-@needs_data
 def test_bench_tofu_forget01_tiny_end_to_end(home):
-    env = {**os.environ, "EXPUNGE_HOME": str(home.data.parent)}  # conftest: one thread per test process
+    # The shipped copy of the data, as in a user's clone (no ../shared, no EXPUNGE_TOFU_DIR).
+    env = {k: v for k, v in os.environ.items() if k != "EXPUNGE_TOFU_DIR"}
+    env["EXPUNGE_HOME"] = str(home.data.parent)  # conftest: one thread per test process
     cmd = [sys.executable, "-m", "console.cli", "bench", "tofu", "--split", "forget01", "--base", "tiny"]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
     assert res.returncode == 0, res.stderr[-3000:]
