@@ -26,6 +26,7 @@ def job_label(job: dict) -> str:
 
 
 def chart_tradeoff(points: list[tuple[str, dict]], limits: dict[str, float]) -> bytes:
+    """Forget and retain scores (in %) at each point of the ladder, with the policy's limits dotted."""
     fig = _new_figure(7.0, 3.6)
     ax = fig.add_subplot()
     xs = list(range(len(points)))
@@ -56,6 +57,7 @@ def chart_tradeoff(points: list[tuple[str, dict]], limits: dict[str, float]) -> 
 
 
 def chart_loss(job: dict, losses: list) -> bytes:
+    """A job's training loss over its logged `(step, loss)` pairs."""
     fig = _new_figure(7.0, 2.3)
     ax = fig.add_subplot()
     steps = [p[0] for p in losses]
@@ -70,6 +72,7 @@ def chart_loss(job: dict, losses: list) -> bytes:
 
 
 def chart_locate(rows: list[dict], edited_lens_layers: set[int]) -> bytes:
+    """The logit lens per hidden state: gold-answer probability bars, the edited layers in orange."""
     fig = _new_figure(7.0, 2.6)
     ax = fig.add_subplot()
     rows = sorted(rows, key=lambda r: r["layer"])
