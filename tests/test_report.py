@@ -191,6 +191,18 @@ def test_unknown_request_and_format_are_refused(home):
         build_report(s, 1, "pdf")
 
 
+def test_html_page_inlines_the_stylesheet_and_the_charts(home):
+    """Without a browser: the page carries report.css (package data) inline and its four charts as PNGs."""
+    from engine.report.html import stylesheet
+
+    db, rid, head = fill_store(home)
+    page = build(db, rid, "html")
+    assert f"<style>\n{stylesheet()}</style>" in page and "@page { size: A4;" in page
+    assert page.count('src="data:image/png;base64,iVBORw0KGgo') == 4  # trade-off, two loss curves, locate
+    assert head in page and "4••••••••••2" in page
+    assert_no_raw_personal_data(page)
+
+
 def test_api_route_serves_both_formats(home):
     from fastapi.testclient import TestClient
 
