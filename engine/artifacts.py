@@ -44,21 +44,6 @@ def replace_dir(final: Path, fill):
     return result
 
 
-def replace_file(final: Path, write) -> None:
-    """write(fh) fills a private binary file beside `final`, which is flushed to disk and then replaces
-    `final` in one rename: a reader (or a kill mid-write) sees the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_atomically(final: Path, fill, manifest: dict) -> dict:
     """fill(tmp_dir) writes the files; the folder appears at `final` only once complete, with its manifest."""
 

@@ -1,6 +1,6 @@
-"""The console never imports torch (nor transformers, nor the engine's internals): after importing the app,
-mounting it on a real engine and visiting every screen, none of them is in sys.modules. Also: screens import
-the engine only through the client."""
+"""The console never imports torch (nor transformers, nor the engine's internals: only engine.schema): after
+importing the app, mounting it on a real engine and visiting every screen, none of them is in sys.modules; the
+CLI imports the engine only inside its commands. Also: screens reach the engine only through the client."""
 
 from __future__ import annotations
 
@@ -66,8 +66,25 @@ def test_console_never_imports_torch_or_engine_internals(filled_home):
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["heavy"] == []
-    # engine.control.daemon starts the engine (httpx and subprocess only); nothing else of the engine is imported.
-    assert set(loaded["engine"]) <= {"engine", "engine.control.daemon"}
+    # engine.control.daemon starts the engine (httpx and subprocess only; its package's __init__ is empty);
+    # nothing else of the engine but its schema is imported.
+    assert _engine_beyond_schema(loaded["engine"]) <= {"engine.control", "engine.control.daemon"}
+
+
+def _engine_beyond_schema(modules) -> set[str]:
+    """The engine modules among `modules` other than the engine package itself and engine.schema."""
+    return {m for m in modules if m.split(".")[0] == "engine" and m != "engine"
+            and m != "engine.schema" and not m.startswith("engine.schema.")}
+
+
+def test_cli_imports_the_engine_only_when_a_command_runs():
+    # lint-imports allows the CLI the engine (headless commands, `engine start`); this checks it imports it
+    # inside the commands, so `expunge` starts without the engine's internals or torch.
+    out = subprocess.run([sys.executable, "-c", "import sys, console.cli; print(*sys.modules)"],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = out.stdout.split()
+    assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft", "accelerate")]
+    assert _engine_beyond_schema(loaded) == set()
 
 
 def _imports(path: Path) -> set[str]:
@@ -82,7 +99,8 @@ def _imports(path: Path) -> set[str]:
 
 def test_screens_reach_the_engine_only_through_the_client():
     for path in sorted((REPO / "screens").glob("*.py")) + sorted((REPO / "console" / "widgets").glob("*.py")):
-        bad = {m for m in _imports(path) if m.split(".")[0] in ("engine", "store", "torch", "transformers")}
+        imports = _imports(path)
+        heavy_or_store = {m for m in imports if m.split(".")[0] in ("store", "torch", "transformers")}
+        bad = _engine_beyond_schema(imports) | heavy_or_store
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
-    app_imports = _imports(REPO / "console" / "app.py")
-    assert {m for m in app_imports if m.split(".")[0] == "engine"} <= {"engine.control.daemon"}
+    assert _engine_beyond_schema(_imports(REPO / "console" / "app.py")) <= {"engine.control.daemon"}

@@ -138,7 +138,7 @@ def _fingerprint(hp: TrainHyper, names: list[str]) -> str:
 def _save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
-    from engine.artifacts import replace_file
+    from store.files import replace_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, lambda fh: torch.save(state, fh))  # a kill mid-write leaves the previous checkpoint intact

@@ -1,0 +1,24 @@
+"""Files written so that a reader (or a kill mid-write) sees the old file or the new one, never half of one.
+On the bottom floor, beside the database, because the engine (training checkpoints) and the console (sign-off
+reports) both write files this way."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def replace_file(final: Path, write) -> None:
+    """write(fh) fills a private binary file beside `final`, which is flushed to disk and then replaces
+    `final` in one rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
