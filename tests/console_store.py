@@ -58,7 +58,7 @@ def fake_model_dir(folder: Path) -> Path:
 
 def files_only(source: str, options=None, cache_root=None) -> dict:
     """What registering the fake model records, without the engine's load check (it has no tokenizer)."""
-    from engine.control.registry import count_safetensors_params, weight_files, weights_sha256
+    from engine.model_files import count_safetensors_params, weight_files, weights_sha256
 
     path = Path(source).resolve()
     return {"kind": "hf", "source": str(path), "weights_sha256": weights_sha256(weight_files(path)),

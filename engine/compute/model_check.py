@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.control.registry import converted_dir, count_safetensors_params, weight_files, weights_sha256
+from engine.model_files import converted_dir, count_safetensors_params, weight_files, weights_sha256
 from engine.schema.errors import SpecError
 
 

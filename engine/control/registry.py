@@ -12,7 +12,6 @@ tokenizer, parameters) run in a subprocess, `python -m engine.compute.model_chec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,26 +19,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.model_files import weight_files
 from engine.schema.errors import SpecError
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin")  # of an HF directory
 OPTION_VALUES = {"dtype": ("auto", "bf16", "fp16", "fp32"), "chat_template": ("auto", "none")}
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 CHECK_TIMEOUT_S = float(os.environ.get("EXPUNGE_MODEL_CHECK_TIMEOUT", 1800))
-
-
-def weights_sha256(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(files):
-        digest.update(f.name.encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def weight_files(folder: Path) -> list[Path]:
-    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
 
 
 def classify_source(source: str) -> tuple[str, str]:
@@ -79,10 +64,6 @@ def check_options(options: dict | None) -> dict:
     return options
 
 
-def converted_dir(cache_root: Path, gguf_sha256: str) -> Path:
-    return Path(cache_root) / f"gguf-{gguf_sha256}"
-
-
 def inspect_source(source: str, options: dict | None = None, cache_root: Path | None = None) -> dict:
     """Validate a model source: kind, weight hash, parameters, whether it has a chat template.
 
@@ -106,22 +87,3 @@ def inspect_source(source: str, options: dict | None = None, cache_root: Path | 
     if not result.pop("ok"):
         raise SpecError(result["error"])
     return result
-
-
-def count_safetensors_params(path: Path) -> int:
-    """Parameters from the safetensors headers, without loading a tensor (0 when there are none)."""
-    total = 0
-    for f in sorted(Path(path).glob("*.safetensors")):
-        with f.open("rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            if header_len <= 0 or header_len > 100_000_000:
-                raise ValueError(f"{f.name}: not a safetensors file (header length {header_len})")
-            header = json.loads(fh.read(header_len))
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            n = 1
-            for d in meta["shape"]:
-                n *= d
-            total += n
-    return total

@@ -24,8 +24,8 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from engine.control.events import EventBus
-from engine.control.registry import converted_dir
 from engine.control.service import escalate, get_model, job_out, now, request_rows
+from engine.model_files import converted_dir
 from engine.schema.datasets import rows_sha256
 from engine.schema.errors import SpecError
 from engine.schema.policy import load_policy
