@@ -1,5 +1,5 @@
 """Dependency direction: the engine never imports textual; the store imports neither engine nor console;
-the engine's torch-free side (schema, control, leaks, report) loads without torch; and the import contracts
+the engine's torch-free side (schema, control with the report, leaks) loads without torch; and the import contracts
 in pyproject.toml ([tool.importlinter]: layers, forbidden imports, no circles) hold."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_store_imports_neither_engine_nor_console():
 
 def test_torch_free_side_and_method_registry_do_not_load_torch():
     # At run time, dynamic imports included (the method registry); lint-imports checks the import statements.
-    loaded = _imports_after(_import_all(["engine.schema", "engine.control", "engine.leaks", "engine.report"])
+    loaded = _imports_after(_import_all(["engine.schema", "engine.control", "engine.leaks"])
                             + "\nfrom engine.compute.methods.base import list_methods, validate_hyper\n"
                             "list_methods(); validate_hyper('graddiff', {'steps': 5})")
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}

@@ -126,7 +126,7 @@ def fill_store(home, accept: bool = True) -> tuple[object, int, str]:
 
 
 def build(db, request_id: int, fmt: str) -> str:
-    from engine.report import build_report
+    from engine.control.report import build_report
     from store.db import session
 
     with session(db) as s:
@@ -179,8 +179,8 @@ def test_markdown_of_an_unaccepted_and_then_closed_request(home):
 
 
 def test_unknown_request_and_format_are_refused(home):
+    from engine.control.report import build_report
     from engine.control.service import NotFound
-    from engine.report import build_report
     from engine.schema.errors import SpecError
     from store.db import migrate, session
 
@@ -193,7 +193,7 @@ def test_unknown_request_and_format_are_refused(home):
 
 def test_html_page_inlines_the_stylesheet_and_the_charts(home):
     """Without a browser: the page carries report.css (package data) inline and its four charts as PNGs."""
-    from engine.report.html import stylesheet
+    from engine.control.report.html import stylesheet
 
     db, rid, head = fill_store(home)
     page = build(db, rid, "html")

@@ -283,7 +283,7 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
     def report(request_id: Id, fmt: str = Query(default="html", alias="format", pattern="^(html|md)$")):
         from fastapi.responses import Response
 
-        from engine.report import build_report
+        from engine.control.report import build_report
 
         body = run(build_report, request_id, fmt)
         media = "text/html; charset=utf-8" if fmt == "html" else "text/markdown; charset=utf-8"

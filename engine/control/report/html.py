@@ -8,7 +8,7 @@ import html
 from functools import cache
 from importlib.resources import files
 
-from engine.report.blocks import UL, Figure, H, Note, P, Signature, Table
+from engine.control.report.blocks import UL, Figure, H, Note, P, Signature, Table
 
 
 @cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from engine.report.blocks import UL, Figure, H, Note, P, Signature, Table
+from engine.control.report.blocks import UL, Figure, H, Note, P, Signature, Table
 
 _MD_SPECIAL = re.compile(r"([\\`*<>|\[\]])")
 

@@ -1,4 +1,4 @@
-"""The report's content, top to bottom, as blocks (engine.report.blocks): title, summary, the request, the
+"""The report's content, top to bottom, as blocks (engine.control.report.blocks): title, summary, the request, the
 ladder of tiers, each job, the policy, the artifact to sign, the audit trail and the sign-off table. Built from
 `collect`'s facts alone (already masked); charts are drawn only for the HTML page."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from engine.report.blocks import UL, Figure, H, Note, P, Signature, Table
-from engine.report.charts import chart_locate, chart_loss, chart_tradeoff, job_label
-from engine.report.prose import (
+from engine.control.report.blocks import UL, Figure, H, Note, P, Signature, Table
+from engine.control.report.charts import chart_locate, chart_loss, chart_tradeoff, job_label
+from engine.control.report.prose import (
     INTENTION_TEXT,
     METRICS,
     STAGE_QUESTION,

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from engine.report.collect import collect
-from engine.report.document import document
-from engine.report.html import render_html
-from engine.report.markdown import render_markdown
+from engine.control.report.collect import collect
+from engine.control.report.document import document
+from engine.control.report.html import render_html
+from engine.control.report.markdown import render_markdown
 from engine.schema.errors import SpecError
 
 FORMATS = ("html", "md")
