@@ -188,9 +188,8 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     fixes; the worker and the engine carry on."""
     from sqlmodel import Session, select
 
-    from engine.control.scheduler import baseline_key
+    from engine.control.baseline import GENERAL_TEXT, baseline_key
     from engine.control.service import request_rows
-    from engine.demo_data import GENERAL_TEXT
     from store.db import make_engine
     from store.models import BaselineCache, ModelEntry, Request
 

@@ -118,12 +118,7 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
 
     @app.get("/models")
     def models():
-        from sqlmodel import select
-
-        from store.models import ModelEntry
-
-        with session(db) as s:
-            return [service.model_out(m) for m in s.exec(select(ModelEntry).order_by(ModelEntry.name))]
+        return run(lambda s: [service.model_out(m) for m in service.list_models(s)])
 
     @app.post("/models", status_code=201)
     def add_model(body: ModelIn):
@@ -268,8 +263,7 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
         return EventSourceResponse(gen(), ping=None)
 
     def _job(job_id: int) -> dict:
-        return run(lambda s: service.job_out(service.get_job(s, job_id), service.get_request(
-            s, service.get_job(s, job_id).request_id)))
+        return run(service.job_view, job_id)
 
     def _publish_job(job_id: int) -> None:
         bus.publish("job", job_id=job_id, job=_job(job_id))
@@ -294,28 +288,7 @@ def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
         """Scan the database, its WAL and the data dir for a request's texts. An open request is checked
         against the texts the engine holds; a closed one against the operator's copy (body), whose
         forget and sensitive sets are compared with the SHA-256 hashes kept at close."""
-        from sqlmodel import select
-
-        from engine.control import privacy
-        from engine.schema.datasets import rows_sha256
-        from store.models import RequestData
-
-        def check(s):
-            req = service.get_request(s, request_id)
-            stored = {d.kind: d for d in s.exec(select(RequestData).where(RequestData.request_id == request_id))}
-            given = {"forget": body.forget, "sensitive": body.sensitive}
-            matches = {kind: (rows_sha256(rows) == stored[kind].sha256 if kind in stored else None)
-                       for kind, rows in given.items() if rows is not None}
-            rows = {k: v for k, v in given.items() if v is not None}
-            if req.status == "open" and not rows and not body.strings:
-                rows = {k: v for k, v in service.request_rows(s, request_id).items() if k in ("forget", "sensitive")}
-            strings = privacy.request_strings(rows) + [x for x in body.strings if x.strip()]
-            if not strings:
-                raise SpecError("nothing to check: give the request's spec (forget, sensitive) or strings")
-            return {"request_id": request_id, "status": req.status, "matches_request": matches,
-                    **privacy.scan(strings, privacy.paths_for(s), privacy.db_path_of(s))}
-
-        return run(check)
+        return run(service.purge_check, request_id, body.forget, body.sensitive, body.strings)
 
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import Response

@@ -29,6 +29,9 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options
+from engine.leaks import mask_sensitive
+from engine.schema.datasets import as_qa
 from store.models import Artifact, BaselineCache, Job, ModelEntry, Request
 from store.paths import Paths, get_paths
 
@@ -41,8 +44,6 @@ PURGED_NOTE = "PURGED.json"
 def request_strings(rows: dict) -> list[str]:
     """What must not survive a close: the sensitive strings and every forget answer (the continuation of
     a text row), deduplicated, longest first."""
-    from engine.schema.datasets import as_qa
-
     out = list(rows.get("sensitive") or [])
     out += [r["answer"] for r in as_qa(rows.get("forget") or []) if r.get("answer")]
     return sorted({s.strip() for s in out if s and s.strip()}, key=lambda s: (-len(s), s))
@@ -142,9 +143,6 @@ def _file_has(path: Path, pattern: re.Pattern, overlap: int) -> bool:
 def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None = None) -> dict:
     """Remove the copies of a request's texts outside RequestData, in the caller's transaction (files
     first: if a file cannot be removed the close fails and the request stays open)."""
-    from engine.control.scheduler import baseline_key, job_model_options, work_dir_of
-    from engine.leaks import mask_sensitive
-
     paths = paths or paths_for(s)
     strings = request_strings(rows)
     ordered, _ = _needles(strings)
@@ -157,8 +155,6 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
     model = s.exec(select(ModelEntry).where(ModelEntry.name == req.model_name)).first()
     keys = set()
     if model is not None:
-        from engine.demo_data import GENERAL_TEXT
-
         options = job_model_options(json.loads(model.options_json), json.loads(req.spec_json or "{}"))
         keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options))
     for row in s.exec(select(BaselineCache)):
@@ -169,11 +165,11 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
     jobs = s.exec(select(Job).where(Job.request_id == request_id)).all()
     for job in jobs:
         if paths is not None:
-            wd = work_dir_of(paths, job.id)
+            wd = paths.job_work_dir(job.id)
             if wd.exists():
                 shutil.rmtree(wd)
                 report["work_dirs_removed"] += 1
-            folders = {paths.artifacts / f"job-{job.id}"}
+            folders = {paths.job_artifacts(job.id)}
             folders.update(Path(a.path) for a in s.exec(select(Artifact).where(Artifact.job_id == job.id)))
             for folder in folders:
                 report["artifact_files_removed"] += _purge_folder(folder, pattern, overlap, paths)
