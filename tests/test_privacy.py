@@ -63,8 +63,8 @@ def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_w
         service.cancel_job(s, job.id)
         rows = service.request_rows(s, req.id)
         s.add(BaselineCache(key=baseline_key(model.weights_sha256, rows, GENERAL_TEXT, {}),
-                            payload_json=json.dumps({"unit": {"evidence": [{"output": spec["sensitive"][0]}]}})))
-        s.add(BaselineCache(key="another-request", payload_json='{"unit": {}}'))
+                            payload={"unit": {"evidence": [{"output": spec["sensitive"][0]}]}}))
+        s.add(BaselineCache(key="another-request", payload={"unit": {}}))
         s.commit()
     art = home.artifacts / f"job-{job.id}"
     art.mkdir(parents=True)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 from engine.schema.spec import load_spec_file
 
 
@@ -43,8 +41,8 @@ def test_verdict_keeps_the_policy_the_worker_judged_against(home, tiny, demo_req
     with session(db) as s:
         stored = s.exec(select(StageResult).where(StageResult.job_id == job_id)).one()
     assert stored.policy_name == "ours"
-    assert json.loads(stored.policy_json)["description"] == "as judged"
-    assert json.loads(stored.policy_json)["unit"]["leak_rate"]["threshold"] == 0.1
+    assert stored.policy["description"] == "as judged"
+    assert stored.policy["unit"]["leak_rate"]["threshold"] == 0.1
 
 
 def test_eval_version_follows_the_measuring_code_only(tmp_path, monkeypatch):

@@ -155,10 +155,10 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
     model = s.exec(select(ModelEntry).where(ModelEntry.name == req.model_name)).first()
     keys = set()
     if model is not None:
-        options = job_model_options(json.loads(model.options_json), json.loads(req.spec_json or "{}"))
+        options = job_model_options(model.options, req.spec)
         keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options))
     for row in s.exec(select(BaselineCache)):
-        if row.key in keys or (pattern is not None and pattern.search(row.payload_json.encode("utf-8"))):
+        if row.key in keys or (pattern is not None and pattern.search(json.dumps(row.payload).encode("utf-8"))):
             s.delete(row)
             report["baseline_cache_rows"] += 1
 
@@ -173,38 +173,29 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
             folders.update(Path(a.path) for a in s.exec(select(Artifact).where(Artifact.job_id == job.id)))
             for folder in folders:
                 report["artifact_files_removed"] += _purge_folder(folder, pattern, overlap, paths)
-        masked = mask_json(job.result_json, strings, mask_sensitive)
-        if masked != job.result_json:
-            job.result_json = masked
+        masked = mask_values(job.result, strings)
+        if masked != job.result:
+            job.result = masked
             s.add(job)
         for art in s.exec(select(Artifact).where(Artifact.job_id == job.id)):
-            masked = mask_json(art.manifest_json, strings, mask_sensitive)
-            if masked != art.manifest_json:
-                art.manifest_json = masked
+            masked = mask_values(art.manifest, strings)
+            if masked != art.manifest:
+                art.manifest = masked
                 s.add(art)
     return report
 
 
-def mask_json(body: str, strings: list[str], mask) -> str:
-    """A JSON document with the strings masked inside its string values (never across its syntax)."""
-    if not strings or not body:
-        return body
-
-    def walk(value):
-        if isinstance(value, str):
-            return mask(value, strings)
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
+def mask_values(value, strings: list[str]):
+    """A JSON value (a job's result, an artifact's manifest) with the strings masked inside its strings."""
+    if not strings:
         return value
-
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return mask(body, strings)
-    masked = walk(data)
-    return body if masked == data else json.dumps(masked)
+    if isinstance(value, str):
+        return mask_sensitive(value, strings)
+    if isinstance(value, list):
+        return [mask_values(v, strings) for v in value]
+    if isinstance(value, dict):
+        return {k: mask_values(v, strings) for k, v in value.items()}
+    return value
 
 
 def _purge_folder(folder: Path, pattern: re.Pattern | None, overlap: int, paths: Paths) -> list[str]:

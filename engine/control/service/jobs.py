@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlmodel import Session
 
 from engine.compute.methods.base import default_method_for_tier, get_method, validate_hyper
@@ -18,7 +16,7 @@ from store.models import Job, Request
 
 def add_job(s: Session, req: Request, tier: int, method: str, hyper: dict, actor: str) -> Job:
     """Queue a job in the caller's transaction; `hyper` is already validated (validate_hyper)."""
-    job = Job(request_id=req.id, tier=tier, method=method, hyper_json=json.dumps(hyper, sort_keys=True),
+    job = Job(request_id=req.id, tier=tier, method=method, hyper=dict(sorted(hyper.items())),
               seed=int(hyper.get("seed", 0)))
     s.add(job)
     req.current_tier = max(req.current_tier, tier)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlmodel import Session, select
 
 from engine.schema.errors import NotFound
@@ -28,5 +26,5 @@ def request_rows(s: Session, request_id: int) -> dict[str, list | None]:
     """The request's texts by kind (forget, retain, holdout, probes, sensitive); None once purged."""
     out: dict[str, list | None] = {}
     for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
-        out[data.kind] = json.loads(data.rows_json) if data.rows_json is not None else None
+        out[data.kind] = data.rows
     return out

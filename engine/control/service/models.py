@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sqlmodel import Session, select
 
 from engine.control.registry import inspect_source
 from engine.schema.errors import SpecError
+from engine.schema.views import ModelView
 from store import audit
 from store.models import ModelEntry
 from store.paths import get_paths
@@ -29,7 +29,7 @@ def register_model(s: Session, name: str, source: str, options: dict | None = No
     entry = s.exec(select(ModelEntry).where(ModelEntry.name == name)).first() or ModelEntry(name=name, source="")
     entry.source, entry.kind = info["source"], info["kind"]
     entry.weights_sha256, entry.params = info["weights_sha256"], info["params"]
-    entry.options_json = json.dumps(options or {}, sort_keys=True)
+    entry.options = dict(sorted((options or {}).items()))
     entry.retain_path, entry.holdout_path = retain_path, holdout_path
     s.add(entry)
     s.flush()
@@ -55,7 +55,5 @@ def list_models(s: Session) -> list[ModelEntry]:
     return list(s.exec(select(ModelEntry).order_by(ModelEntry.name)))
 
 
-def model_out(m: ModelEntry) -> dict:
-    return {"name": m.name, "source": m.source, "kind": m.kind, "weights_sha256": m.weights_sha256,
-            "params": m.params, "options": json.loads(m.options_json), "retain_path": m.retain_path,
-            "holdout_path": m.holdout_path, "created_at": m.created_at.isoformat()}
+def model_view(m: ModelEntry) -> ModelView:
+    return ModelView.model_validate(m)

@@ -1,4 +1,6 @@
-"""What the API reads: pages of requests and jobs (filtered, sorted, one snapshot each) and their details."""
+"""What the API reads: pages of requests and jobs (filtered, sorted, one snapshot each) and their details, as
+plain dicts in the shapes of engine.schema.views (the API declares those models as its responses; the report
+and the tests read the dicts)."""
 
 from __future__ import annotations
 
@@ -11,49 +13,58 @@ from sqlmodel import Session, select
 
 from engine.control.service.lookup import get_job, get_request
 from engine.schema.errors import SpecError
+from engine.schema.views import (
+    ArtifactView,
+    AuditView,
+    DataView,
+    EvidenceView,
+    JobDetail,
+    JobPage,
+    JobView,
+    JobWithStages,
+    MetricView,
+    RequestDetail,
+    RequestPage,
+    RequestView,
+    StageView,
+)
 from store.models import Artifact, AuditEvent, Evidence, Job, Metric, Request, RequestData, StageResult
 
 JOB_SORTS = ("id", "created", "updated", "status", "verdict", "model", "method", "title", "tier")
 REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier")
 
 
-def request_out(r: Request) -> dict:
-    spec = json.loads(r.spec_json)
-    return {"id": r.id, "title": r.title, "reference": r.reference, "intention": r.intention, "model": r.model_name,
-            "policy": r.policy, "status": r.status, "current_tier": r.current_tier,
-            "accepted_job_id": r.accepted_job_id, "verdict": r.verdict, "warnings": spec.get("warnings", []),
-            "created_at": r.created_at.isoformat(), "closed_at": r.closed_at.isoformat() if r.closed_at else None}
+def request_view(r: Request) -> RequestView:
+    return RequestView(id=r.id, title=r.title, reference=r.reference, intention=r.intention, model=r.model_name,
+                       policy=r.policy, status=r.status, current_tier=r.current_tier,
+                       accepted_job_id=r.accepted_job_id, verdict=r.verdict,
+                       warnings=r.spec.get("warnings", []), created_at=r.created_at, closed_at=r.closed_at)
 
 
-def job_out(j: Job, req: Request | None = None) -> dict:
-    return {"id": j.id, "request_id": j.request_id, "tier": j.tier, "method": j.method,
-            "hyper": json.loads(j.hyper_json), "seed": j.seed, "priority": j.priority, "status": j.status,
-            "verdict": j.verdict, "phase": j.phase, "step": j.step, "total": j.total, "loss": j.loss,
-            "eta_s": j.eta_s, "device": j.device, "slot": j.slot, "error": j.error,
-            "created_at": j.created_at.isoformat(),
-            "started_at": j.started_at.isoformat() if j.started_at else None,
-            "finished_at": j.finished_at.isoformat() if j.finished_at else None,
-            "request_title": req.title if req else None, "model": req.model_name if req else None}
+def job_row_view(j: Job, req: Request | None = None) -> JobView:
+    """A job row as the API shows it; with its request, that request's title and model too."""
+    view = JobView.model_validate(j)
+    if req is not None:
+        view.request_title, view.model = req.title, req.model_name
+    return view
 
 
-def evidence_out(e: Evidence) -> dict:
-    """One evidence row; `spans_before`/`spans_after` are the leaking parts of each output as [start, end]
-    character offsets, or None where unknown (rows from an older engine)."""
-    spans = json.loads(e.spans_json) if e.spans_json else {}
-    return {"stage": e.stage, "attack": e.attack, "prompt": e.prompt, "output_before": e.output_before,
-            "output_after": e.output_after, "leaked_before": e.leaked_before, "leaked_after": e.leaked_after,
-            "spans_before": spans.get("before"), "spans_after": spans.get("after")}
+def evidence_view(e: Evidence) -> EvidenceView:
+    spans = e.spans or {}
+    return EvidenceView(stage=e.stage, attack=e.attack, prompt=e.prompt, output_before=e.output_before,
+                        output_after=e.output_after, leaked_before=e.leaked_before, leaked_after=e.leaked_after,
+                        spans_before=spans.get("before"), spans_after=spans.get("after"))
 
 
-def audit_out(e: AuditEvent) -> dict:
-    return {"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action, "subject": e.subject,
-            "detail": json.loads(e.detail_json), "hash": e.hash}
+def audit_view(e: AuditEvent) -> AuditView:
+    return AuditView(id=e.id, ts=e.ts, actor=e.actor, action=e.action, subject=e.subject,
+                     detail=json.loads(e.detail_json), hash=e.hash)
 
 
 def job_view(s: Session, job_id: int) -> dict:
-    """One job as the API shows it, with its request's title and model."""
+    """One job as the API shows it (a JobView), with its request's title and model."""
     job = get_job(s, job_id)
-    return job_out(job, s.get(Request, job.request_id))
+    return job_row_view(job, s.get(Request, job.request_id)).model_dump()
 
 
 def parse_when(value: str | None, field: str, end: bool = False) -> datetime | None:
@@ -133,7 +144,7 @@ def list_requests(s: Session, status: str | None = None, q: str | None = None, l
                "reference": Request.reference, "intention": Request.intention,
                "tier": Request.current_tier}[sort]
     total, rows = _page(s, stmt, key, Request.id, order, sort == "verdict", limit, offset)
-    return {"total": total, "items": [request_out(r) for r in rows]}
+    return RequestPage(total=total, items=[request_view(r) for r in rows]).model_dump()
 
 
 def list_jobs(s: Session, status: str | None = None, request_id: int | None = None, method: str | None = None,
@@ -165,7 +176,7 @@ def list_jobs(s: Session, status: str | None = None, request_id: int | None = No
            "verdict": Job.verdict, "model": Request.model_name, "method": Job.method, "title": Request.title,
            "tier": Job.tier}[sort]
     total, rows = _page(s, stmt, key, Job.id, order, sort == "verdict", limit, offset)
-    return {"total": total, "items": [job_out(j, r) for j, r in rows]}
+    return JobPage(total=total, items=[job_row_view(j, r) for j, r in rows]).model_dump()
 
 
 def request_detail(s: Session, request_id: int) -> dict:
@@ -175,24 +186,27 @@ def request_detail(s: Session, request_id: int) -> dict:
     events = s.exec(select(AuditEvent).where(or_(AuditEvent.subject == f"request:{request_id}",
                                                  AuditEvent.subject.in_([f"job:{j.id}" for j in jobs])))
                     .order_by(AuditEvent.id)).all()
-    return {
-        "request": request_out(req),
-        "jobs": [{**job_out(j, req), "stages": stage_summaries(s, j.id)} for j in jobs],
-        "data": [{"kind": d.kind, "count": d.count, "sha256": d.sha256, "purged": d.rows_json is None} for d in data],
-        "audit": [audit_out(e) for e in events],
-    }
+    return RequestDetail(
+        request=request_view(req),
+        jobs=[JobWithStages(**job_row_view(j, req).model_dump(), stages=stage_views(s, j.id)) for j in jobs],
+        data=[DataView(kind=d.kind, count=d.count, sha256=d.sha256, purged=d.rows is None) for d in data],
+        audit=[audit_view(e) for e in events],
+    ).model_dump()
 
 
-def stage_summaries(s: Session, job_id: int) -> list[dict]:
+def stage_views(s: Session, job_id: int) -> list[StageView]:
     out = []
     for st in s.exec(select(StageResult).where(StageResult.job_id == job_id).order_by(StageResult.id)):
         metrics = s.exec(select(Metric).where(Metric.stage_result_id == st.id).order_by(Metric.id)).all()
-        out.append({"stage": st.stage, "verdict": st.verdict, "required": st.required, "policy": st.policy_name,
-                    "policy_content": json.loads(st.policy_json),
-                    "metrics": [{"name": m.name, "before": m.before, "after": m.after,
-                                 "delta": (m.after - m.before) if m.after is not None and m.before is not None else None,
-                                 "threshold": m.threshold, "rule": m.rule, "passed": m.passed} for m in metrics]})
+        out.append(StageView(stage=st.stage, verdict=st.verdict, required=st.required, policy=st.policy_name,
+                             policy_content=st.policy, metrics=[metric_view(m) for m in metrics]))
     return out
+
+
+def metric_view(m: Metric) -> MetricView:
+    delta = m.after - m.before if m.after is not None and m.before is not None else None
+    return MetricView(name=m.name, before=m.before, after=m.after, delta=delta, threshold=m.threshold,
+                      rule=m.rule, passed=m.passed)
 
 
 def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
@@ -200,12 +214,6 @@ def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
     req = s.get(Request, job.request_id)
     evidence = s.exec(select(Evidence).where(Evidence.job_id == job_id).order_by(Evidence.id).limit(evidence_limit))
     artifacts = s.exec(select(Artifact).where(Artifact.job_id == job_id))
-    return {
-        "job": job_out(job, req),
-        "stages": stage_summaries(s, job_id),
-        "progress": json.loads(job.progress_json),
-        "result": json.loads(job.result_json),
-        "evidence": [evidence_out(e) for e in evidence],
-        "artifacts": [{"kind": a.kind, "path": a.path, "sha256": a.sha256, "manifest": json.loads(a.manifest_json)}
-                      for a in artifacts],
-    }
+    return JobDetail(job=job_row_view(job, req), stages=stage_views(s, job_id), progress=job.progress,
+                     result=job.result, evidence=[evidence_view(e) for e in evidence],
+                     artifacts=[ArtifactView.model_validate(a) for a in artifacts]).model_dump()

@@ -46,14 +46,14 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
     spec_public = spec.model_dump(exclude={"forget", "retain", "holdout", "probes", "sensitive"})
     spec_public["warnings"] = warnings
     req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,
-                  policy=spec.policy, spec_json=json.dumps(spec_public), auto_escalate=auto_escalate)
+                  policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate)
     s.add(req)
     s.flush()
     for kind in DATA_KINDS:
         if rows[kind] is not None:
-            s.add(RequestData(request_id=req.id, kind=kind, rows_json=json.dumps(rows[kind]),
+            s.add(RequestData(request_id=req.id, kind=kind, rows=rows[kind],
                               sha256=rows_sha256(rows[kind]), count=len(rows[kind])))
-    s.add(RequestData(request_id=req.id, kind="sensitive", rows_json=json.dumps(spec.sensitive),
+    s.add(RequestData(request_id=req.id, kind="sensitive", rows=spec.sensitive,
                       sha256=rows_sha256(spec.sensitive), count=len(spec.sensitive)))
     audit.append(s, "request.create", f"request:{req.id}", {
         "reference": spec.reference, "intention": spec.intention, "model": spec.model,
@@ -132,16 +132,14 @@ def close_request(s: Session, request_id: int, actor: str = "operator", report: 
     mask_terms = privacy.request_strings(rows)
     _mask_evidence(s, request_id, mask_terms)
     for data in s.exec(select(RequestData).where(RequestData.request_id == request_id)):
-        data.rows_json = None
+        data.rows = None
         s.add(data)
     for job in s.exec(select(Job).where(Job.request_id == request_id)):
-        job.hyper_json = json.dumps(audit_hyper(json.loads(job.hyper_json)), sort_keys=True)
+        job.hyper = dict(sorted(audit_hyper(job.hyper).items()))
         s.add(job)
     purged = privacy.purge_request(s, request_id, rows)
-    spec = json.loads(req.spec_json)
-    if spec.get("warnings"):  # the overlap warning quotes rows: keep only its first sentence
-        spec["warnings"] = [w.split(': "', 1)[0] for w in spec["warnings"]]
-        req.spec_json = json.dumps(spec)
+    if req.spec.get("warnings"):  # the overlap warning quotes rows: keep only its first sentence
+        req.spec = {**req.spec, "warnings": [w.split(': "', 1)[0] for w in req.spec["warnings"]]}
     req.title = mask_sensitive(req.title, sensitive) if sensitive else req.title
     req.status, req.closed_at = "closed", clock.now()
     s.add(req)
@@ -164,8 +162,8 @@ def _mask_evidence(s: Session, request_id: int, mask_terms: list[str]) -> None:
         ev.output_before, masked_before = mask_with_spans(ev.output_before, mask_terms)
         ev.output_after, masked_after = mask_with_spans(ev.output_after, mask_terms)
         # The old offsets point into the texts just masked: a leaked output now highlights its masked parts.
-        ev.spans_json = json.dumps({"before": [list(x) for x in masked_before] if ev.leaked_before else [],
-                                    "after": [list(x) for x in masked_after] if ev.leaked_after else []})
+        ev.spans = {"before": [list(x) for x in masked_before] if ev.leaked_before else [],
+                    "after": [list(x) for x in masked_after] if ev.leaked_after else []}
         s.add(ev)
 
 

@@ -4,8 +4,6 @@ scheduler itself writes nothing."""
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import update
 from sqlmodel import Session, select
 
@@ -45,25 +43,25 @@ def job_payload(s: Session, job_id: int, paths: Paths) -> JobPayload:
     rows = request_rows(s, req.id)
     if rows.get("forget") is None:
         raise RuntimeError(f"request {req.id} has been closed and its texts purged")
-    options = job_model_options(json.loads(model.options_json), json.loads(req.spec_json))
+    options = job_model_options(model.options, req.spec)
     converted = str(converted_dir(paths.converted, model.weights_sha256)) if model.kind == "gguf" else None
     key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options)
     cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
     work_dir = paths.job_work_dir(job_id)
     return JobPayload(
-        job_id=job_id, method=job.method, hyper=json.loads(job.hyper_json), intention=req.intention,
+        job_id=job_id, method=job.method, hyper=job.hyper, intention=req.intention,
         policy=load_policy(req.policy),
         model=ModelSpec(name=model.name, source=model.source, kind=model.kind, weights_sha256=model.weights_sha256,
                         options=options, converted=converted),
         rows={k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
-        baseline=json.loads(cached.payload_json) if cached else None, work_dir=str(work_dir),
+        baseline=cached.payload if cached else None, work_dir=str(work_dir),
         resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)))
 
 
 def store_baseline(s: Session, key: str, payload: dict) -> None:
     if s.exec(select(BaselineCache).where(BaselineCache.key == key)).first() is None:
-        s.add(BaselineCache(key=key, payload_json=json.dumps(payload)))
+        s.add(BaselineCache(key=key, payload=payload))
         s.commit()
 
 
@@ -75,24 +73,22 @@ def store_result(s: Session, job_id: int, result: JobResult) -> bool:
         return False
     req = s.get(Request, job.request_id)
     # The policy the worker judged against, not a re-read: a profile edited meanwhile changes nothing.
-    policy_json = json.dumps(result.policy)
     for st in result.stages:
         sr = StageResult(job_id=job_id, stage=st.stage, verdict=st.verdict, required=st.required,
-                         policy_name=req.policy, policy_json=policy_json, note=st.note)
+                         policy_name=req.policy, policy=result.policy, note=st.note)
         s.add(sr)
         s.flush()
         for m in st.metrics:
             s.add(Metric(stage_result_id=sr.id, **m.model_dump()))
     for e in result.evidence:
-        spans = {"before": e.spans_before, "after": e.spans_after}
         s.add(Evidence(job_id=job_id, **e.model_dump(exclude={"spans_before", "spans_after"}),
-                       spans_json=json.dumps(spans)))
+                       spans={"before": e.spans_before, "after": e.spans_after}))
     art = result.artifact
     s.add(Artifact(job_id=job_id, kind=art.kind, path=art.path, sha256=art.sha256,
-                   manifest_json=json.dumps(art.manifest)))
+                   manifest=art.manifest))
     job.status, job.verdict, job.finished_at = "succeeded", result.verdict, clock.now()
     job.phase, job.eta_s, job.device = "done", 0.0, result.device or job.device
-    job.result_json = json.dumps(result.result)
+    job.result = result.result
     req.verdict = result.verdict
     s.add(job)
     s.add(req)
@@ -128,7 +124,7 @@ def auto_escalate(s: Session, job_id: int) -> int | None:
 def kept_progress(s: Session, job_id: int) -> dict:
     """The live series a job kept when it last ran (a resumed job continues its loss curve)."""
     job = s.get(Job, job_id)
-    return json.loads(job.progress_json or "{}") if job is not None else {}
+    return (job.progress or {}) if job is not None else {}
 
 
 def save_progress(s: Session, job_id: int, latest: dict, kept: dict) -> None:
@@ -141,7 +137,7 @@ def save_progress(s: Session, job_id: int, latest: dict, kept: dict) -> None:
     job.total = int(latest.get("total", job.total) or 0)
     job.loss = latest.get("loss", job.loss)
     job.eta_s = latest.get("eta", job.eta_s)
-    job.progress_json = json.dumps(kept)
+    job.progress = kept
     s.add(job)
     s.commit()
 
