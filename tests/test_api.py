@@ -111,7 +111,7 @@ def test_event_stream_reports_a_queued_job(engine, tiny, demo_request):
     seen: list[dict] = []
 
     def follow():
-        for ev in engine.control.events(after=start_id):
+        for ev in engine.events(after=start_id):
             seen.append(ev)
             if ev["type"] == "job":
                 return

@@ -111,7 +111,7 @@ def test_engine_killed_mid_job_marks_it_interrupted_and_resume_continues_from_th
 
     def follow():
         try:
-            for ev in engine.control.events(after=0):
+            for ev in engine.events(after=0):
                 if ev["type"] == "progress" and ev.get("phase") == "train" and (ev.get("step") or 0) > 2 * every:
                     seen["step"] = ev["step"]
                     reached.set()

@@ -75,6 +75,7 @@ def main() -> None:
             result = run_job(payload, warm, emit)
             emit({"type": "result", "job_id": payload.job_id, **result.model_dump(mode="json")})
         except Exception as exc:  # one job fails; the worker takes the next
+            print(f"job {payload.job_id} failed:", file=sys.stderr)  # names the job the traceback is about
             traceback.print_exc()
             emit({"type": "error", "job_id": payload.job_id, "message": describe_error(exc)})
 

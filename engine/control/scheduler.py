@@ -119,6 +119,7 @@ class Scheduler:
             try:
                 self._run_one(slot, job_id)
             except Exception as exc:  # never let one job take the slot down
+                log.exception("job %d engine error while running it", job_id)
                 self._fail(job_id, f"engine error while running the job: {type(exc).__name__}: {exc}")
                 self._kill_worker(slot)
             finally:
