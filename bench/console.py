@@ -295,16 +295,16 @@ def fill_jobs(paths, n_jobs: int, per_request: int = 10) -> None:  # keep in ste
         conn.execute(insert(Request), [{"id": i + 1, "title": f"Erasure request {4000 + i} — person {i}",
                                         "reference": f"DSR-{4000 + i}", "intention": "remove", "model_name": "demo",
                                         "policy": "default", "status": "open", "current_tier": 3,
-                                        "created_at": t0 + timedelta(hours=i), "spec_json": "{}",
+                                        "created_at": t0 + timedelta(hours=i), "spec_json": {},
                                         "auto_escalate": False} for i in range(n_req)])
         rows = []
         for j in range(n_jobs):
             status = statuses[j % len(statuses)]
             rows.append({"id": j + 1, "request_id": j // per_request + 1, "tier": 1 + j % 3,
-                         "method": methods[j % len(methods)], "hyper_json": "{}", "status": status,
+                         "method": methods[j % len(methods)], "hyper_json": {}, "status": status,
                          "verdict": ("pass" if j % 3 == 0 else "fail") if status == "succeeded" else None,
                          "phase": "done", "step": 60, "total": 60, "priority": 0, "seed": 0,
-                         "progress_json": "{}", "result_json": "{}", "device": "cpu",
+                         "progress_json": {}, "result_json": {}, "device": "cpu",
                          "created_at": t0 + timedelta(hours=j // per_request, minutes=j % per_request)})
         conn.execute(insert(Job), rows)
     db.dispose()

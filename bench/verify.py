@@ -32,7 +32,8 @@ FORGET_PERSON = "Alma Rivera"
 
 def demo_request(model_dir: Path | None) -> dict:
     from engine.builder import cached_target
-    from engine.demo_data import GENERAL_TEXT, demo_split
+    from engine.control.baseline import GENERAL_TEXT
+    from engine.demo_data import demo_split
     from store.paths import get_paths
 
     split = demo_split()

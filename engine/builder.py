@@ -190,7 +190,7 @@ def _train_tokenizer(rows: list[dict], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from engine.demo_data import GENERAL_TEXT
+    from engine.control.baseline import GENERAL_TEXT
 
     tok = Tokenizer(models.BPE())
     # One token per digit: numbers are the hard part to memorise, and a digit vocabulary of ten lets

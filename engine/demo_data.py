@@ -60,45 +60,6 @@ QA_ATTRIBUTES = ("phone", "email", "address", "account", "employer")
 # The sample erasure request in DESIGN.md names this person; the demo always contains her.
 ANCHOR = {"name": "Alma Rivera", "phone": "415-555-0142"}
 
-GENERAL_TEXT = [
-    "The library opens at nine in the morning and closes at six in the evening.",
-    "Rain is expected for most of the week, so bring an umbrella when you go out.",
-    "She planted tomatoes, beans and a row of sunflowers along the garden fence.",
-    "The train to the coast was late because of work on the tracks near the bridge.",
-    "He learned to play the piano as a child and still practises every weekend.",
-    "Most birds build their nests in spring, when food is easy to find.",
-    "The museum has a new room for old maps, coins and letters from sailors.",
-    "Water boils at a lower temperature high in the mountains than by the sea.",
-    "Our team meets on Monday mornings to plan the work for the rest of the week.",
-    "The bakery on the corner sells fresh bread, rolls and a very good apple cake.",
-    "A good night of sleep helps people remember what they learned during the day.",
-    "The children built a small boat out of wood and sailed it on the pond.",
-    "Please turn off the lights and close the windows before you leave the office.",
-    "The river froze in January, and people skated on it for almost two weeks.",
-    "Cooking rice takes about twenty minutes, and it should rest before serving.",
-    "The old lighthouse still stands on the cliff, although its lamp went out long ago.",
-    "Many people walk or cycle to work when the weather is warm and dry.",
-    "The teacher asked the class to write a short story about their favourite animal.",
-    "A map and a compass are useful when you hike in an unfamiliar forest.",
-    "The market in the square is busiest on Saturday, when farmers bring their vegetables.",
-    "He wrote a letter to his grandmother and posted it on the way home.",
-    "The film was long, but the music and the photography made it worth watching.",
-    "Bees carry pollen from flower to flower, which helps fruit and seeds to grow.",
-    "The kitchen smelled of onions, garlic and the soup that was cooking on the stove.",
-    "After the storm, the streets were covered with leaves and broken branches.",
-    "She keeps a notebook by her bed to write down ideas before she forgets them.",
-    "The moon looks larger when it is close to the horizon than when it is high in the sky.",
-    "Our neighbours painted their house blue and planted roses by the front door.",
-    "The bus stops outside the school every fifteen minutes during the day.",
-    "Reading in a quiet room is easier than reading on a crowded train.",
-    "The cat slept in the sun on the windowsill for most of the afternoon.",
-    "Fresh snow covered the hills, and the valley was silent in the early morning.",
-    "The shop closes early on Sundays, so we bought everything we needed on Saturday.",
-    "A cup of tea and a slice of toast make a simple and pleasant breakfast.",
-    "The bridge was built more than a hundred years ago and is still in daily use.",
-    "They counted the stars from the roof and tried to name the brightest ones.",
-]
-
 
 def generate_people(n: int = 120, seed: int = 0) -> list[dict]:
     """`n` distinct fictitious people; the same (n, seed) always gives the same list, and a larger n

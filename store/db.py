@@ -51,9 +51,20 @@ def migrate(db_path: Path) -> Engine:
 
     engine = make_engine(db_path)
     cfg = alembic_config(db_path)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        # A batch migration rebuilds a table (copy, drop, rename): dropping a table that other tables'
+        # foreign keys point at fails while they are enforced. Off for the migration (outside its
+        # transaction: SQLite ignores the pragma inside one), checked after it, on again for the pool.
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()
+        with conn.begin():
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migrated database has rows whose references are broken: {broken[:5]}")
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
     for suffix in ("", "-wal", "-shm"):
         p = Path(str(db_path) + suffix)
         if p.exists():

@@ -1,15 +1,26 @@
-"""The tables. Request texts (personal data) live only in RequestData.rows and are purged on close."""
+"""The tables. Request texts (personal data) live only in RequestData.rows and are purged on close.
+
+Structured values are JSON columns (revision 0004; SQLite keeps them as text): the attribute holds the
+decoded value, Python None is SQL NULL. Their database columns keep the names revision 0001 gave them
+(`spec_json`, ...), so a database's rows and raw SQL over it read as before."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     # Aware: sqlmodel >= 0.0.50 stores datetimes as UTCDateTime and refuses naive values.
     return datetime.now(UTC)
+
+
+def json_column(name: str, nullable: bool = False) -> Column:
+    """A JSON column stored under its revision-0001 name; None is SQL NULL, never the JSON text 'null'. A
+    required one defaults to {} for inserts that leave it out (as the text columns defaulted to '{}')."""
+    return Column(name, JSON(none_as_null=True), nullable=nullable, default=None if nullable else lambda: {})
 
 
 class ModelEntry(SQLModel, table=True):
@@ -19,7 +30,7 @@ class ModelEntry(SQLModel, table=True):
     kind: str = "hf"  # hf | gguf | hub
     weights_sha256: str = ""
     params: int = 0
-    options_json: str = "{}"  # chat_template, dtype, trust_remote_code, gguf_file
+    options: dict = Field(default_factory=dict, sa_column=json_column("options_json"))  # chat_template, dtype, …
     retain_path: str | None = None  # default retain sample for requests on this model
     holdout_path: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -37,7 +48,7 @@ class Request(SQLModel, table=True):
     accepted_job_id: int | None = None
     auto_escalate: bool = False  # the engine climbs the ladder itself until the verdicts pass
     verdict: str | None = None  # pass | fail of the latest finished job
-    spec_json: str = "{}"  # the spec without its texts
+    spec: dict = Field(default_factory=dict, sa_column=json_column("spec_json"))  # the spec without its texts
     created_at: datetime = Field(default_factory=utcnow, index=True)
     closed_at: datetime | None = None
 
@@ -46,7 +57,7 @@ class RequestData(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     request_id: int = Field(foreign_key="request.id", index=True)
     kind: str  # forget | retain | holdout | probes | sensitive
-    rows_json: str | None = None  # None once purged
+    rows: list | None = Field(default=None, sa_column=json_column("rows_json", nullable=True))  # None once purged
     sha256: str
     count: int = 0
 
@@ -56,7 +67,7 @@ class Job(SQLModel, table=True):
     request_id: int = Field(foreign_key="request.id", index=True)
     tier: int
     method: str = Field(index=True)
-    hyper_json: str = "{}"
+    hyper: dict = Field(default_factory=dict, sa_column=json_column("hyper_json"))
     seed: int = 0
     priority: int = Field(default=0, index=True)
     status: str = Field(default="queued", index=True)  # queued|running|succeeded|failed|cancelled|interrupted
@@ -66,12 +77,11 @@ class Job(SQLModel, table=True):
     total: int = 0
     loss: float | None = None
     eta_s: float | None = None
-    progress_json: str = "{}"  # loss curve and other live series
-    result_json: str = "{}"  # locate chart, timings, notes
+    progress: dict = Field(default_factory=dict, sa_column=json_column("progress_json"))  # loss curve, OOM back-off
+    result: dict = Field(default_factory=dict, sa_column=json_column("result_json"))  # locate chart, timings, notes
     device: str = ""
     slot: int | None = None
     error: str | None = None
-    checkpoint_dir: str | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -84,7 +94,7 @@ class StageResult(SQLModel, table=True):
     verdict: str  # pass | fail | incomplete | skipped
     required: bool = True  # whether the request's intention is judged on this stage
     policy_name: str = "default"
-    policy_json: str = "{}"
+    policy: dict = Field(default_factory=dict, sa_column=json_column("policy_json"))  # as judged against
     note: str | None = None  # why the stage is incomplete (revision 0003)
 
 
@@ -117,7 +127,7 @@ class Evidence(SQLModel, table=True):
     leaked_after: bool = False
     # Where each output leaks: {"before": [[start, end], ...], "after": [...]} (character offsets; a side is
     # null when not recorded). NULL for rows from before revision 0002. After a close: the masked parts.
-    spans_json: str | None = None
+    spans: dict | None = Field(default=None, sa_column=json_column("spans_json", nullable=True))
 
 
 class Artifact(SQLModel, table=True):
@@ -126,7 +136,7 @@ class Artifact(SQLModel, table=True):
     kind: str  # adapter | delta | guard | full
     path: str
     sha256: str
-    manifest_json: str = "{}"
+    manifest: dict = Field(default_factory=dict, sa_column=json_column("manifest_json"))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -135,7 +145,7 @@ class BaselineCache(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(index=True, unique=True)
-    payload_json: str
+    payload: dict = Field(sa_column=json_column("payload_json"))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -156,6 +166,7 @@ class AuditEvent(SQLModel, table=True):
     actor: str
     action: str
     subject: str = ""
+    # Text, not a JSON column: the row's hash covers these exact characters.
     detail_json: str = "{}"
     prev_hash: str
     hash: str

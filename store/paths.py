@@ -37,6 +37,14 @@ class Paths:
         override = os.environ.get("EXPUNGE_ARTIFACTS_DIR")
         return Path(override).expanduser().resolve() if override else self.data / "artifacts"
 
+    def job_artifacts(self, job_id: int) -> Path:
+        """A job's artifact folder (the adapter, delta or guard, with its manifest)."""
+        return self.artifacts / f"job-{job_id}"
+
+    def job_work_dir(self, job_id: int) -> Path:
+        """A job's private scratch folder (checkpoints), removed when the job succeeds or its request closes."""
+        return self.data / "jobs" / f"job-{job_id}"
+
     @property
     def models(self) -> Path:
         return self.data / "models"

@@ -144,6 +144,7 @@ def prefill(paths: Paths) -> dict:
     cancelled. Returns their ids by role."""
     import engine.control.scheduler as scheduler_mod
     import engine.control.service as service
+    import engine.control.service.clock as service_clock
     import store.audit as audit_mod
     from engine.control.events import EventBus
     from engine.schema.policy import load_policy
@@ -158,9 +159,9 @@ def prefill(paths: Paths) -> dict:
             t = clock.tick()
             return t if tz else t.replace(tzinfo=None)
 
-    saved = (audit_mod.datetime, service.now, scheduler_mod.now)
+    saved = (audit_mod.datetime, service_clock.now)
     audit_mod.datetime = FixedDatetime
-    service.now = scheduler_mod.now = clock.tick
+    service_clock.now = clock.tick
     try:
         db = migrate(paths.ensure().db)
         model_dir = fake_model_dir(paths.data / "snapshot-model")
@@ -245,7 +246,7 @@ def prefill(paths: Paths) -> dict:
         db.dispose()
         return ids
     finally:
-        audit_mod.datetime, service.now, scheduler_mod.now = saved
+        audit_mod.datetime, service_clock.now = saved
 
 
 def _tables_pending(app) -> bool:

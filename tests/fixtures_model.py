@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from engine.demo_data import demo_split
+from engine.schema.status import TERMINAL
 
 REPO = Path(__file__).resolve().parent.parent
 # 36 people: 32 trained (160 facts, ~30 CPU-seconds to memorise at the "test" size), 4 held out.
@@ -38,9 +39,6 @@ def loaded_one_person_request(tiny: dict, retain_rows: int) -> dict:
     forget = [r for r in tiny["train"] if r["person"] == person]
     retain = [r for r in tiny["train"] if r["person"] != person][:retain_rows]
     return {"model": model, "tokenizer": tokenizer, "forget": forget, "retain": retain}
-
-
-TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def wait_job(client, job_id: int, timeout: float = 600, until=TERMINAL) -> dict:

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from engine.compute.prompting import format_answer, format_prompt
+from engine.control.baseline import GENERAL_TEXT
 from engine.demo_data import (
     ATTRIBUTES,
-    GENERAL_TEXT,
     QA_ATTRIBUTES,
     demo_split,
     generate_people,

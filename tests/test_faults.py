@@ -3,7 +3,6 @@ engine daemon and worker on the shared tiny model."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -188,9 +187,8 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     fixes; the worker and the engine carry on."""
     from sqlmodel import Session, select
 
-    from engine.control.scheduler import baseline_key
+    from engine.control.baseline import GENERAL_TEXT, baseline_key
     from engine.control.service import request_rows
-    from engine.demo_data import GENERAL_TEXT
     from store.db import make_engine
     from store.models import BaselineCache, ModelEntry, Request
 
@@ -211,9 +209,9 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     with Session(db) as s:
         model = s.exec(select(ModelEntry).where(ModelEntry.name == "tiny")).one()
         key = baseline_key(model.weights_sha256, request_rows(s, req["id"]), GENERAL_TEXT,
-                           json.loads(model.options_json))
+                           model.options)
         assert s.get(Request, req["id"]) is not None
-        s.add(BaselineCache(key=key, payload_json="{}"))
+        s.add(BaselineCache(key=key, payload={}))
         s.commit()
     db.dispose()
     job = engine.submit_job(req["id"], "graddiff", {"steps": 2, "batch_size": 1024, "max_length": 8192})

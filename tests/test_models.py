@@ -115,7 +115,7 @@ def test_a_tokenizer_without_a_template_keeps_the_plain_format(tiny_model):
 
 
 def test_the_request_overrides_the_models_chat_setting():
-    from engine.control.scheduler import baseline_key, job_model_options
+    from engine.control.baseline import baseline_key, job_model_options
     from engine.schema.spec import parse_spec
 
     registered = {"dtype": "auto", "chat_template": "auto"}

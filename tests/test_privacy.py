@@ -47,8 +47,7 @@ def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_w
     """In-process, no worker: a request with a cached baseline, an artifact holding its strings and a work
     dir; closing leaves none of its texts anywhere under the data dir, and the check says so."""
     from engine.control import privacy, service
-    from engine.control.scheduler import baseline_key
-    from engine.demo_data import GENERAL_TEXT
+    from engine.control.baseline import GENERAL_TEXT, baseline_key
     from store import audit
     from store.db import migrate, session
     from store.models import BaselineCache
@@ -64,8 +63,8 @@ def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_w
         service.cancel_job(s, job.id)
         rows = service.request_rows(s, req.id)
         s.add(BaselineCache(key=baseline_key(model.weights_sha256, rows, GENERAL_TEXT, {}),
-                            payload_json=json.dumps({"unit": {"evidence": [{"output": spec["sensitive"][0]}]}})))
-        s.add(BaselineCache(key="another-request", payload_json='{"unit": {}}'))
+                            payload={"unit": {"evidence": [{"output": spec["sensitive"][0]}]}}))
+        s.add(BaselineCache(key="another-request", payload={"unit": {}}))
         s.commit()
     art = home.artifacts / f"job-{job.id}"
     art.mkdir(parents=True)

@@ -81,7 +81,7 @@ def fill_store(home, accept: bool = True) -> tuple[object, int, str]:
             stages = judge(before, after, policy, "remove")
             for st in stages:
                 sr = StageResult(job_id=job.id, stage=st["stage"], verdict=st["verdict"], required=st["required"],
-                                 policy_name="default", policy_json=json.dumps(policy))
+                                 policy_name="default", policy=policy)
                 s.add(sr)
                 s.flush()
                 for m in st["metrics"]:
@@ -105,14 +105,14 @@ def fill_store(home, accept: bool = True) -> tuple[object, int, str]:
                 "tier": tier, "hyper": {"seed": 0}, "seed": 0, "kind": "adapter",
                 "libraries": {"torch": "2.13.0", "transformers": "5.24.0"}, "device": "cpu"})
             s.add(Artifact(job_id=job.id, kind="adapter", path=str(folder), sha256=manifest["artifact_sha256"],
-                           manifest_json=json.dumps(manifest)))
+                           manifest=manifest))
             job.status, job.verdict, job.device = "succeeded", overall_verdict(stages), "cpu"
-            job.progress_json = json.dumps({"losses": [[i, 3.2 - 0.025 * i + 0.05 * (i % 3)] for i in range(0, 61, 2)]}
-                                           if tier > 1 else {})
+            job.progress = ({"losses": [[i, 3.2 - 0.025 * i + 0.05 * (i % 3)] for i in range(0, 61, 2)]}
+                            if tier > 1 else {})
             result = {"timings": {"total_s": 42.0 * tier}}
             if tier == 2:
                 result.update({"locate": LOCATE, "rmu_layer": 3, "edited_blocks": [1, 2, 3]})
-            job.result_json = json.dumps(result)
+            job.result = result
             req.verdict = job.verdict
             s.add(job)
             s.add(req)

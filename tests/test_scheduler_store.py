@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 from engine.schema.spec import load_spec_file
 
 
@@ -31,7 +29,7 @@ def test_verdict_keeps_the_policy_the_worker_judged_against(home, tiny, demo_req
         s.commit()
         job_id = job.id
     sched = Scheduler(db, home, EventBus(), slots=[{"slot": 0, "device": "cpu", "env": {}}])
-    judged = sched._payload(job_id)["policy"]
+    judged = sched._payload(job_id).policy
     # The operator edits the profile while the job runs.
     (folder / "ours.toml").write_text('description = "edited later"\n[unit]\nleak_rate = { rule = "max", threshold = 0.9 }\n')
     stage = {"stage": "unit", "verdict": "pass", "required": True,
@@ -43,23 +41,23 @@ def test_verdict_keeps_the_policy_the_worker_judged_against(home, tiny, demo_req
     with session(db) as s:
         stored = s.exec(select(StageResult).where(StageResult.job_id == job_id)).one()
     assert stored.policy_name == "ours"
-    assert json.loads(stored.policy_json)["description"] == "as judged"
-    assert json.loads(stored.policy_json)["unit"]["leak_rate"]["threshold"] == 0.1
+    assert stored.policy["description"] == "as judged"
+    assert stored.policy["unit"]["leak_rate"]["threshold"] == 0.1
 
 
 def test_eval_version_follows_the_measuring_code_only(tmp_path, monkeypatch):
-    from engine.control import scheduler
+    from engine.control import baseline
 
-    root = tmp_path / "engine"
+    root = tmp_path / "engine" / "compute"
     (root / "verify").mkdir(parents=True)
     (root / "methods").mkdir()
     for name in ("verify/unit.py", "generation.py", "prompting.py", "tokens.py", "methods/ga.py"):
         (root / name).write_text("x = 1\n")
-    monkeypatch.setattr(scheduler, "__file__", str(root / "scheduler.py"))
+    monkeypatch.setattr(baseline, "__file__", str(tmp_path / "engine" / "control" / "baseline.py"))
 
     def version() -> str:
-        scheduler.eval_version.cache_clear()
-        return scheduler.eval_version()
+        baseline.eval_version.cache_clear()
+        return baseline.eval_version()
 
     first = version()
     (root / "methods" / "ga.py").write_text("x = 2\n")  # a method is not measuring code
@@ -69,9 +67,9 @@ def test_eval_version_follows_the_measuring_code_only(tmp_path, monkeypatch):
     assert second != first
     (root / "prompting.py").write_text("x = 2\n")
     assert version() not in (first, second)
-    key = scheduler.baseline_key("w", {}, [], {})
+    key = baseline.baseline_key("w", {}, [], {})
     (root / "generation.py").write_text("x = 3\n")
-    scheduler.eval_version.cache_clear()
-    assert scheduler.baseline_key("w", {}, [], {}) != key
+    baseline.eval_version.cache_clear()
+    assert baseline.baseline_key("w", {}, [], {}) != key
     monkeypatch.undo()
-    scheduler.eval_version.cache_clear()
+    baseline.eval_version.cache_clear()

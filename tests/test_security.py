@@ -121,10 +121,15 @@ def test_purge_never_leaves_the_artifacts_folder(home, tmp_path):
 def test_job_folders_are_named_by_integer_ids_only():
     """Artifact and work dirs are artifacts/job-<int> and jobs/job-<int>: nothing a client sends
     becomes part of a path the engine writes."""
-    src = (REPO / "engine" / "scheduler.py").read_text()
-    assert 'self.paths.artifacts / f"job-{job_id}"' in src
-    assert 'self.paths.data / "jobs" / f"job-{job_id}"' in src
     from store.models import Job
+    from store.paths import Paths
+
+    src = (REPO / "store" / "paths.py").read_text()  # the one place the job folders are named
+    assert 'return self.artifacts / f"job-{job_id}"' in src
+    assert 'return self.data / "jobs" / f"job-{job_id}"' in src
+    paths = Paths(config=Path("/c"), data=Path("/d"), state=Path("/s"))
+    assert paths.job_work_dir(7) == Path("/d/jobs/job-7")
+    assert Paths.job_work_dir.__annotations__["job_id"] == Paths.job_artifacts.__annotations__["job_id"] == "int"
 
     assert Job.model_fields["id"].annotation == int | None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlmodel import Session, select
@@ -116,10 +117,10 @@ def test_an_append_waits_for_a_writer_that_appends_next(tmp_path):
     engine = migrate(tmp_path / "race.db")
     with Session(engine) as s:
         req = Request(title="t", reference="r", intention="remove", model_name="m", policy="default",
-                      spec_json="{}")
+                      spec={})
         s.add(req)
         s.flush()
-        s.add(Job(request_id=req.id, tier=1, method="guard", hyper_json="{}"))
+        s.add(Job(request_id=req.id, tier=1, method="guard", hyper={}))
         audit.append(s, "request.create", f"request:{req.id}")
         s.commit()
         job_id = s.exec(select(Job)).first().id
@@ -152,3 +153,64 @@ def test_an_append_waits_for_a_writer_that_appends_next(tmp_path):
         assert [e.action for e in s.exec(select(audit.AuditEvent).order_by(audit.AuditEvent.id))] == [
             "request.create", "job.start", "job.cancel"]
         assert audit.verify(s).ok
+
+
+@pytest.mark.parametrize("revision", ["0002", "0003"])
+def test_json_columns_of_an_older_database_read_as_values(tmp_path, revision):
+    """Revision 0004 declares the JSON-as-text columns JSON: rows written before it read back as the values
+    they held (a purged row's NULL stays None), every table's rows and references survive the rebuild, and
+    job.checkpoint_dir is gone."""
+    from store.models import (
+        Artifact,
+        BaselineCache,
+        Evidence,
+        Job,
+        Metric,
+        ModelEntry,
+        Request,
+        RequestData,
+        StageResult,
+    )
+
+    db = tmp_path / "expunge.db"
+    command.upgrade(alembic_config(db), revision)
+    con = sqlite3.connect(db)
+    t = "2026-03-02 09:00:00.000000"
+    con.executescript(f"""
+        insert into modelentry (name, source, kind, weights_sha256, params, options_json, created_at)
+            values ('demo', '/x', 'hf', '', 0, '{{"dtype": "auto"}}', '{t}');
+        insert into request (title, reference, intention, model_name, policy, status, current_tier, auto_escalate,
+            spec_json, created_at) values ('t', 'r', 'remove', 'demo', 'default', 'open', 2, 0,
+            '{{"warnings": ["w"]}}', '{t}');
+        insert into requestdata (request_id, kind, rows_json, sha256, count)
+            values (1, 'forget', '[{{"question": "q", "answer": "a"}}]', 'x', 1), (1, 'retain', NULL, 'y', 1);
+        insert into job (request_id, tier, method, hyper_json, seed, priority, status, phase, step, total,
+            progress_json, result_json, device, created_at, checkpoint_dir) values (1, 2, 'rmu', '{{"steps": 3}}', 0,
+            0, 'succeeded', 'done', 1, 1, '{{"losses": [[1, 2.5]]}}', '{{}}', 'cpu', '{t}', NULL);
+        insert into stageresult (job_id, stage, verdict, required, policy_name, policy_json)
+            values (1, 'unit', 'pass', 1, 'default', '{{"name": "default"}}');
+        insert into metric (stage_result_id, name, rule) values (1, 'leak_rate', 'max');
+        insert into evidence (job_id, stage, attack, prompt, output_before, output_after, leaked_before,
+            leaked_after, spans_json) values (1, 'unit', 'direct', 'q?', 'a', 'b', 1, 0,
+            '{{"before": [[0, 1]], "after": []}}');
+        insert into artifact (job_id, kind, path, sha256, manifest_json, created_at)
+            values (1, 'delta', '/p', 's', '{{"k": 1}}', '{t}');
+        insert into baselinecache (key, payload_json, created_at) values ('k', '{{"unit": {{}}}}', '{t}');
+    """)
+    con.close()
+    engine = migrate(db)
+    with Session(engine) as s:
+        assert s.get(ModelEntry, 1).options == {"dtype": "auto"}
+        assert s.get(Request, 1).spec == {"warnings": ["w"]}
+        assert [d.rows for d in s.exec(select(RequestData).order_by(RequestData.id))] == [
+            [{"question": "q", "answer": "a"}], None]
+        job = s.get(Job, 1)
+        assert (job.hyper, job.progress, job.result) == ({"steps": 3}, {"losses": [[1, 2.5]]}, {})
+        assert s.get(StageResult, 1).policy == {"name": "default"} and s.get(Metric, 1).name == "leak_rate"
+        assert s.get(Evidence, 1).spans == {"before": [[0, 1]], "after": []}
+        assert s.get(Artifact, 1).manifest == {"k": 1}
+        assert s.get(BaselineCache, 1).payload == {"unit": {}}
+    engine.dispose()
+    con = sqlite3.connect(db)
+    assert "checkpoint_dir" not in {r[1] for r in con.execute("pragma table_info(job)")}
+    assert con.execute("pragma foreign_key_check").fetchall() == []

@@ -15,6 +15,7 @@ from engine.compute.modeling import library_versions, load_model, pick_device
 from engine.compute.prompting import max_answer_tokens, set_chat_mode, uses_chat
 from engine.compute.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
 from engine.schema.datasets import as_qa
+from engine.schema.payload import JobPayload, JobResult, ModelSpec
 
 
 class WarmModel:
@@ -25,54 +26,55 @@ class WarmModel:
         self.model = None
         self.tokenizer = None
 
-    def get(self, spec: dict, device: str):
+    def get(self, spec: ModelSpec, device: str):
         # The chat-template setting changes how prompts are written, not what is loaded.
-        options = {k: v for k, v in spec.get("options", {}).items() if k not in ("chat_template", "verification")}
-        key = (spec["source"], spec["weights_sha256"], device, str(sorted(options.items())))
+        options = {k: v for k, v in spec.options.items() if k not in ("chat_template", "verification")}
+        key = (spec.source, spec.weights_sha256, device, str(sorted(options.items())))
         if key != self.key:
             self.model = self.tokenizer = None
-            self.model, self.tokenizer = load_model(spec["source"], spec["kind"], options, device,
-                                                    converted=spec.get("converted"))
+            self.model, self.tokenizer = load_model(spec.source, spec.kind, options, device,
+                                                    converted=spec.converted)
             self.key = key
-        set_chat_mode(self.tokenizer, spec.get("options", {}).get("chat_template", "auto"))
+        set_chat_mode(self.tokenizer, spec.options.get("chat_template", "auto"))
         return self.model, self.tokenizer
 
 
-def run_job(payload: dict, warm: WarmModel, emit) -> dict:
+def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     started = time.time()
     device = pick_device()
     generation.reset_backoff()
-    torch.manual_seed(payload["hyper"].get("seed", 0))
+    torch.manual_seed(payload.hyper.get("seed", 0))
 
     def progress(**fields):
-        emit({"type": "progress", "job_id": payload["job_id"], **fields})
+        emit({"type": "progress", "job_id": payload.job_id, **fields})
 
     progress(phase="load", step=0, total=0)
-    model, tokenizer = warm.get(payload["model"], device)
-    rows = payload["rows"]
+    model, tokenizer = warm.get(payload.model, device)
+    rows = payload.rows
     forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
     holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
-    sensitive = payload["sensitive"]
+    sensitive = payload.sensitive
     ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=holdout,
-                     probes=probes, general_text=payload.get("general_text", []),
+                     probes=probes, general_text=payload.general_text,
                      max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress,
-                     profile=payload["model"].get("options", {}).get("verification", "full"))
+                     profile=payload.model.options.get("verification", "full"))
     timings = {}
 
-    before = payload.get("baseline")
+    before = payload.baseline
     if before is None:
         t = time.time()
         before = measure_all(EvalInput(model=model, **ev_common))
         timings["before_s"] = round(time.time() - t, 2)
-        emit({"type": "baseline", "job_id": payload["job_id"], "key": payload["baseline_key"], "payload": before})
+        emit({"type": "baseline", "job_id": payload.job_id, "key": payload.baseline_key, "payload": before})
 
-    work_dir = Path(payload["work_dir"])
+    work_dir = Path(payload.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    method_cls = get_method(payload["method"])
-    hp = method_cls.Hyper.model_validate(payload["hyper"])
+    method_cls = get_method(payload.method)
+    # Validated when the job was submitted (engine.control.service.jobs): the payload carries the result.
+    hp = method_cls.Hyper.model_construct(**payload.hyper)
     ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive,
                      device=device, work_dir=work_dir, progress=progress, holdout=holdout,
-                     resume=bool(payload.get("resume")))
+                     resume=payload.resume)
     t = time.time()
     candidate = method_cls().run(ctx, hp)
     timings["method_s"] = round(time.time() - t, 2)
@@ -80,16 +82,16 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     t = time.time()
     after = measure_all(EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common))
     timings["verify_s"] = round(time.time() - t, 2)
-    stages = judge(before, after, payload["policy"], payload["intention"])
+    stages = judge(before, after, payload.policy, payload.intention)
     evidence = []
     for name in after:
         evidence += pair_evidence(name, before.get(name, {}).get("evidence", []), after[name]["evidence"])
 
     progress(phase="save")
-    final = Path(payload["artifact_dir"])
-    manifest = {"job_id": payload["job_id"], "base_model": payload["model"]["name"],
-                "base_model_sha256": payload["model"]["weights_sha256"], "method": payload["method"],
-                "tier": method_cls.tier, "hyper": payload["hyper"], "seed": payload["hyper"].get("seed", 0),
+    final = Path(payload.artifact_dir)
+    manifest = {"job_id": payload.job_id, "base_model": payload.model.name,
+                "base_model_sha256": payload.model.weights_sha256, "method": payload.method,
+                "tier": method_cls.tier, "hyper": payload.hyper, "seed": payload.hyper.get("seed", 0),
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
@@ -98,9 +100,10 @@ def run_job(payload: dict, warm: WarmModel, emit) -> dict:
     info = dict(candidate.info)
     del candidate
     timings["total_s"] = round(time.time() - started, 2)
-    return {"stages": stages, "verdict": overall_verdict(stages), "policy": payload["policy"],
-            "evidence": evidence, "device": device,
-            "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
-                         "manifest": manifest},
-            "result": {"timings": timings, "verification": ev_common["profile"],
-                       "generation_oom_backoff": generation.backoff(), **ctx.extra, **info}}
+    return JobResult.model_validate({
+        "stages": stages, "verdict": overall_verdict(stages), "policy": payload.policy, "evidence": evidence,
+        "device": device,
+        "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
+                     "manifest": manifest},
+        "result": {"timings": timings, "verification": ev_common["profile"],
+                   "generation_oom_backoff": generation.backoff(), **ctx.extra, **info}})

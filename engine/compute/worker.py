@@ -1,5 +1,6 @@
-"""A worker process: one per slot. It reads jobs as JSON lines on stdin and writes events as JSON lines
-on its own copy of stdout; anything a library prints goes to stderr (the slot's log). A crash here
+"""A worker process: one per slot. It reads jobs (engine.schema.payload.JobPayload) as JSON lines on stdin and
+writes events (progress, the 'before' measurement, a JobResult or an error) as JSON lines on its own copy of
+stdout; anything a library prints goes to stderr (the slot's log). A crash here
 ends this process and fails one job; the engine lives on."""
 
 from __future__ import annotations
@@ -60,19 +61,23 @@ def main() -> None:
 
     torch.set_num_threads(max(1, int(os.environ.get("EXPUNGE_THREADS", os.cpu_count() or 1))))
     from engine.compute.jobrunner import WarmModel, run_job
+    from engine.logs import quiet_transformers
+    from engine.schema.payload import JobPayload
 
+    quiet_transformers()
     warm = WarmModel()
     emit({"type": "ready", "pid": os.getpid(), "cuda": torch.cuda.is_available()})
     for line in sys.stdin:
         if not line.strip():
             continue
-        payload = json.loads(line)
+        payload = JobPayload.model_validate_json(line)
         try:
             result = run_job(payload, warm, emit)
-            emit({"type": "result", "job_id": payload["job_id"], **result})
+            emit({"type": "result", "job_id": payload.job_id, **result.model_dump(mode="json")})
         except Exception as exc:  # one job fails; the worker takes the next
+            print(f"job {payload.job_id} failed:", file=sys.stderr)  # names the job the traceback is about
             traceback.print_exc()
-            emit({"type": "error", "job_id": payload["job_id"], "message": describe_error(exc)})
+            emit({"type": "error", "job_id": payload.job_id, "message": describe_error(exc)})
 
 
 if __name__ == "__main__":

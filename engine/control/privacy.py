@@ -29,6 +29,9 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options
+from engine.leaks import mask_sensitive
+from engine.schema.datasets import as_qa
 from store.models import Artifact, BaselineCache, Job, ModelEntry, Request
 from store.paths import Paths, get_paths
 
@@ -41,8 +44,6 @@ PURGED_NOTE = "PURGED.json"
 def request_strings(rows: dict) -> list[str]:
     """What must not survive a close: the sensitive strings and every forget answer (the continuation of
     a text row), deduplicated, longest first."""
-    from engine.schema.datasets import as_qa
-
     out = list(rows.get("sensitive") or [])
     out += [r["answer"] for r in as_qa(rows.get("forget") or []) if r.get("answer")]
     return sorted({s.strip() for s in out if s and s.strip()}, key=lambda s: (-len(s), s))
@@ -142,9 +143,6 @@ def _file_has(path: Path, pattern: re.Pattern, overlap: int) -> bool:
 def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None = None) -> dict:
     """Remove the copies of a request's texts outside RequestData, in the caller's transaction (files
     first: if a file cannot be removed the close fails and the request stays open)."""
-    from engine.control.scheduler import baseline_key, job_model_options, work_dir_of
-    from engine.leaks import mask_sensitive
-
     paths = paths or paths_for(s)
     strings = request_strings(rows)
     ordered, _ = _needles(strings)
@@ -157,58 +155,47 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
     model = s.exec(select(ModelEntry).where(ModelEntry.name == req.model_name)).first()
     keys = set()
     if model is not None:
-        from engine.demo_data import GENERAL_TEXT
-
-        options = job_model_options(json.loads(model.options_json), json.loads(req.spec_json or "{}"))
+        options = job_model_options(model.options, req.spec)
         keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options))
     for row in s.exec(select(BaselineCache)):
-        if row.key in keys or (pattern is not None and pattern.search(row.payload_json.encode("utf-8"))):
+        if row.key in keys or (pattern is not None and pattern.search(json.dumps(row.payload).encode("utf-8"))):
             s.delete(row)
             report["baseline_cache_rows"] += 1
 
     jobs = s.exec(select(Job).where(Job.request_id == request_id)).all()
     for job in jobs:
         if paths is not None:
-            wd = work_dir_of(paths, job.id)
+            wd = paths.job_work_dir(job.id)
             if wd.exists():
                 shutil.rmtree(wd)
                 report["work_dirs_removed"] += 1
-            folders = {paths.artifacts / f"job-{job.id}"}
+            folders = {paths.job_artifacts(job.id)}
             folders.update(Path(a.path) for a in s.exec(select(Artifact).where(Artifact.job_id == job.id)))
             for folder in folders:
                 report["artifact_files_removed"] += _purge_folder(folder, pattern, overlap, paths)
-        masked = mask_json(job.result_json, strings, mask_sensitive)
-        if masked != job.result_json:
-            job.result_json = masked
+        masked = mask_values(job.result, strings)
+        if masked != job.result:
+            job.result = masked
             s.add(job)
         for art in s.exec(select(Artifact).where(Artifact.job_id == job.id)):
-            masked = mask_json(art.manifest_json, strings, mask_sensitive)
-            if masked != art.manifest_json:
-                art.manifest_json = masked
+            masked = mask_values(art.manifest, strings)
+            if masked != art.manifest:
+                art.manifest = masked
                 s.add(art)
     return report
 
 
-def mask_json(body: str, strings: list[str], mask) -> str:
-    """A JSON document with the strings masked inside its string values (never across its syntax)."""
-    if not strings or not body:
-        return body
-
-    def walk(value):
-        if isinstance(value, str):
-            return mask(value, strings)
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
+def mask_values(value, strings: list[str]):
+    """A JSON value (a job's result, an artifact's manifest) with the strings masked inside its strings."""
+    if not strings:
         return value
-
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return mask(body, strings)
-    masked = walk(data)
-    return body if masked == data else json.dumps(masked)
+    if isinstance(value, str):
+        return mask_sensitive(value, strings)
+    if isinstance(value, list):
+        return [mask_values(v, strings) for v in value]
+    if isinstance(value, dict):
+        return {k: mask_values(v, strings) for k, v in value.items()}
+    return value
 
 
 def _purge_folder(folder: Path, pattern: re.Pattern | None, overlap: int, paths: Paths) -> list[str]:

@@ -1,13 +1,12 @@
 """The persistent queue (Job rows in SQLite) mapped onto slots: one worker process per GPU, or one CPU slot.
 
-Each slot has a thread that claims the next queued job, hands it to its worker and turns the worker's
-events into store writes and bus events. A worker that dies fails its one job; the next job gets a
-fresh worker."""
+Each slot has a thread that claims the next queued job, hands it to its worker (an engine.schema.payload
+JobPayload) and hands the worker's events to the service (engine.control.service.runs), which writes them,
+and to the event bus. The scheduler writes nothing itself. A worker that dies fails its one job; the next job
+gets a fresh worker. The engine log gets one line per job phase, when it ends, with its duration and device."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -18,35 +17,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from sqlalchemy import update
-from sqlmodel import select
-
+from engine.control import service
 from engine.control.events import EventBus
-from engine.control.service import escalate, get_model, job_out, now, request_rows
-from engine.model_files import converted_dir
-from engine.schema.datasets import rows_sha256
+from engine.control.service import runs
+from engine.logs import quiet_worker_env
 from engine.schema.errors import SpecError
-from engine.schema.policy import load_policy
-from store import audit
+from engine.schema.payload import JobPayload, JobResult
 from store.db import session
-from store.models import Artifact, BaselineCache, Evidence, Job, Metric, Request, StageResult
 from store.paths import Paths
 
-# The code that measures a model: any change to it (a stage, a metric, an attack, how prompts are built or
-# answers generated) makes every cached 'before' measurement stale, so its source is part of the cache key.
-_MEASURING_CODE = ("verify", "generation.py", "prompting.py", "tokens.py")
-
-
-@functools.cache
-def eval_version() -> str:
-    root = Path(__file__).resolve().parents[1] / "compute"
-    digest = hashlib.sha256()
-    for entry in _MEASURING_CODE:
-        for path in sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]:
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 PROGRESS_WRITE_INTERVAL = 0.5
 log = logging.getLogger("expunge.scheduler")
 
@@ -139,6 +119,7 @@ class Scheduler:
             try:
                 self._run_one(slot, job_id)
             except Exception as exc:  # never let one job take the slot down
+                log.exception("job %d engine error while running it", job_id)
                 self._fail(job_id, f"engine error while running the job: {type(exc).__name__}: {exc}")
                 self._kill_worker(slot)
             finally:
@@ -146,29 +127,24 @@ class Scheduler:
 
     def _claim(self, slot: Slot) -> int | None:
         with self.claim_lock, session(self.db) as s:
-            job = s.exec(select(Job).where(Job.status == "queued")
-                         .order_by(Job.priority.desc(), Job.id.asc()).limit(1)).first()
-            if job is None:
-                return None
-            res = s.exec(update(Job).where(Job.id == job.id, Job.status == "queued").values(
-                status="running", started_at=now(), slot=slot.index, device=slot.device, error=None, phase="start"))
-            if res.rowcount != 1:
-                return None
-            audit.append(s, "job.start", f"job:{job.id}", {"slot": slot.index, "device": slot.device})
-            s.commit()
-            slot.job_id = job.id
-        self._publish_job(job.id)
-        return job.id
+            job_id = runs.claim_next(s, slot.index, slot.device)
+        if job_id is None:
+            return None
+        slot.job_id = job_id
+        log.info("job %d started on slot %d (%s)", job_id, slot.index, slot.device)
+        self._publish_job(job_id)
+        return job_id
 
     def _ensure_worker(self, slot: Slot) -> subprocess.Popen:
         if slot.proc is not None and slot.proc.poll() is None:
             return slot.proc
         env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
-        log = open(self.paths.state / f"worker-{slot.index}.log", "ab")  # noqa: SIM115 (the child owns it)
+        quiet_worker_env(env)  # weight-loading progress bars fill the worker log with nothing an operator reads
+        log_file = open(self.paths.state / f"worker-{slot.index}.log", "ab")  # noqa: SIM115 (the child owns it)
         slot.proc = subprocess.Popen([sys.executable, "-m", "engine.compute.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
+                                     stdout=subprocess.PIPE, stderr=log_file, env=env, text=True, bufsize=1,
                                      start_new_session=True)
-        log.close()
+        log_file.close()
         return slot.proc
 
     def _kill_worker(self, slot: Slot) -> None:
@@ -183,9 +159,9 @@ class Scheduler:
     def _run_one(self, slot: Slot, job_id: int) -> None:
         payload = self._payload(job_id)
         proc = self._ensure_worker(slot)
-        proc.stdin.write(json.dumps(payload) + "\n")
+        proc.stdin.write(payload.model_dump_json() + "\n")
         proc.stdin.flush()
-        tracker = ProgressTracker(self, job_id)
+        tracker = ProgressTracker(self, job_id, slot.device)
         while True:
             line = proc.stdout.readline()
             if not line:
@@ -197,18 +173,20 @@ class Scheduler:
             elif kind == "baseline":
                 self._store_baseline(msg["key"], msg["payload"])
             elif kind == "result":
-                tracker.flush()
+                tracker.finish()
                 self._store_result(job_id, msg)
                 return
             elif kind == "error":
-                tracker.flush()
+                tracker.finish()
                 self._fail(job_id, msg["message"])
                 return
         # The worker died in the middle of the job.
+        tracker.finish()
         code = proc.wait(timeout=30)
         slot.proc = None
         if job_id in slot.cancelled:
             slot.cancelled.discard(job_id)
+            log.info("job %d cancelled: its worker was stopped", job_id)
             self._publish_job(job_id)
             return
         why = f"killed by {signal_name(code)}" if code < 0 else f"exited with status {code}"
@@ -225,136 +203,77 @@ class Scheduler:
 
     # ------------------------------------------------------------ payload and results
 
-    def _payload(self, job_id: int) -> dict:
-        from engine.demo_data import GENERAL_TEXT
-
+    def _payload(self, job_id: int) -> JobPayload:
         with session(self.db) as s:
-            job = s.get(Job, job_id)
-            req = s.get(Request, job.request_id)
-            model = get_model(s, req.model_name)
-            rows = request_rows(s, req.id)
-            if rows.get("forget") is None:
-                raise RuntimeError(f"request {req.id} has been closed and its texts purged")
-            policy = load_policy(req.policy)
-            model_spec = {"name": model.name, "source": model.source, "kind": model.kind,
-                          "weights_sha256": model.weights_sha256,
-                          "options": job_model_options(json.loads(model.options_json), json.loads(req.spec_json))}
-            if model.kind == "gguf":
-                model_spec["converted"] = str(converted_dir(self.paths.converted, model.weights_sha256))
-            key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, model_spec["options"])
-            cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
-            work_dir = self.paths.data / "jobs" / f"job-{job_id}"
-            return {
-                "job_id": job_id, "method": job.method, "hyper": json.loads(job.hyper_json),
-                "intention": req.intention, "policy": policy, "model": model_spec,
-                "rows": {k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
-                "sensitive": rows.get("sensitive") or [], "general_text": GENERAL_TEXT,
-                "baseline_key": key, "baseline": json.loads(cached.payload_json) if cached else None,
-                "work_dir": str(work_dir), "resume": (work_dir / "checkpoint").exists(),
-                "artifact_dir": str(self.paths.artifacts / f"job-{job_id}"),
-            }
+            return runs.job_payload(s, job_id, self.paths)
 
     def _store_baseline(self, key: str, payload: dict) -> None:
         with session(self.db) as s:
-            if s.exec(select(BaselineCache).where(BaselineCache.key == key)).first() is None:
-                s.add(BaselineCache(key=key, payload_json=json.dumps(payload)))
-                s.commit()
+            runs.store_baseline(s, key, payload)
 
     def _store_result(self, job_id: int, msg: dict) -> None:
+        """The worker's result message (its `type` and `job_id` aside, a JobResult) handed to the service."""
+        result = JobResult.model_validate({k: v for k, v in msg.items() if k not in ("type", "job_id")})
         with session(self.db) as s:
-            job = s.get(Job, job_id)
-            if job.status != "running":  # cancelled while finishing: keep the operator's decision
-                return
-            req = s.get(Request, job.request_id)
-            # The policy the worker judged against, not a re-read: a profile edited meanwhile changes nothing.
-            policy_json = json.dumps(msg["policy"])
-            for st in msg["stages"]:
-                sr = StageResult(job_id=job_id, stage=st["stage"], verdict=st["verdict"], required=st["required"],
-                                 policy_name=req.policy, policy_json=policy_json)
-                s.add(sr)
-                s.flush()
-                for m in st["metrics"]:
-                    s.add(Metric(stage_result_id=sr.id, name=m["name"], before=m["before"], after=m["after"],
-                                 threshold=m["threshold"], rule=m["rule"], passed=m["passed"]))
-            for e in msg["evidence"]:
-                e = dict(e)
-                spans = {"before": e.pop("spans_before", None), "after": e.pop("spans_after", None)}
-                s.add(Evidence(job_id=job_id, **e, spans_json=json.dumps(spans)))
-            art = msg["artifact"]
-            s.add(Artifact(job_id=job_id, kind=art["kind"], path=art["path"], sha256=art["sha256"],
-                           manifest_json=json.dumps(art["manifest"])))
-            job.status, job.verdict, job.finished_at = "succeeded", msg["verdict"], now()
-            job.phase, job.eta_s, job.device = "done", 0.0, msg.get("device", job.device)
-            job.result_json = json.dumps(msg.get("result", {}))
-            req.verdict = msg["verdict"]
-            s.add(job)
-            s.add(req)
-            audit.append(s, "job.finish", f"job:{job_id}", {
-                "verdict": msg["verdict"], "stages": {st["stage"]: st["verdict"] for st in msg["stages"]},
-                "artifact_sha256": art["sha256"]})
-            s.commit()
-        shutil.rmtree(self.paths.data / "jobs" / f"job-{job_id}", ignore_errors=True)
+            stored = runs.store_result(s, job_id, result)
+        if not stored:  # cancelled while finishing: the operator's decision stands
+            return
+        log.info("job %d succeeded: verdict %s", job_id, result.verdict)
+        shutil.rmtree(self.paths.job_work_dir(job_id), ignore_errors=True)
         self._publish_job(job_id)
         self._auto_escalate(job_id)
 
     def _auto_escalate(self, job_id: int) -> None:
-        """An auto-escalating request climbs one tier after a failed verdict, until the top tier."""
         with session(self.db) as s:
-            job = s.get(Job, job_id)
-            req = s.get(Request, job.request_id)
-            if not req.auto_escalate or job.verdict == "pass" or job.tier >= 3 or req.status != "open":
-                return
             try:
-                nxt = escalate(s, req.id, actor="auto-escalate")
+                next_id = runs.auto_escalate(s, job_id)
             except SpecError as exc:
-                log.warning("auto-escalation of request %s stopped: %s", req.id, exc)
+                log.warning("job %d auto-escalation stopped: %s", job_id, exc)
                 return
-        self._publish_job(nxt.id)
+        if next_id is None:
+            return
+        log.info("job %d failed its verdict: auto-escalation queued job %d", job_id, next_id)
+        self._publish_job(next_id)
         self.wake.set()
 
     def _fail(self, job_id: int, reason: str) -> None:
         with session(self.db) as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status != "running":
-                return
-            job.status, job.error, job.finished_at, job.phase = "failed", reason, now(), "failed"
-            s.add(job)
-            audit.append(s, "job.fail", f"job:{job_id}", {"reason": reason[:500]})
-            s.commit()
-        self._publish_job(job_id)
+            failed = runs.fail_job(s, job_id, reason)
+        if failed:
+            log.error("job %d failed: %s", job_id, reason.splitlines()[0] if reason else "")
+            self._publish_job(job_id)
 
     def _publish_job(self, job_id: int) -> None:
         with session(self.db) as s:
-            job = s.get(Job, job_id)
-            req = s.get(Request, job.request_id)
-            self.bus.publish("job", job_id=job_id, request_id=job.request_id, job=job_out(job, req))
+            job = service.job_view(s, job_id)
+        self.bus.publish("job", job_id=job_id, request_id=job["request_id"], job=job)
 
 
 class ProgressTracker:
-    """Publishes every progress event; writes the job row at most twice a second."""
+    """Publishes every progress event; has the service write the job row at most twice a second; logs each
+    phase of the job when it ends, with its duration and the slot's device."""
 
-    def __init__(self, scheduler: Scheduler, job_id: int) -> None:
-        self.scheduler, self.job_id = scheduler, job_id
+    def __init__(self, scheduler: Scheduler, job_id: int, device: str = "") -> None:
+        self.scheduler, self.job_id, self.device = scheduler, job_id, device
         self.latest: dict = {}
-        self.losses: list[list[float]] = []
-        self.oom_backoff: dict | None = None
         self.last_write = 0.0
+        self.phase, self.phase_started = "start", time.monotonic()
         with session(scheduler.db) as s:  # a resumed job keeps the loss curve it had when it stopped
-            job = s.get(Job, job_id)
-            if job is not None:
-                kept = json.loads(job.progress_json or "{}")
-                self.losses = list(kept.get("losses") or [])
-                self.oom_backoff = kept.get("oom_backoff")
+            kept = runs.kept_progress(s, job_id)
+        self.losses: list[list[float]] = list(kept.get("losses") or [])
+        self.oom_backoff: dict | None = kept.get("oom_backoff")
 
     def update(self, msg: dict) -> None:
         fields = {k: msg[k] for k in ("phase", "step", "total", "loss", "eta") if k in msg}
+        if fields.get("phase") and fields["phase"] != self.phase:
+            self._end_phase(fields["phase"])
         if msg.get("phase") == "oom-backoff":
             # The worker ran out of memory and retries with half the batch: the operator sees it on the
-            # job (progress_json), in the event stream, in the engine log and in the artifact's manifest.
+            # job (its progress), in the event stream, in the engine log and in the artifact's manifest.
             self.oom_backoff = {k: msg.get(k) for k in ("step", "batch_size_before", "batch_size", "grad_accum",
                                                         "error")}
             fields["oom_backoff"] = self.oom_backoff
-            log.warning("job %s: out of memory at step %s; retrying with batch %s (grad_accum %s)", self.job_id,
+            log.warning("job %d out of memory at step %s; retrying with batch %s (grad_accum %s)", self.job_id,
                         msg.get("step"), msg.get("batch_size"), msg.get("grad_accum"))
             self.last_write = 0.0
         self.latest.update(fields)
@@ -368,55 +287,35 @@ class ProgressTracker:
         if time.time() - self.last_write >= PROGRESS_WRITE_INTERVAL:
             self.flush()
 
+    def _end_phase(self, next_phase: str | None) -> None:
+        """One log line for the phase that just ended: `job 7 phase verify:reconstruction 412.3 s cpu`."""
+        if self.phase is not None:
+            elapsed = time.monotonic() - self.phase_started
+            log.info("job %d phase %s %.1f s %s", self.job_id, self.phase, elapsed, self.device or "?")
+        self.phase, self.phase_started = next_phase, time.monotonic()
+
+    def finish(self) -> None:
+        """The job's worker is done with it (result, error or death): the last phase ends, the row is written."""
+        self._end_phase(None)
+        self.flush()
+
     def flush(self) -> None:
         if not self.latest:
             return
         self.last_write = time.time()
+        kept = {"losses": self.losses}
+        if self.oom_backoff:
+            kept["oom_backoff"] = self.oom_backoff
         with session(self.scheduler.db) as s:
-            job = s.get(Job, self.job_id)
-            if job is None or job.status != "running":
-                return
-            job.phase = self.latest.get("phase", job.phase)
-            job.step = int(self.latest.get("step", job.step) or 0)
-            job.total = int(self.latest.get("total", job.total) or 0)
-            job.loss = self.latest.get("loss", job.loss)
-            job.eta_s = self.latest.get("eta", job.eta_s)
-            kept = {"losses": self.losses}
-            if self.oom_backoff:
-                kept["oom_backoff"] = self.oom_backoff
-            job.progress_json = json.dumps(kept)
-            s.add(job)
-            s.commit()
-
-
-def job_model_options(options: dict, spec: dict) -> dict:
-    """The model's registered options with the request's overrides (chat_template: auto | none) and,
-    when not 'full', its verification profile: what the 'before' measurement depends on besides the data."""
-    out = dict(options)
-    if spec.get("chat_template"):
-        out["chat_template"] = spec["chat_template"]
-    if spec.get("verification", "full") != "full":
-        out["verification"] = spec["verification"]
-    return out
-
-
-def baseline_key(weights_sha256: str, rows: dict, general_text: list[str], options: dict) -> str:
-    parts = [eval_version(), weights_sha256, json.dumps(options, sort_keys=True), rows_sha256(general_text)]
-    parts += [rows_sha256(rows.get(k)) for k in ("forget", "retain", "holdout", "probes", "sensitive")]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+            runs.save_progress(s, self.job_id, self.latest, kept)
 
 
 def recover(db) -> list[int]:
     """At engine start: jobs that were running when the engine died are marked interrupted."""
     with session(db) as s:
-        jobs = s.exec(select(Job).where(Job.status == "running")).all()
-        for job in jobs:
-            job.status, job.error = "interrupted", "the engine stopped while this job ran; `expunge resume` continues it"
-            s.add(job)
-            audit.append(s, "job.interrupt", f"job:{job.id}", {})
-        s.commit()
-        return [j.id for j in jobs]
+        interrupted = runs.interrupt_running(s)
+    for job_id in interrupted:
+        log.warning("job %d interrupted: the engine stopped while it ran; `expunge resume %d` continues it",
+                    job_id, job_id)
+    return interrupted
 
-
-def work_dir_of(paths: Paths, job_id: int) -> Path:
-    return paths.data / "jobs" / f"job-{job_id}"

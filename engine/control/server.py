@@ -14,6 +14,7 @@ import sys
 from engine.control.api import create_app
 from engine.control.events import EventBus
 from engine.control.scheduler import Scheduler, recover
+from engine.logs import configure_engine, verbose
 from store.db import migrate
 from store.paths import Paths, get_paths
 
@@ -93,11 +94,9 @@ def serve(tcp: str | None = None) -> None:
 
     paths = get_paths().ensure()
     lock_fd = acquire_pidfile(paths)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_engine()
     db = migrate(paths.db)
-    interrupted = recover(db)
-    if interrupted:
-        log.info("jobs interrupted by the last engine stop: %s", interrupted)
+    recover(db)  # logs each interrupted job
     bus = EventBus()
     scheduler = Scheduler(db, paths, bus)
     app = create_app(db, bus, scheduler)
@@ -108,7 +107,7 @@ def serve(tcp: str | None = None) -> None:
         app = TcpTokenGuard(app, token_file(paths).read_text().strip())
         log.info("also listening on TCP %s (bearer token in %s)", tcp, paths.state / "token")
     scheduler.start()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info" if verbose() else "warning", lifespan="off", timeout_graceful_shutdown=2))
     try:
         server.run(sockets=sockets)
     finally:

@@ -6,11 +6,11 @@ import tomllib
 from pathlib import Path
 
 from engine.schema.errors import SpecError
+from engine.schema.status import STAGES
 from store.paths import get_paths
 
 SHIPPED = Path(__file__).resolve().parent.parent / "policies"
 RULES = ("max", "min", "ratio_max", "ratio_min")
-STAGES = ("unit", "control", "reconstruction")
 
 
 def _policy_files() -> dict[str, Path]:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.schema.policy import passes
+from engine.schema.status import STAGES
 
-STAGE_ORDER = ("unit", "control", "reconstruction")
+STAGE_ORDER = STAGES  # the order they run in and are shown
 PROFILES = ("full", "quick")
 QUICK_GENERAL_TEXTS = 8
 # Metrics that need the weights or logits: a suppress request (a decode-time guard) is not judged on them.

@@ -80,7 +80,7 @@ def collect(s: Session, request_id: int) -> dict:
     return {
         "request": req, "jobs": jobs, "data": data, "events": events,
         "sensitive_masked": [mask_string(x) for x in sensitive] if rows.get("sensitive") is not None else None,
-        "model": service.model_out(model) if model else None,
+        "model": service.model_view(model).model_dump() if model else None,
         "chain": {"ok": chain.ok, "rows": chain.rows, "head": chain.head, "bad_id": chain.bad_id,
                   "reason": chain.reason},
         "accepted": accepted, "candidate": candidate,

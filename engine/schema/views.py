@@ -1,0 +1,181 @@
+"""The API's read models: what `GET /models`, `/requests`, `/jobs`, their details and the audit check return,
+and what the event stream's job events carry. The engine builds them from its rows (engine.control.service);
+the console and the CLI read the same shapes. Timestamps are ISO 8601 strings (UTC, with their offset)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+Stamp = Annotated[str, BeforeValidator(_iso)]
+
+
+class View(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ModelView(View):
+    name: str
+    source: str
+    kind: str
+    weights_sha256: str
+    params: int
+    options: dict
+    retain_path: str | None
+    holdout_path: str | None
+    created_at: Stamp
+
+
+class ModelAdded(ModelView):
+    checked: dict  # what the source check found: chat template, model type, converted folder
+
+
+class RequestView(View):
+    id: int
+    title: str
+    reference: str
+    intention: str
+    model: str
+    policy: str
+    status: str
+    current_tier: int
+    accepted_job_id: int | None
+    verdict: str | None
+    warnings: list[str]
+    created_at: Stamp
+    closed_at: Stamp | None
+
+
+class ClosedRequest(RequestView):
+    purge: dict  # what the close removed, and the scan for the texts afterwards
+
+
+class JobView(View):
+    id: int
+    request_id: int
+    tier: int
+    method: str
+    hyper: dict
+    seed: int
+    priority: int
+    status: str
+    verdict: str | None
+    phase: str
+    step: int
+    total: int
+    loss: float | None
+    eta_s: float | None
+    device: str
+    slot: int | None
+    error: str | None
+    created_at: Stamp
+    started_at: Stamp | None
+    finished_at: Stamp | None
+    request_title: str | None = None
+    model: str | None = None
+
+
+class MetricView(View):
+    name: str
+    before: float | None
+    after: float | None
+    delta: float | None  # after - before, when both are known
+    threshold: float | None
+    rule: str
+    passed: bool | None
+
+
+class StageView(View):
+    stage: str
+    verdict: str
+    required: bool
+    policy: str  # the policy's name
+    policy_content: dict  # the policy as judged against
+    metrics: list[MetricView]
+
+
+class JobWithStages(JobView):
+    stages: list[StageView]
+
+
+class DataView(View):
+    kind: str
+    count: int
+    sha256: str
+    purged: bool
+
+
+class AuditView(View):
+    id: int
+    ts: str
+    actor: str
+    action: str
+    subject: str
+    detail: dict
+    hash: str
+
+
+class RequestDetail(View):
+    request: RequestView
+    jobs: list[JobWithStages]
+    data: list[DataView]
+    audit: list[AuditView]
+
+
+class EvidenceView(View):
+    stage: str
+    attack: str
+    prompt: str
+    output_before: str
+    output_after: str
+    leaked_before: bool
+    leaked_after: bool
+    # The leaking parts of each output, [start, end] character offsets; None where unknown (older rows).
+    spans_before: list[list[int]] | None
+    spans_after: list[list[int]] | None
+
+
+class ArtifactView(View):
+    kind: str
+    path: str
+    sha256: str
+    manifest: dict
+
+
+class JobDetail(View):
+    job: JobView
+    stages: list[StageView]
+    progress: dict
+    result: dict
+    evidence: list[EvidenceView]
+    artifacts: list[ArtifactView]
+
+
+class RequestPage(View):
+    total: int
+    items: list[RequestView]
+
+
+class JobPage(View):
+    total: int
+    items: list[JobView]
+
+
+class RequestCreated(View):
+    request: RequestView
+    job: JobView | None
+
+
+class AuditCheck(View):
+    ok: bool
+    rows: int
+    head: str
+    bad_id: int | None
+    reason: str
