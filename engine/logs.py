@@ -1,6 +1,7 @@
 """The engine's logs, as an operator reads them: one line per job event, each about a job carrying `job <id> `
 (so `expunge engine logs --job N` can pick them out), and no third-party INFO chatter unless asked for with
-EXPUNGE_VERBOSE=1 (`expunge engine start --verbose`). Torch-free: the API process and the workers use it."""
+EXPUNGE_VERBOSE=1 (`expunge engine start --verbose`). Torch-free: the API process and the workers use it
+(a worker silences transformers itself, engine.compute.worker)."""
 
 from __future__ import annotations
 
@@ -31,13 +32,3 @@ def quiet_worker_env(env: dict) -> dict:
     if not verbose():
         env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return env
-
-
-def quiet_transformers() -> None:
-    """In a worker, after transformers is imported: no weight-loading progress bars, warnings only."""
-    if verbose():
-        return
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_warning()

@@ -61,10 +61,14 @@ def main() -> None:
 
     torch.set_num_threads(max(1, int(os.environ.get("EXPUNGE_THREADS", os.cpu_count() or 1))))
     from engine.compute.jobrunner import WarmModel, run_job
-    from engine.logs import quiet_transformers
+    from engine.logs import verbose
     from engine.schema.payload import JobPayload
 
-    quiet_transformers()
+    if not verbose():  # no weight-loading progress bars or INFO lines in the worker's log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_warning()
     warm = WarmModel()
     emit({"type": "ready", "pid": os.getpid(), "cuda": torch.cuda.is_available()})
     for line in sys.stdin:
