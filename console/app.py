@@ -128,7 +128,7 @@ class ExpungeApp(App[None]):
         last_id: int | None = None
         while True:
             try:
-                health = await self.client.get("/health")
+                health = await self.client.health()
                 if health.get("pid") != self.engine_pid:
                     last_id = None  # a new engine numbers its events from 1 again
                 self.engine_pid = health.get("pid")
@@ -242,23 +242,22 @@ class ExpungeApp(App[None]):
             self.notify(f"{what} was interrupted; it can be resumed", title="job interrupted",
                         severity="warning", markup=False)
 
-    async def cached(self, path: str, ttl: float = 30.0):
-        """GET a slow-changing list (models, methods, policies) at most every `ttl` seconds."""
-        hit = self._cache.get(path)
+    async def cached(self, name: str, ttl: float = 30.0):
+        """A slow-changing list from the client ("models", "methods", "policies"), asked at most every `ttl`
+        seconds."""
+        hit = self._cache.get(name)
         if hit is not None and time.monotonic() - hit[0] < ttl:
             return hit[1]
-        value = await self.client.get(path)
-        self._cache[path] = (time.monotonic(), value)
+        value = await getattr(self.client, name)()
+        self._cache[name] = (time.monotonic(), value)
         return value
 
-    async def api(self, method: str, path: str, body: dict | None = None, **params):
-        """Call the engine; a refusal becomes an error toast and None."""
+    async def api(self, call, *args, **kwargs):
+        """`await call(*args, **kwargs)`, a call of the engine client; a refusal becomes an error toast and None."""
         from console.client import EngineError
 
         try:
-            if method == "GET":
-                return await self.client.get(path, **params)
-            return await self.client.post(path, body)
+            return await call(*args, **kwargs)
         except EngineError as exc:
             self.notify(str(exc), title="the engine refused" if exc.status else "engine", severity="error",
                         timeout=12, markup=False)

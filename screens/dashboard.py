@@ -140,8 +140,8 @@ class DashboardScreen(EngineScreen):
     async def load(self) -> None:
         client = self.app.client
         health, running, queue, requests = await asyncio.gather(
-            client.get("/health"), client.get("/jobs", status="running", limit=50),
-            client.get("/jobs", status="queued", order="asc", limit=50), client.get("/requests", limit=50))
+            client.health(), client.jobs(status="running", limit=50),
+            client.jobs(status="queued", order="asc", limit=50), client.requests(limit=50))
         self.health = health
         self.running = {j["id"]: j for j in running["items"]}
         self.queue = queue["items"]
@@ -297,7 +297,7 @@ class DashboardScreen(EngineScreen):
 
         async def done(yes: bool | None) -> None:
             if yes:
-                res = await self.app.api("POST", f"/jobs/{job['id']}/cancel")
+                res = await self.app.api(self.app.client.cancel, job["id"])
                 if res:
                     self.notify(f"job {job['id']} cancelled")
                 self.reload()

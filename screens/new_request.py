@@ -169,9 +169,9 @@ class NewRequestScreen(EngineScreen):
 
     async def load(self) -> None:
         client = self.app.client
-        models = await client.get("/models")
-        policies = await self.app.cached("/policies")
-        methods = await self.app.cached("/methods")
+        models = await client.models()
+        policies = await self.app.cached("policies")
+        methods = await self.app.cached("methods")
         self.models = models
         model = self.query_one("#model", Select)
         current = model.value
@@ -406,11 +406,11 @@ class NewRequestScreen(EngineScreen):
                 error.update(Text("Fix first: " + "; ".join(problems), style=style("bold red")))
                 return
             method = self.query_one("#method", Select).value
-            body = {"spec": spec, "method": None if method is Select.NULL else method, "hyper": None,
-                    "start": True, "auto_escalate": bool(self.query_one("#auto-escalate", Select).value)}
+            auto_escalate = bool(self.query_one("#auto-escalate", Select).value)
             error.update(Text("filing…", style="dim"))
             try:
-                res = await self.app.client.post("/requests", body)
+                res = await self.app.client.submit(spec, None if method is Select.NULL else method,
+                                                   auto_escalate=auto_escalate)
             except EngineError as exc:
                 error.update(Text(f"The engine refused: {exc}", style=style("bold red")))
                 return
