@@ -16,7 +16,6 @@ from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 
-from console.commands import ActionCommands, JobCommands, RequestCommands
 from console.messages import ConnectionChanged, EngineUpdate, JobProgress
 from console.widgets.format import verdict
 from store.paths import Paths, get_paths
@@ -40,11 +39,22 @@ SCREEN_CLASSES = {
 }
 
 
+def palette_provider(name: str):
+    """A command palette provider of console.commands, imported when the palette first opens (Textual takes a
+    callable that returns the provider class)."""
+    def load():
+        from console import commands
+
+        return getattr(commands, name)
+    return load
+
+
 class ExpungeApp(App[None]):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses (tests, bench) find it too
     TITLE = "expunge"
     SUB_TITLE = "unlearning console"
-    COMMANDS = App.COMMANDS | {RequestCommands, JobCommands, ActionCommands}
+    COMMANDS = App.COMMANDS | {palette_provider(name)
+                               for name in ("RequestCommands", "JobCommands", "ActionCommands")}
     COMMAND_PALETTE_BINDING = "ctrl+p"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),

@@ -96,6 +96,7 @@ class SlotView(Widget):
 
 class DashboardScreen(EngineScreen):
     KIND = "dashboard"
+    AUTO_FOCUS = "#requests"  # focused as it is composed (the default, the first table, would be restyled twice)
     BINDINGS = [
         Binding("enter", "open", "Open", id="dashboard.open"),
         Binding("c", "cancel", "Cancel", tooltip="cancel the selected queued job, or the running one", id="dashboard.cancel"),
@@ -133,7 +134,6 @@ class DashboardScreen(EngineScreen):
         self.query_one("#requests").border_title = "Requests"
         self.show_connection()
         self.memory_timer = self.set_interval(MEMORY_EVERY, self.refresh_memory)
-        self.query_one("#requests", KeyedTable).focus()
 
     # ------------------------------------------------------------ data
 
