@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.artifacts import replace_file
-
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
 
 
@@ -44,6 +42,9 @@ def resolve_report_path(text: str, cwd: Path | None = None) -> Path:
 
 def write_report(client, request_id: int, path: Path, fmt: str | None = None) -> dict:
     """Ask the engine (a sync `EngineClient`) for the report and write it to `path`; what was written."""
+    # The engine's atomic writer, imported here: the console loads nothing of the engine but engine.schema.
+    from engine.artifacts import replace_file
+
     fmt = fmt or report_format(path) or "html"
     text = client.report(request_id, fmt)
     data = text.encode("utf-8")
