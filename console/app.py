@@ -16,7 +16,6 @@ from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 
-from console.commands import ActionCommands, JobCommands, RequestCommands
 from console.messages import ConnectionChanged, EngineUpdate, JobProgress
 from console.widgets.format import verdict
 from store.paths import Paths, get_paths
@@ -24,13 +23,38 @@ from store.paths import Paths, get_paths
 FLUSH_INTERVAL = 0.25  # the screens hear about engine changes at most this often
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
 TOAST_STATUSES = ("succeeded", "failed", "interrupted")
+# The console's screens by kind: the name the help screen lists their keys under (in this order) and where the
+# class is. Each is imported when first shown, so the dashboard's first paint waits for none of the others (and
+# this module, below the screens, names them without importing them).
+SCREEN_CLASSES = {
+    "dashboard": ("dashboard", "screens.dashboard:DashboardScreen"),
+    "new_request": ("new request", "screens.new_request:NewRequestScreen"),
+    "request": ("request", "screens.request:RequestScreen"),
+    "job": ("job", "screens.job:JobScreen"),
+    "history": ("history", "screens.history:HistoryScreen"),
+    "compare": ("compare", "screens.compare:CompareScreen"),
+    "help": ("help", "screens.help:HelpScreen"),
+    "confirm": ("confirmation", "screens.confirm:ConfirmScreen"),
+    "escalate": ("escalation", "screens.confirm:EscalateScreen"),
+}
+
+
+def palette_provider(name: str):
+    """A command palette provider of console.commands, imported when the palette first opens (Textual takes a
+    callable that returns the provider class)."""
+    def load():
+        from console import commands
+
+        return getattr(commands, name)
+    return load
 
 
 class ExpungeApp(App[None]):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses (tests, bench) find it too
     TITLE = "expunge"
     SUB_TITLE = "unlearning console"
-    COMMANDS = App.COMMANDS | {RequestCommands, JobCommands, ActionCommands}
+    COMMANDS = App.COMMANDS | {palette_provider(name)
+                               for name in ("RequestCommands", "JobCommands", "ActionCommands")}
     COMMAND_PALETTE_BINDING = "ctrl+p"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
@@ -71,9 +95,19 @@ class ExpungeApp(App[None]):
     # ------------------------------------------------------------ lifecycle
 
     def get_default_screen(self):
-        from screens.dashboard import DashboardScreen
+        return self.screen_class("dashboard")()
 
-        return DashboardScreen()
+    @staticmethod
+    def screen_class(kind: str) -> type:
+        """The screen class of a kind in SCREEN_CLASSES, imported on first use."""
+        from importlib import import_module
+
+        module, _, name = SCREEN_CLASSES[kind][1].partition(":")
+        return getattr(import_module(module), name)
+
+    def screen_classes(self) -> list[tuple[str, type]]:
+        """Every screen class with its name in the help screen, in SCREEN_CLASSES' order."""
+        return [(label, self.screen_class(kind)) for kind, (label, _) in SCREEN_CLASSES.items()]
 
     @property
     def client(self):
@@ -128,7 +162,7 @@ class ExpungeApp(App[None]):
         last_id: int | None = None
         while True:
             try:
-                health = await self.client.get("/health")
+                health = await self.client.health()
                 if health.get("pid") != self.engine_pid:
                     last_id = None  # a new engine numbers its events from 1 again
                 self.engine_pid = health.get("pid")
@@ -242,23 +276,22 @@ class ExpungeApp(App[None]):
             self.notify(f"{what} was interrupted; it can be resumed", title="job interrupted",
                         severity="warning", markup=False)
 
-    async def cached(self, path: str, ttl: float = 30.0):
-        """GET a slow-changing list (models, methods, policies) at most every `ttl` seconds."""
-        hit = self._cache.get(path)
+    async def cached(self, name: str, ttl: float = 30.0):
+        """A slow-changing list from the client ("models", "methods", "policies"), asked at most every `ttl`
+        seconds."""
+        hit = self._cache.get(name)
         if hit is not None and time.monotonic() - hit[0] < ttl:
             return hit[1]
-        value = await self.client.get(path)
-        self._cache[path] = (time.monotonic(), value)
+        value = await getattr(self.client, name)()
+        self._cache[name] = (time.monotonic(), value)
         return value
 
-    async def api(self, method: str, path: str, body: dict | None = None, **params):
-        """Call the engine; a refusal becomes an error toast and None."""
+    async def api(self, call, *args, **kwargs):
+        """`await call(*args, **kwargs)`, a call of the engine client; a refusal becomes an error toast and None."""
         from console.client import EngineError
 
         try:
-            if method == "GET":
-                return await self.client.get(path, **params)
-            return await self.client.post(path, body)
+            return await call(*args, **kwargs)
         except EngineError as exc:
             self.notify(str(exc), title="the engine refused" if exc.status else "engine", severity="error",
                         timeout=12, markup=False)
@@ -277,48 +310,35 @@ class ExpungeApp(App[None]):
             return not isinstance(screen, ModalScreen) and getattr(screen, "KIND", None) != self.NAVIGATION[action]
         return True
 
-    def _top_is(self, cls) -> bool:
-        return isinstance(self.screen, cls)
+    def _push_once(self, kind: str) -> None:
+        """Show a screen of this kind, unless one is already on top."""
+        cls = self.screen_class(kind)
+        if not isinstance(self.screen, cls):
+            self.push_screen(cls())
 
     def action_dashboard(self) -> None:
-        from screens.dashboard import DashboardScreen
-
-        while len(self.screen_stack) > 1 and not isinstance(self.screen, DashboardScreen):
+        dashboard = self.screen_class("dashboard")
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, dashboard):
             self.pop_screen()
 
     def action_history(self) -> None:
-        from screens.history import HistoryScreen
-
-        if not self._top_is(HistoryScreen):
-            self.push_screen(HistoryScreen())
+        self._push_once("history")
 
     def action_new_request(self) -> None:
-        from screens.new_request import NewRequestScreen
-
-        if not self._top_is(NewRequestScreen):
-            self.push_screen(NewRequestScreen())
+        self._push_once("new_request")
 
     def action_help(self) -> None:
-        from screens.help import HelpScreen
-
-        if not self._top_is(HelpScreen):
-            self.push_screen(HelpScreen())
+        self._push_once("help")
 
     def open_request(self, request_id: int) -> None:
-        from screens.request import RequestScreen
-
-        self.push_screen(RequestScreen(request_id))
+        self.push_screen(self.screen_class("request")(request_id))
 
     def open_job(self, job_id: int) -> None:
-        from screens.job import JobScreen
-
-        self.push_screen(JobScreen(job_id))
+        self.push_screen(self.screen_class("job")(job_id))
 
     def open_compare(self, job_a: int, job_b: int) -> None:
         """A is the earlier job, B the later one (s swaps them)."""
-        from screens.compare import CompareScreen
-
-        self.push_screen(CompareScreen(min(job_a, job_b), max(job_a, job_b)))
+        self.push_screen(self.screen_class("compare")(min(job_a, job_b), max(job_a, job_b)))
 
     def action_start_engine(self) -> None:
         self.follow_engine()

@@ -1,4 +1,7 @@
-"""The engine's client over its unix socket (sync for the CLI, async for the console)."""
+"""The engine's client over its unix socket (sync for the CLI, async for the console).
+
+Both clients offer the same typed calls (`jobs(...)`, `escalate(...)`, `report(...)`), written once in
+`EngineCalls`: the one place that maps a call to the engine's URL. Screens and commands never build a URL."""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ from console.unix_backend import unix_transport
 from store.paths import Paths, get_paths
 
 BASE = "http://expunge"
+ADD_MODEL_TIMEOUT_S = 1900.0  # the engine's own check gives up after 1800 s
+SCAN_TIMEOUT_S = 600.0  # a purge check reads every file under the data dir
+REPORT_TIMEOUT_S = 120.0
 
 
 class EngineError(RuntimeError):
@@ -21,7 +27,8 @@ class EngineError(RuntimeError):
         self.status = status
 
 
-def _check(r: httpx.Response):
+def _check(r: httpx.Response, text: bool = False):
+    """The response's JSON (or its text), or EngineError with the engine's message."""
     if r.status_code >= 400:
         try:
             detail = r.json().get("detail", r.text)
@@ -30,39 +37,32 @@ def _check(r: httpx.Response):
         if isinstance(detail, list):  # FastAPI's validation errors
             detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
         raise EngineError(str(detail), r.status_code)
-    return r.json()
+    return r.text if text else r.json()
 
 
-ADD_MODEL_TIMEOUT_S = 1900.0  # the engine's own check gives up after 1800 s
+def _unreachable(paths: Paths, exc: Exception) -> EngineError:
+    return EngineError(f"the engine is not reachable at {paths.socket}: {exc}")
 
 
-class EngineClient:
-    def __init__(self, paths: Paths | None = None, timeout: float = 30.0) -> None:
-        self.paths = paths or get_paths()
-        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.paths.socket)), base_url=BASE,
-                                  timeout=timeout)
+def _request_args(params: dict | None, body: dict | None, timeout: float | None) -> dict:
+    """httpx keyword arguments: unset query parameters left out; a POST always sends a JSON body."""
+    args: dict = {"params": {k: v for k, v in (params or {}).items() if v is not None}}
+    if body is not None:
+        args["json"] = body
+    if timeout is not None:
+        args["timeout"] = httpx.Timeout(timeout)
+    return args
 
-    def close(self) -> None:
-        self._http.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+class EngineCalls:
+    """The engine's API as typed calls. Each returns what the subclass's `_send(method, path, params, body,
+    timeout, text)` returns: the decoded JSON in the sync client, an awaitable of it in the async one."""
 
     def _get(self, path: str, **params):
-        try:
-            return _check(self._http.get(path, params={k: v for k, v in params.items() if v is not None}))
-        except httpx.TransportError as exc:
-            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
+        return self._send("GET", path, params)
 
-    def _post(self, path: str, body: dict | None = None, timeout: float | None = None):
-        try:
-            extra = {"timeout": timeout} if timeout is not None else {}
-            return _check(self._http.post(path, json=body or {}, **extra))
-        except httpx.TransportError as exc:
-            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
+    def _post(self, path: str, body: dict | None = None, **kwargs):
+        return self._send("POST", path, body=body or {}, **kwargs)
 
     def health(self):
         return self._get("/health")
@@ -90,6 +90,7 @@ class EngineClient:
                                         "auto_escalate": auto_escalate})
 
     def requests(self, **filters):
+        """A page of requests: {"items", "total"}; filters: status, q, limit, offset, sort, order, since, until."""
         return self._get("/requests", **filters)
 
     def request(self, request_id: int):
@@ -105,6 +106,8 @@ class EngineClient:
         return self._post(f"/requests/{request_id}/accept", {"job_id": job_id})
 
     def jobs(self, **filters):
+        """A page of jobs: {"items", "total"}; filters: status, request_id, verdict, model, method, q, limit,
+        offset, sort, order, since, until."""
         return self._get("/jobs", **filters)
 
     def job(self, job_id: int):
@@ -124,21 +127,41 @@ class EngineClient:
 
     def purge(self, request_id: int):
         """Close a request and search the whole data dir for its texts while the engine still has them."""
-        try:
-            return _check(self._http.post(f"/requests/{request_id}/close", params={"check": "full"},
-                                          timeout=httpx.Timeout(600.0)))
-        except httpx.TransportError as exc:
-            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
+        return self._send("POST", f"/requests/{request_id}/close", {"check": "full"}, {}, timeout=SCAN_TIMEOUT_S)
 
     def purge_check(self, request_id: int, forget: list[dict] | None = None, sensitive: list[str] | None = None,
                     strings: list[str] | None = None):
         """Scan the engine's database and data dir for a request's texts (see engine.control.privacy)."""
+        return self._post(f"/requests/{request_id}/purge-check",
+                          {"forget": forget, "sensitive": sensitive, "strings": strings or []},
+                          timeout=SCAN_TIMEOUT_S)
+
+    def report(self, request_id: int, fmt: str = "html"):
+        """The sign-off report of a request: a self-contained HTML page or Markdown, as text."""
+        return self._send("GET", f"/requests/{request_id}/report", {"format": fmt}, timeout=REPORT_TIMEOUT_S,
+                          text=True)
+
+
+class EngineClient(EngineCalls):
+    def __init__(self, paths: Paths | None = None, timeout: float = 30.0) -> None:
+        self.paths = paths or get_paths()
+        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.paths.socket)), base_url=BASE,
+                                  timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _send(self, method, path, params=None, body=None, timeout=None, text=False):
         try:
-            return _check(self._http.post(f"/requests/{request_id}/purge-check",
-                                          json={"forget": forget, "sensitive": sensitive, "strings": strings or []},
-                                          timeout=httpx.Timeout(600.0)))
+            return _check(self._http.request(method, path, **_request_args(params, body, timeout)), text)
         except httpx.TransportError as exc:
-            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
+            raise _unreachable(self.paths, exc) from None
 
     def events(self, after: int | None = None, timeout: float | None = None) -> Iterator[dict]:
         """Server-sent events from the engine, parsed; blocks while nothing happens."""
@@ -151,19 +174,8 @@ class EngineClient:
                 if sse.data:
                     yield json.loads(sse.data)
 
-    def report(self, request_id: int, fmt: str = "html") -> str:
-        """The sign-off report of a request: a self-contained HTML page or Markdown, as text."""
-        try:
-            r = self._http.get(f"/requests/{request_id}/report", params={"format": fmt},
-                               timeout=httpx.Timeout(120.0))
-        except httpx.TransportError as exc:
-            raise EngineError(f"the engine is not reachable at {self.paths.socket}: {exc}") from None
-        if r.status_code >= 400:
-            _check(r)
-        return r.text
 
-
-class AsyncEngineClient:
+class AsyncEngineClient(EngineCalls):
     """The console's client: the same calls, awaited, so the UI never blocks on the engine."""
 
     def __init__(self, paths: Paths | None = None, timeout: float = 30.0) -> None:
@@ -174,17 +186,11 @@ class AsyncEngineClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def get(self, path: str, **params):
+    async def _send(self, method, path, params=None, body=None, timeout=None, text=False):
         try:
-            return _check(await self._http.get(path, params={k: v for k, v in params.items() if v is not None}))
+            return _check(await self._http.request(method, path, **_request_args(params, body, timeout)), text)
         except httpx.TransportError as exc:
-            raise EngineError(f"the engine is not reachable: {exc}") from None
-
-    async def post(self, path: str, body: dict | None = None):
-        try:
-            return _check(await self._http.post(path, json=body or {}))
-        except httpx.TransportError as exc:
-            raise EngineError(f"the engine is not reachable: {exc}") from None
+            raise _unreachable(self.paths, exc) from None
 
     async def events(self, after: int | None = None) -> AsyncIterator[dict]:
         from httpx_sse import aconnect_sse

@@ -12,11 +12,12 @@ COMPARE = re.compile(r"\s*(?:compare)?\s*(?:jobs?)?\s*#?(\d+)\s*(?:vs\.?|with|an
                      re.IGNORECASE)
 
 
-async def _items(provider: Provider, path: str, **params) -> list[dict]:
+async def _items(page) -> list[dict]:
+    """The items of a page the engine client is asked for (`client.requests(...)`); none if it refuses."""
     from console.client import EngineError
 
     try:
-        return (await provider.app.client.get(path, **params))["items"]
+        return (await page)["items"]
     except (EngineError, KeyError):
         return []
 
@@ -25,7 +26,7 @@ class RequestCommands(Provider):
     """Open a request by id, title or reference."""
 
     async def startup(self) -> None:
-        self.requests = await _items(self, "/requests", limit=RECENT)
+        self.requests = await _items(self.app.client.requests(limit=RECENT))
 
     @staticmethod
     def _text(r: dict) -> str:
@@ -41,7 +42,7 @@ class RequestCommands(Provider):
         seen = {r["id"] for r in self.requests}
         extra = []
         if len(query.strip()) >= 3 and not query.strip().isdigit():  # older requests: ask the engine
-            extra = [r for r in await _items(self, "/requests", q=query.strip(), limit=50) if r["id"] not in seen]
+            extra = [r for r in await _items(self.app.client.requests(q=query.strip(), limit=50)) if r["id"] not in seen]
         for r in self.requests + extra:
             text = self._text(r)
             score = matcher.match(text)
@@ -54,7 +55,7 @@ class JobCommands(Provider):
     """Open a job by id, method or its request's title."""
 
     async def startup(self) -> None:
-        self.jobs = await _items(self, "/jobs", limit=RECENT)
+        self.jobs = await _items(self.app.client.jobs(limit=RECENT))
 
     @staticmethod
     def _text(j: dict) -> str:

@@ -1,15 +1,15 @@
-"""`expunge demo`: the embedded default, from nothing to a verdict table (or the console) in one command."""
+"""The demo's material: its target model (built once, cached), the retain and holdout samples, and a sample
+request to file. `expunge demo` (console.cli.demo) runs it."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 import yaml
 
-from store.paths import Paths, get_paths
+from store.paths import Paths
 
 DEMO_MODEL = "demo"
 FORGET_PERSON = "Alma Rivera"
@@ -46,58 +46,3 @@ def prepare_demo(paths: Paths, size: str = "demo") -> dict:
             "policy": "default"}
     (folder / "request.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return {"model_dir": model_dir, "folder": folder, "spec_path": folder / "request.yaml"}
-
-
-def run_demo(headless: bool, auto_escalate: bool, as_json: bool = False) -> None:
-    from console.cli import call, client, rich_console, wait_for
-    from console.render import print_job
-    from engine.schema.spec import load_spec_file
-
-    paths = get_paths().ensure()
-    demo = prepare_demo(paths)
-    c = client()
-    call(c.add_model, DEMO_MODEL, str(demo["model_dir"]), {}, str(demo["folder"] / "retain.jsonl"),
-         str(demo["folder"] / "holdout.jsonl"))
-    body = load_spec_file(demo["spec_path"])
-    res = call(c.submit, body, None, None, True, auto_escalate)
-    request_id = res["request"]["id"]
-    click.echo(f"filed request {request_id} from {demo['spec_path']}", err=True)
-    if not headless:
-        from console.app import run_console
-
-        run_console(open_request=request_id)
-        return
-    results = []
-    job = res["job"]
-    while job is not None:
-        wait_for(c, job["id"], quiet=as_json)
-        detail = call(c.job, job["id"])
-        results.append(detail)
-        if not as_json:
-            print_job(rich_console(), detail)
-        job = None
-        if auto_escalate:
-            job = next_auto_job(c, request_id, detail)
-    if as_json:
-        click.echo(json.dumps({"request_id": request_id, "jobs": results}, indent=2, default=str))
-    final = results[-1]["job"]
-    sys.exit(0 if final["status"] == "succeeded" else 1)
-
-
-def next_auto_job(c, request_id: int, detail: dict) -> dict | None:
-    """The engine queues the next tier itself for an auto-escalating request; find that job."""
-    import time
-
-    from console.cli import call
-
-    if detail["job"]["verdict"] == "pass" or detail["job"]["status"] != "succeeded":
-        return None
-    for _ in range(40):
-        jobs = call(c.jobs, request_id=request_id, order="asc")["items"]
-        later = [j for j in jobs if j["id"] > detail["job"]["id"]]
-        if later:
-            return later[0]
-        if detail["job"]["tier"] >= 3:
-            return None
-        time.sleep(0.25)
-    return None

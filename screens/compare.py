@@ -50,7 +50,7 @@ class CompareScreen(EngineScreen):
 
     async def load(self) -> None:
         client = self.app.client
-        self.details = list(await asyncio.gather(*(client.get(f"/jobs/{i}") for i in self.ids)))
+        self.details = list(await asyncio.gather(*(client.job(i) for i in self.ids)))
         self.render_all()
 
     def wants(self, update: EngineUpdate) -> bool:

@@ -225,8 +225,7 @@ class EscalateScreen(ModalScreen[dict | None]):
             self.query_one("#escalate-error", Label).update(Text("; ".join(errors)))
             return
         try:
-            job = await self.app.client.post(f"/requests/{self.request['id']}/escalate",
-                                             {"method": self.method, "hyper": hyper})
+            job = await self.app.client.escalate(self.request["id"], self.method, hyper)
         except EngineError as exc:
             self.query_one("#escalate-error", Label).update(Text(str(exc)))
             return

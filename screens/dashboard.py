@@ -96,6 +96,7 @@ class SlotView(Widget):
 
 class DashboardScreen(EngineScreen):
     KIND = "dashboard"
+    AUTO_FOCUS = "#requests"  # focused as it is composed (the default, the first table, would be restyled twice)
     BINDINGS = [
         Binding("enter", "open", "Open", id="dashboard.open"),
         Binding("c", "cancel", "Cancel", tooltip="cancel the selected queued job, or the running one", id="dashboard.cancel"),
@@ -133,15 +134,14 @@ class DashboardScreen(EngineScreen):
         self.query_one("#requests").border_title = "Requests"
         self.show_connection()
         self.memory_timer = self.set_interval(MEMORY_EVERY, self.refresh_memory)
-        self.query_one("#requests", KeyedTable).focus()
 
     # ------------------------------------------------------------ data
 
     async def load(self) -> None:
         client = self.app.client
         health, running, queue, requests = await asyncio.gather(
-            client.get("/health"), client.get("/jobs", status="running", limit=50),
-            client.get("/jobs", status="queued", order="asc", limit=50), client.get("/requests", limit=50))
+            client.health(), client.jobs(status="running", limit=50),
+            client.jobs(status="queued", order="asc", limit=50), client.requests(limit=50))
         self.health = health
         self.running = {j["id"]: j for j in running["items"]}
         self.queue = queue["items"]
@@ -297,7 +297,7 @@ class DashboardScreen(EngineScreen):
 
         async def done(yes: bool | None) -> None:
             if yes:
-                res = await self.app.api("POST", f"/jobs/{job['id']}/cancel")
+                res = await self.app.api(self.app.client.cancel, job["id"])
                 if res:
                     self.notify(f"job {job['id']} cancelled")
                 self.reload()

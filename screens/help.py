@@ -45,22 +45,11 @@ TIERS = [
 ]
 
 
-def screen_bindings() -> list[tuple[str, list[Binding]]]:
-    from console.app import ExpungeApp
-    from screens.compare import CompareScreen
-    from screens.confirm import ConfirmScreen, EscalateScreen
-    from screens.dashboard import DashboardScreen
-    from screens.history import HistoryScreen
-    from screens.job import JobScreen
-    from screens.new_request import NewRequestScreen
-    from screens.request import RequestScreen
-
-    out = [("everywhere", ExpungeApp.BINDINGS + [Binding("ctrl+p", "command_palette", "Command palette",
-                                                         id="app.palette")])]
-    for name, cls in (("dashboard", DashboardScreen), ("new request", NewRequestScreen),
-                      ("request", RequestScreen), ("job", JobScreen), ("history", HistoryScreen),
-                      ("compare", CompareScreen), ("help", HelpScreen), ("confirmation", ConfirmScreen),
-                      ("escalation", EscalateScreen)):
+def screen_bindings(app) -> list[tuple[str, list[Binding]]]:
+    """The key bindings of the running app (its own, then each of its screen classes'), read at run time."""
+    palette = Binding(app.COMMAND_PALETTE_BINDING, "command_palette", "Command palette", id="app.palette")
+    out = [("everywhere", [b for b in app.BINDINGS if isinstance(b, Binding)] + [palette])]
+    for name, cls in app.screen_classes():
         out.append((name, [b for b in cls.BINDINGS if isinstance(b, Binding)]))
     return out
 
@@ -110,7 +99,7 @@ class HelpScreen(Screen):
         t.add_column("key", width=10, no_wrap=True)
         t.add_column("action", ratio=1)
         t.add_column("id", ratio=1, style="dim")
-        for screen, bindings in screen_bindings():
+        for screen, bindings in screen_bindings(self.app):
             for b in bindings:
                 t.add_row(screen, b.key_display or self.app.get_key_display(b), b.tooltip or b.description, b.id or "")
                 screen = ""

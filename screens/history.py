@@ -238,20 +238,20 @@ class HistoryScreen(EngineScreen):
     async def load(self) -> None:
         client = self.app.client
         if not self._options_loaded:
-            models, methods = await asyncio.gather(self.app.cached("/models"), self.app.cached("/methods"))
+            models, methods = await asyncio.gather(self.app.cached("models"), self.app.cached("methods"))
             self.models = [m["name"] for m in models]
             self.methods = [m["name"] for m in methods]
             self._options_loaded = True
         q = self.parse_filter()
         self.errors = q.errors
         filters = self.filters(q)
-        path = f"/{self.view}"
-        res = await client.get(path, limit=PAGE, offset=self.page * PAGE, **filters)
+        page = client.requests if self.view == "requests" else client.jobs
+        res = await page(limit=PAGE, offset=self.page * PAGE, **filters)
         self.total = res["total"]
         pages = max(1, -(-self.total // PAGE))
         if self.page > pages - 1:  # fewer rows than before (a narrower filter): the last page
             self.page = pages - 1
-            res = await client.get(path, limit=PAGE, offset=self.page * PAGE, **filters)
+            res = await page(limit=PAGE, offset=self.page * PAGE, **filters)
             self.total = res["total"]
         self.items = res["items"]
         self.render_rows()

@@ -83,12 +83,12 @@ class JobScreen(EngineScreen):
 
     async def load(self) -> None:
         client = self.app.client
-        detail = await client.get(f"/jobs/{self.job_id}")
+        detail = await client.job(self.job_id)
         job = detail["job"]
         if self.request is None or self.request.get("id") != job["request_id"]:
-            self.request = (await client.get(f"/requests/{job['request_id']}"))["request"]
+            self.request = (await client.request(job["request_id"]))["request"]
         if self.policy is None:
-            policies = await self.app.cached("/policies")
+            policies = await self.app.cached("policies")
             self.policy = next((p for p in policies if p.get("name") == self.request.get("policy")), {})
         self.detail = detail
         self.render_all()
@@ -223,7 +223,7 @@ class JobScreen(EngineScreen):
         job = self.detail["job"]
 
         async def done(yes: bool | None) -> None:
-            if yes and await self.app.api("POST", f"/jobs/{self.job_id}/cancel"):
+            if yes and await self.app.api(self.app.client.cancel, self.job_id):
                 self.notify(f"job {self.job_id} cancelled")
                 self.reload()
 
@@ -237,7 +237,7 @@ class JobScreen(EngineScreen):
             return
 
         async def go() -> None:
-            if await self.app.api("POST", f"/jobs/{self.job_id}/resume"):
+            if await self.app.api(self.app.client.resume, self.job_id):
                 self.notify(f"job {self.job_id} queued again; it continues from its last checkpoint")
                 self.reload()
 

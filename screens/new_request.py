@@ -1,9 +1,9 @@
 """New request: a form for the request spec, validated as typed; data files previewed (first rows, row
-count); submit files it through the API. A spec file (YAML or JSON) can be loaded into the form instead."""
+count); submit files it through the API. A spec file (YAML or JSON) can be loaded into the form instead.
+Files and fields are checked by the engine's own schema (engine.schema), so the form and the engine agree."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.text import Text
@@ -16,44 +16,20 @@ from textual.widgets import Button, Header, Input, Label, Select, Static, TextAr
 from console.client import EngineError
 from console.widgets.format import style
 from console.widgets.keybar import KeyBar
+from engine.schema.datasets import read_jsonl
+from engine.schema.errors import SpecError
+from engine.schema.spec import DATA_KINDS, MAX_SENSITIVE, MAX_SENSITIVE_CHARS, parse_spec, read_spec_file
 from screens.base import EngineScreen, steady_cursors
 
-DATA_KINDS = ("forget", "retain", "holdout", "probes")
 PREVIEW_ROWS = 3
-MAX_SENSITIVE = 1000
 
 
-class RowsError(ValueError):
-    pass
-
-
-def read_rows(path: Path, kind: str, limit: int | None = None) -> tuple[int, list[dict]]:
-    """Check a JSONL data file row by row ({"question","answer"} or {"text"}); the row count and the rows
-    (only the first `limit` when given)."""
-    if not path.is_file():
-        raise RowsError(f"no such file: {path}")
-    rows, count = [], 0
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RowsError(f"line {lineno}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise RowsError(f"line {lineno}: a row must be a JSON object")
-            qa = isinstance(row.get("question"), str) and isinstance(row.get("answer"), str)
-            if not qa and not isinstance(row.get("text"), str):
-                raise RowsError(f"line {lineno}: a row needs 'question' and 'answer', or 'text'")
-            if qa and not (row["question"].strip() and row["answer"].strip()):
-                raise RowsError(f"line {lineno}: 'question' and 'answer' must be non-empty")
-            count += 1
-            if limit is None or len(rows) < limit:
-                rows.append(row)
-    if count == 0:
-        raise RowsError(f"{kind}: the file has no rows")
-    return count, rows
+def read_rows(path: Path, kind: str) -> list[dict]:
+    """A data file's rows, each checked as the engine checks it; SpecError naming the file and line."""
+    try:
+        return read_jsonl(path, kind)
+    except OSError as exc:  # unreadable (permissions): the same kind of message as a missing file
+        raise SpecError(f"{kind}: {path.name}: {exc.strerror or exc}") from None
 
 
 def row_line(row: dict, width: int = 72) -> str:
@@ -169,9 +145,9 @@ class NewRequestScreen(EngineScreen):
 
     async def load(self) -> None:
         client = self.app.client
-        models = await client.get("/models")
-        policies = await self.app.cached("/policies")
-        methods = await self.app.cached("/methods")
+        models = await client.models()
+        policies = await self.app.cached("policies")
+        methods = await self.app.cached("methods")
         self.models = models
         model = self.query_one("#model", Select)
         current = model.value
@@ -224,30 +200,28 @@ class NewRequestScreen(EngineScreen):
 
     @work(thread=True, exclusive=False, group="preview")
     def preview(self, kind: str, value: str) -> None:
-        path = self.resolve(value)
         try:
-            count, rows = read_rows(path, kind, PREVIEW_ROWS)
-        except (RowsError, OSError, UnicodeDecodeError) as exc:
-            self.app.call_from_thread(self._preview_done, kind, value, None, str(exc))
+            rows = read_rows(self.resolve(value), kind)
+        except SpecError as exc:  # shown on the field's own line: without the field's name in front
+            self.app.call_from_thread(self._preview_done, kind, value, None, str(exc).removeprefix(f"{kind}: "))
             return
-        self.app.call_from_thread(self._preview_done, kind, value, (count, rows), None)
+        self.app.call_from_thread(self._preview_done, kind, value, rows, None)
 
-    def _preview_done(self, kind: str, value: str, result, error: str | None) -> None:
+    def _preview_done(self, kind: str, value: str, rows: list[dict] | None, error: str | None) -> None:
         if self.query_one(f"#{kind}", Input).value.strip() != value:
             return  # typed on since
         if error:
             self.note(kind, error, True)
             return
-        count, rows = result
-        self.counts[kind] = count
-        self.note(kind, preview_text(count, rows, width=self.preview_width))
+        self.counts[kind] = len(rows)
+        self.note(kind, preview_text(len(rows), rows, width=self.preview_width))
 
     @on(TextArea.Changed, "#sensitive")
     def sensitive_changed(self, event: TextArea.Changed) -> None:
         values = self.sensitive()
-        long = [v for v in values if len(v) > 500]
+        long = [v for v in values if len(v) > MAX_SENSITIVE_CHARS]
         if long:
-            self.note("sensitive", "each sensitive string must be at most 500 characters", True)
+            self.note("sensitive", f"each sensitive string must be at most {MAX_SENSITIVE_CHARS} characters", True)
         elif len(values) > MAX_SENSITIVE:
             self.note("sensitive", f"at most {MAX_SENSITIVE} sensitive strings", True)
         else:
@@ -289,44 +263,24 @@ class NewRequestScreen(EngineScreen):
             return
         path = self.resolve(value)
         try:
-            raw = self.read_spec(path)
-        except (OSError, ValueError) as exc:
-            self.query_one("#form-error", Static).update(Text(f"{path.name}: {exc}", style=style("bold red")))
+            raw = read_spec_file(path).model_dump()  # checked as `expunge submit` checks it
+        except (OSError, SpecError) as exc:
+            message = str(exc) if path.name in str(exc) else f"{path.name}: {exc}"
+            self.query_one("#form-error", Static).update(Text(message, style=style("bold red")))
             return
         self.fill(raw, path.parent)
         self.query_one("#form-error", Static).update(Text(f"loaded {path}", style=style("green")))
 
-    @staticmethod
-    def read_spec(path: Path) -> dict:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
-
-            try:
-                raw = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"cannot parse: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValueError("the spec must be a mapping of fields (title, model, forget, ...)")
-        unknown = set(raw) - {"title", "reference", "intention", "model", "forget", "retain", "holdout", "probes",
-                              "sensitive", "policy", "verification", "chat_template"}
-        if unknown:
-            raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        return raw
-
     def fill(self, raw: dict, folder: Path) -> None:
-        self.query_one("#title", Input).value = str(raw.get("title") or "")
-        self.query_one("#reference", Input).value = str(raw.get("reference") or "")
-        if raw.get("intention") in ("remove", "suppress"):
-            self.query_one("#intention", Select).value = raw["intention"]
-        model = raw.get("model")
-        if model:
-            if any(m["name"] == model for m in self.models):
-                self.query_one("#model", Select).value = model
-            else:
-                self.note("model", f"the spec names model '{model}', which is not registered", True)
+        """Fill the form from a validated spec (RequestSpec's fields); data file paths are relative to `folder`."""
+        self.query_one("#title", Input).value = raw["title"]
+        self.query_one("#reference", Input).value = raw["reference"]
+        self.query_one("#intention", Select).value = raw["intention"]
+        model = raw["model"]
+        if any(m["name"] == model for m in self.models):
+            self.query_one("#model", Select).value = model
+        else:
+            self.note("model", f"the spec names model '{model}', which is not registered", True)
         for kind in DATA_KINDS:
             value = raw.get(kind)
             widget = self.query_one(f"#{kind}", Input)
@@ -340,19 +294,13 @@ class NewRequestScreen(EngineScreen):
                 self.note(kind, preview_text(len(value), value, "inline in the spec", self.preview_width))
             else:
                 widget.value = ""
-        sensitive = raw.get("sensitive") or []
-        self.query_one("#sensitive", TextArea).text = "\n".join(str(s) for s in sensitive)
-        self.query_one("#verification", Select).value = \
-            raw["verification"] if raw.get("verification") in ("full", "quick") else "full"
-        self.query_one("#chat-template", Select).value = \
-            raw["chat_template"] if raw.get("chat_template") in ("auto", "none") else "model"
-        policy = raw.get("policy")
-        if policy:
-            select = self.query_one("#policy", Select)
-            try:
-                select.value = policy
-            except Exception:  # an unknown policy: the engine names it on submit
-                self.note("policy", f"unknown policy '{policy}'", True)
+        self.query_one("#sensitive", TextArea).text = "\n".join(raw["sensitive"])
+        self.query_one("#verification", Select).value = raw["verification"]
+        self.query_one("#chat-template", Select).value = raw["chat_template"] or "model"
+        try:
+            self.query_one("#policy", Select).value = raw["policy"]
+        except Exception:  # an unknown policy: the engine names it on submit
+            self.note("policy", f"unknown policy '{raw['policy']}'", True)
 
     # ------------------------------------------------------------ submit
 
@@ -391,11 +339,14 @@ class NewRequestScreen(EngineScreen):
             value = self.query_one(f"#{kind}", Input).value.strip()
             if value:
                 try:
-                    _, rows = read_rows(self.resolve(value), kind)
-                except (RowsError, OSError, UnicodeDecodeError) as exc:
-                    problems.append(f"{kind}: {exc}")
-                    continue
-                spec[kind] = rows  # inline: the engine does not read the operator's files
+                    spec[kind] = read_rows(self.resolve(value), kind)  # inline: the engine reads no operator file
+                except SpecError as exc:
+                    problems.append(str(exc))
+        if not problems:
+            try:
+                parse_spec(spec)
+            except SpecError as exc:
+                problems.append(str(exc))
         return (spec if not problems else None), problems
 
     async def _submit(self) -> None:
@@ -406,11 +357,11 @@ class NewRequestScreen(EngineScreen):
                 error.update(Text("Fix first: " + "; ".join(problems), style=style("bold red")))
                 return
             method = self.query_one("#method", Select).value
-            body = {"spec": spec, "method": None if method is Select.NULL else method, "hyper": None,
-                    "start": True, "auto_escalate": bool(self.query_one("#auto-escalate", Select).value)}
+            auto_escalate = bool(self.query_one("#auto-escalate", Select).value)
             error.update(Text("filing…", style="dim"))
             try:
-                res = await self.app.client.post("/requests", body)
+                res = await self.app.client.submit(spec, None if method is Select.NULL else method,
+                                                   auto_escalate=auto_escalate)
             except EngineError as exc:
                 error.update(Text(f"The engine refused: {exc}", style=style("bold red")))
                 return

@@ -59,7 +59,7 @@ class RequestScreen(EngineScreen):
         self.query_one("#ladder").focus()
 
     async def load(self) -> None:
-        self.detail = await self.app.client.get(f"/requests/{self.request_id}")
+        self.detail = await self.app.client.request(self.request_id)
         self.render_head()
         self.render_ladder()
         self.render_audit()
@@ -183,7 +183,7 @@ class RequestScreen(EngineScreen):
             self.notify("this request is closed; no job can run on it", severity="warning")
             return
         try:
-            methods = await self.app.cached("/methods")
+            methods = await self.app.cached("methods")
         except EngineError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
@@ -204,7 +204,7 @@ class RequestScreen(EngineScreen):
             return
 
         async def done(yes: bool | None) -> None:
-            if yes and await self.app.api("POST", f"/jobs/{job['id']}/cancel"):
+            if yes and await self.app.api(self.app.client.cancel, job["id"]):
                 self.notify(f"job {job['id']} cancelled")
                 self.reload()
 
@@ -219,7 +219,7 @@ class RequestScreen(EngineScreen):
             return
 
         async def go() -> None:
-            if await self.app.api("POST", f"/requests/{self.request_id}/accept", {"job_id": job["id"]}):
+            if await self.app.api(self.app.client.accept, self.request_id, job["id"]):
                 self.notify(f"job {job['id']} accepted as the request's result")
                 self.reload()
 
@@ -238,7 +238,7 @@ class RequestScreen(EngineScreen):
             return
 
         async def done(yes: bool | None) -> None:
-            if yes and await self.app.api("POST", f"/requests/{self.request_id}/close"):
+            if yes and await self.app.api(self.app.client.close_request, self.request_id):
                 self.notify(f"request {self.request_id} closed; its texts are purged")
                 self.reload()
 

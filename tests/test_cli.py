@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 EXPUNGE = str(Path(sys.executable).parent / "expunge")
@@ -83,3 +87,46 @@ def test_models_add_checks_a_directory_in_a_subprocess_and_reports_it(engine, ho
     assert out["kind"] == "hf" and out["params"] > 100_000 and len(out["weights_sha256"]) == 64
     assert out["checked"]["chat_template"] is False and out["checked"]["model_type"] == "llama"
     assert out["options"] == {"chat_template": "auto", "dtype": "fp32"}
+
+
+LOG = ["2026-12-02 05:01:00 INFO engine started, 1 slot(s): cpu",
+       "2026-12-02 05:01:02 INFO job 7 phase load 1.2 s cpu",
+       "2026-12-02 05:01:03 INFO job 17 phase load 0.9 s cpu",
+       "2026-12-02 05:08:55 WARNING job 7 phase verify:reconstruction 412.3 s cpu",
+       "2026-12-02 05:09:00 INFO job 70 queued"]
+
+
+def test_engine_logs_shows_the_last_lines_or_one_jobs(home):
+    home.log.write_text("".join(line + "\n" for line in LOG))
+    assert run(home, "engine", "logs", "-n", "2").stdout.splitlines() == LOG[-2:]
+    assert run(home, "engine", "logs", "--job", "7").stdout.splitlines() == [LOG[1], LOG[3]]  # not 17, not 70
+    assert run(home, "engine", "logs", "--job", "7", "-n", "1").stdout.splitlines() == [LOG[3]]
+    assert run(home, "engine", "logs", "--job", "8").stdout.strip() == ""
+
+
+def test_engine_logs_follow_prints_new_lines_until_interrupted(home):
+    home.log.write_text("".join(line + "\n" for line in LOG))
+    env = {**os.environ, "EXPUNGE_HOME": str(home.config.parent)}
+    proc = subprocess.Popen([EXPUNGE, "engine", "logs", "--follow", "--job", "7", "-n", "1"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x.rstrip("\n")) for x in proc.stdout], daemon=True).start()
+
+    def next_line(timeout: float = 30.0) -> str:
+        return lines.get(timeout=timeout)
+
+    try:
+        assert next_line() == LOG[3]  # the last line about job 7, then it waits
+        with home.log.open("a") as fh:
+            fh.write("2026-12-02 05:09:01 INFO job 8 phase load 1.0 s cpu\n")
+            fh.write("2026-12-02 05:09:02 INFO job 7 phase ver")  # half a line: printed once it is whole
+            fh.flush()
+            time.sleep(0.5)
+            fh.write("dict 0.4 s cpu\n")
+        assert next_line() == "2026-12-02 05:09:02 INFO job 7 phase verdict 0.4 s cpu"
+        home.log.write_text("2026-12-02 06:00:00 INFO job 7 phase load 1.1 s cpu\n")  # rotated: read from the top
+        assert next_line() == "2026-12-02 06:00:00 INFO job 7 phase load 1.1 s cpu"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    assert lines.empty()

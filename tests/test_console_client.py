@@ -119,5 +119,5 @@ async def test_the_console_client_reports_an_unreachable_engine(tmp_path):
 
     client = AsyncEngineClient(Paths(config=tmp_path / "c", data=tmp_path / "d", state=tmp_path / "s"))
     with pytest.raises(EngineError, match="not reachable"):
-        await client.get("/health")
+        await client.health()
     await client.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
@@ -28,7 +29,8 @@ class KeyedTable(DataTable):
 
     def on_mount(self) -> None:
         for key, label in self._columns_spec:
-            self.add_column(label, key=key)
+            # A Text label: DataTable reads a str as markup, whose emoji table costs the first paint an import.
+            self.add_column(Text(label), key=key)
 
     def _update_dimensions(self, new_rows) -> None:
         """Textual sizes new rows' columns on the table's next idle (`_on_idle` -> here), but caches every

@@ -39,8 +39,9 @@ def ping(paths: Paths, timeout: float = 2.0) -> dict | None:
         return None
 
 
-def start(paths: Paths | None = None, tcp: str | None = None, wait: float = 60.0) -> dict:
-    """Start the engine detached (its own session: it outlives the SSH login) and wait until it answers."""
+def start(paths: Paths | None = None, tcp: str | None = None, wait: float = 60.0, verbose: bool = False) -> dict:
+    """Start the engine detached (its own session: it outlives the SSH login) and wait until it answers;
+    `verbose` sets EXPUNGE_VERBOSE=1 in its environment (third-party INFO lines in its log)."""
     paths = (paths or get_paths()).ensure()
     health = ping(paths)
     if health:
@@ -49,7 +50,7 @@ def start(paths: Paths | None = None, tcp: str | None = None, wait: float = 60.0
     with open(paths.log, "ab") as log:
         os.chmod(paths.log, 0o600)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                close_fds=True)
+                                close_fds=True, env={**os.environ, "EXPUNGE_VERBOSE": "1"} if verbose else None)
     deadline = time.time() + wait
     while time.time() < deadline:
         health = ping(paths, timeout=1.0)

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.schema.datasets import MAX_ROWS, as_qa, check_row, lone_surrogate, read_jsonl
 from engine.schema.errors import SpecError
 
+MAX_SENSITIVE = 1000  # strings per request
+MAX_SENSITIVE_CHARS = 500
+
 
 class RequestSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -23,7 +26,7 @@ class RequestSpec(BaseModel):
     retain: str | list[dict] | None = None
     holdout: str | list[dict] | None = None
     probes: str | list[dict] | None = None
-    sensitive: list[str] = Field(default_factory=list, max_length=1000)
+    sensitive: list[str] = Field(default_factory=list, max_length=MAX_SENSITIVE)
     policy: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Ask through the model's chat template ('auto': when its tokenizer has one) or in the plain
     # "Question: … Answer:" format ('none'); unset: the model's registered setting.
@@ -36,8 +39,8 @@ class RequestSpec(BaseModel):
     @classmethod
     def _sensitive_strings(cls, values: list[str]) -> list[str]:
         cleaned = [v.strip() for v in values]
-        if any(not v or len(v) > 500 for v in cleaned):
-            raise ValueError("each sensitive string must be 1 to 500 characters")
+        if any(not v or len(v) > MAX_SENSITIVE_CHARS for v in cleaned):
+            raise ValueError(f"each sensitive string must be 1 to {MAX_SENSITIVE_CHARS} characters")
         return cleaned
 
 
@@ -64,8 +67,8 @@ def parse_spec(raw: dict) -> RequestSpec:
         raise SpecError(format_validation_error(exc)) from None
 
 
-def load_spec_file(path: Path) -> dict:
-    """Read a YAML/JSON spec and inline its data files, so the engine receives one self-contained body."""
+def read_spec_file(path: Path) -> RequestSpec:
+    """Read and validate a YAML/JSON spec; its data files are left as paths (relative to its folder)."""
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
     try:
@@ -81,8 +84,12 @@ def load_spec_file(path: Path) -> dict:
             raw = yaml.safe_load(text)
     except Exception as exc:  # yaml and json raise different types; both are the operator's input error
         raise SpecError(f"{path.name}: cannot parse: {exc}") from None
-    spec = parse_spec(raw)
-    body = spec.model_dump()
+    return parse_spec(raw)
+
+
+def load_spec_file(path: Path) -> dict:
+    """Read a YAML/JSON spec and inline its data files, so the engine receives one self-contained body."""
+    body = read_spec_file(path).model_dump()
     for kind in DATA_KINDS:
         value = body.get(kind)
         if isinstance(value, str):
@@ -113,4 +120,4 @@ def resolve_rows(spec: RequestSpec, allow_paths: bool = True) -> dict[str, list[
     return out
 
 
-__all__ = ["RequestSpec", "SpecError", "parse_spec", "load_spec_file", "resolve_rows", "as_qa"]
+__all__ = ["RequestSpec", "SpecError", "parse_spec", "read_spec_file", "load_spec_file", "resolve_rows", "as_qa"]

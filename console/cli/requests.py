@@ -1,0 +1,164 @@
+"""Erasure requests: file one (`submit`), list them, climb the ladder (`escalate`), accept a job's result,
+close a request and prove its texts are gone (`purge`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from console.cli.common import call, client, listing_options, out, parse_hyper, rich_console, wait_for
+
+REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier")
+
+
+@click.command()
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--method", help="method for the first job (default: tier 1 for suppress, tier 3 for remove)")
+@click.option("--hyper", multiple=True, metavar="KEY=VALUE", help="hyperparameter override (repeatable)")
+@click.option("--wait", is_flag=True, help="wait for the job and print its verdicts")
+@click.option("--json", "as_json", is_flag=True)
+def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """File an erasure request from a spec (YAML or JSON) and queue its first job."""
+    from engine.schema.errors import SpecError
+    from engine.schema.spec import load_spec_file
+
+    try:
+        body = load_spec_file(spec_file)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+    c = client()
+    res = call(c.submit, body, method, parse_hyper(hyper))
+    if wait and res["job"]:
+        wait_for(c, res["job"]["id"], quiet=as_json)
+        res["job_detail"] = call(c.job, res["job"]["id"])
+
+    def render(r):
+        click.echo(f"request {r['request']['id']} filed" + (f", job {r['job']['id']} queued "
+                                                            f"({r['job']['method']}, tier {r['job']['tier']})"
+                                                            if r["job"] else ""))
+        for w in r["request"]["warnings"]:
+            click.echo(f"warning: {w}", err=True)
+        if "job_detail" in r:
+            from console.render import print_job
+
+            print_job(rich_console(), r["job_detail"])
+
+    out(res, as_json, render)
+
+
+@click.command()
+@click.option("--status", type=click.Choice(["open", "closed"]))
+@click.option("-q", "query", help="search title and reference")
+@click.option("--limit", default=50, show_default=True)
+@listing_options(REQUEST_SORTS)
+@click.option("--json", "as_json", is_flag=True)
+def requests(status, query, limit, sort, order, since, until, as_json) -> None:
+    """List erasure requests (newest first unless --sort/--order say otherwise)."""
+    from console.render import requests_table
+
+    res = call(client().requests, status=status, q=query, limit=limit, sort=sort, order=order, since=since,
+               until=until)
+    out(res, as_json, lambda r: rich_console().print(requests_table(r["items"])))
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option("--method", help="a named method instead of the next tier's default")
+@click.option("--hyper", multiple=True, metavar="KEY=VALUE")
+@click.option("--wait", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def escalate(request_id: int, method: str | None, hyper: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Run the next tier of the ladder on a request (each tier starts from the base model)."""
+    from console.render import print_job
+
+    c = client()
+    job = call(c.escalate, request_id, method, parse_hyper(hyper))
+    if wait:
+        wait_for(c, job["id"], quiet=as_json)
+        detail = call(c.job, job["id"])
+        out(detail, as_json, lambda d: print_job(rich_console(), d))
+    else:
+        out(job, as_json, lambda j: click.echo(f"job {j['id']} queued: tier {j['tier']} {j['method']}"))
+
+
+@click.command("close")
+@click.argument("request_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def close_cmd(request_id: int, as_json: bool) -> None:
+    """Close a request: purge its texts, keep hashes, metrics and masked evidence."""
+    res = call(client().close_request, request_id)
+    out(res, as_json, lambda r: click.echo(f"request {r['id']} closed; its texts are purged"))
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def accept(request_id: int, job_id: int, as_json: bool) -> None:
+    """Record a finished job as the request's accepted result."""
+    res = call(client().accept, request_id, job_id)
+    out(res, as_json, lambda r: click.echo(f"request {r['id']}: accepted job {r['accepted_job_id']}"))
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option("--check", "check_only", is_flag=True, help="only check; the request is left as it is")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="the request's spec: its sensitive strings and forget answers are searched for")
+@click.option("--string", "strings", multiple=True, help="another string to search for (repeatable)")
+@click.option("--json", "as_json", is_flag=True)
+def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tuple[str, ...], as_json: bool) -> None:
+    """Close a request (purging its texts) and prove they are gone; --check only proves it.
+
+    The proof scans the raw bytes of the database, its WAL and every file under the data dir for each
+    sensitive string and forget answer. After a close the engine keeps only hashes, so a later check
+    needs the operator's copy: --spec SPEC (its sets are matched against the kept hashes) or --string.
+    Exits 1 when any string is found."""
+    from engine.schema.errors import SpecError
+    from engine.schema.spec import load_spec_file
+
+    body: dict = {}
+    if spec_file is not None:
+        try:
+            spec = load_spec_file(spec_file)
+        except SpecError as exc:
+            raise click.ClickException(str(exc)) from None
+        body = {"forget": spec["forget"], "sensitive": spec.get("sensitive") or []}
+    c = client()
+    res: dict = {"request_id": request_id}
+    if not check_only:
+        closed = call(c.purge, request_id)
+        res["closed"] = {k: v for k, v in closed.get("purge", {}).items() if k != "check"}
+        res["check"] = closed.get("purge", {}).get("check")
+    if check_only or body or strings:
+        res["check"] = call(c.purge_check, request_id, body.get("forget"), body.get("sensitive"), list(strings))
+    check = res.get("check") or {"clean": True, "hits": [], "checked": 0, "files": 0}
+
+    def render(r):
+        if "closed" in r:
+            done = r["closed"]
+            click.echo(f"request {request_id} closed: texts purged; {done.get('baseline_cache_rows', 0)} cached "
+                       f"baseline row(s), {len(done.get('artifact_files_removed', []))} artifact file(s) and "
+                       f"{done.get('work_dirs_removed', 0)} work dir(s) removed")
+        for kind, ok in (check.get("matches_request") or {}).items():
+            if not ok:
+                click.echo(f"warning: the spec's {kind} set does not match the hash request {request_id} kept; "
+                           "you may be checking other texts", err=True)
+        if check["clean"]:
+            click.echo(f"clean: none of {check['checked']} string(s) found in {check['files']} file(s) "
+                       f"({check.get('bytes', 0):,} bytes)")
+        else:
+            click.echo(f"FOUND {len(check['hits'])} of {check['checked']} string(s):")
+            for hit in check["hits"]:
+                click.echo(f"  {hit['preview']} (sha256 {hit['sha256'][:12]}…) in " + ", ".join(hit["files"]))
+        if check.get("too_short_to_check"):
+            click.echo(f"note: {check['too_short_to_check']} string(s) under 4 characters were not searched for",
+                       err=True)
+
+    out(res, as_json, render)
+    sys.exit(0 if check["clean"] else 1)
+
+
+COMMANDS = [submit, requests, escalate, close_cmd, accept, purge]
