@@ -44,7 +44,6 @@ def resolve_report_path(text: str, cwd: Path | None = None) -> Path:
 
 def write_report(client, request_id: int, path: Path, fmt: str | None = None) -> dict:
     """Ask the engine (a sync `EngineClient`) for the report and write it to `path`; what was written."""
-
     fmt = fmt or report_format(path) or "html"
     text = client.report(request_id, fmt)
     data = text.encode("utf-8")
