@@ -42,7 +42,7 @@ TINY_EPOCHS = 30
 TINY_LR = 5e-3
 FINETUNE_EPOCHS = 5  # TOFU's own recipe for pretrained bases
 BATCH = 16
-BENCH_VERSION = "1"
+BENCH_VERSION = "2"
 MIA_K = 0.2
 
 Progress = Callable[[str], None]
@@ -117,6 +117,9 @@ def train_model(rows: list[dict], out_dir: Path, base: str, *, epochs: int, lr: 
     import torch
 
     from engine import builder
+    from engine.compute.tokens import encode_qa
+    from engine.compute.training import loop
+    from engine.compute.training.losses import token_nll
 
     say = progress or (lambda s: None)
     torch.manual_seed(seed)
@@ -131,37 +134,24 @@ def train_model(rows: list[dict], out_dir: Path, base: str, *, epochs: int, lr: 
         model = builder._tiny_model(tokenizer, spec)
     else:
         model, tokenizer = builder._load_base(Path(base))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    ids, mask, labels, lengths = builder._encode(tokenizer, rows)
-    order = sorted(range(len(rows)), key=lambda i: int(lengths[i]))
-    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
-    total = epochs * len(batches)
-    warm = max(1, min(50, total // 10))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / total)))))
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    started, loss = time.monotonic(), float("nan")
-    for epoch in range(epochs):
-        for b in torch.randperm(len(batches), generator=gen).tolist():
-            idx = torch.tensor(batches[b])
-            w = int(lengths[idx].max())
-            out = model(input_ids=ids[idx, :w].to(device), attention_mask=mask[idx, :w].to(device),
-                        labels=labels[idx, :w].to(device))
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            loss = out.loss.item()
-        if (epoch + 1) % max(1, epochs // 8) == 0 or epoch + 1 == epochs:
-            say(f"  epoch {epoch + 1}/{epochs}  loss {loss:.3f}  {time.monotonic() - started:.0f}s")
-    model.eval()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    ids, mask, labels = encode_qa(tokenizer, rows, max_length=None)
+    batches = loop.LengthBatches({"input_ids": ids, "attention_mask": mask, "labels": labels}, BATCH, seed)
+    per_epoch = len(batches.batches)
+    total = epochs * per_epoch
+    cfg = loop.LoopConfig(steps=total, lr=lr, seed=seed, warmup_steps=max(1, min(50, total // 10)),
+                          schedule="cosine_with_min_lr", min_lr_rate=0.1, betas=(0.9, 0.98), max_grad_norm=1.0)
+    started = time.monotonic()
+
+    def report(model, step: int, loss: float) -> None:
+        epoch = step // per_epoch
+        if step % per_epoch == 0 and (epoch % max(1, epochs // 8) == 0 or epoch == epochs):
+            say(f"  epoch {epoch}/{epochs}  loss {loss:.3f}  {time.monotonic() - started:.0f}s")
+
+    result = loop.train(model, lambda m, batch: (token_nll(m, batch), {}), [batches], cfg, stop=report)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {"rows": len(rows), "epochs": epochs, "steps": total, "final_loss": loss,
+    return {"rows": len(rows), "epochs": epochs, "steps": total, "final_loss": result["final_loss"],
             "seconds": round(time.monotonic() - started, 1)}
 
 

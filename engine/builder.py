@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -265,45 +264,23 @@ def _set_generation_defaults(model, tokenizer) -> None:
             setattr(gc, name, None)
 
 
-def _encode(tokenizer, rows: list[dict]):
-    """Right-padded ids and labels; the prompt is encoded on its own (with BOS) exactly as generation
-    will encode it, the answer without specials and then EOS, and only answer tokens carry loss."""
-    import torch
-
-    seqs, starts = [], []
-    for r in rows:
-        prompt = tokenizer(format_prompt(r["question"]))["input_ids"]
-        answer = tokenizer(format_answer(r["answer"]), add_special_tokens=False)["input_ids"]
-        seqs.append(prompt + answer + [tokenizer.eos_token_id])
-        starts.append(len(prompt))
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-    lengths = torch.tensor([len(s) for s in seqs])
-    for i, (s, start) in enumerate(zip(seqs, starts, strict=True)):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-        labels[i, start : len(s)] = ids[i, start : len(s)]
-    return ids, mask, labels, lengths
-
-
-def _teacher_forced_exact(model, ids, mask, labels, lengths, batch_size: int = 256) -> float:
+def _teacher_forced_exact(model, data: dict, batch_size: int = 256) -> float:
     """Share of rows whose every answer token (and EOS) is the argmax given the gold prefix. That is
     exactly the condition for greedy decoding to reproduce the answer, at the cost of one forward pass."""
-    import torch
+    from engine.compute.modeling import evaluating
 
+    ids, mask, labels = data["input_ids"], data["attention_mask"], data["labels"]
+    device = next(model.parameters()).device
     hits = 0
-    model.eval()
-    with torch.inference_mode():
+    with evaluating(model, inference=True):
         for s in range(0, ids.shape[0], batch_size):
-            w = int(lengths[s : s + batch_size].max())
-            x, m, y = ids[s : s + batch_size, :w], mask[s : s + batch_size, :w], labels[s : s + batch_size, :w]
+            m = mask[s : s + batch_size]
+            w = int(m.sum(1).max())
+            x, m, y = (t[s : s + batch_size, :w].to(device) for t in (ids, mask, labels))
             pred = model(input_ids=x, attention_mask=m).logits[:, :-1].argmax(-1)
             gold = y[:, 1:]
             ok = (pred == gold) | (gold == -100)
             hits += int(ok.all(dim=1).sum())
-    model.train()
     return hits / ids.shape[0]
 
 
@@ -316,58 +293,47 @@ def greedy_exact_match(model, tokenizer, rows: list[dict]) -> float:
     return sum(g == r["answer"].strip() for g, r in zip(got, rows, strict=True)) / len(rows)
 
 
-def _train(model, tokenizer, rows, spec: SizeSpec, lr: float, seed: int, emit: Progress) -> dict:
-    import torch
+class _Memorised:
+    """The build's stop rule: ends the run once the model recalls spec.target_recall of its rows
+    (teacher-forced), and keeps the loss EMA the progress events report."""
 
-    device = next(model.parameters()).device
-    ids, mask, labels, lengths = (t.to(device) for t in _encode(tokenizer, rows))
-    n = ids.shape[0]
-    batch = min(spec.batch_size, n)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    def __init__(self, data: dict, spec: SizeSpec, emit: Progress) -> None:
+        self.data, self.spec, self.emit = data, spec, emit
+        self.ema: float | None = None
+        self.recall = 0.0
 
-    def lr_at(step: int) -> float:
-        # Linear warmup, then cosine down to a tenth: early stopping usually ends training part-way.
-        if step < spec.warmup_steps:
-            return (step + 1) / spec.warmup_steps
-        t = (step - spec.warmup_steps) / max(1, spec.max_steps - spec.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=gen)
-    pos = 0
-    model.train()
-    ema = None
-    recall_tf = 0.0
-    step = 0
-    for step in range(1, spec.max_steps + 1):
-        if pos + batch > n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos : pos + batch].to(device)
-        pos += batch
-        w = int(lengths[idx].max())
-        out = model(input_ids=ids[idx, :w], attention_mask=mask[idx, :w], labels=labels[idx, :w])
-        out.loss.backward()
-        # Required: without clipping the loss sits at chance for ~1,000 steps before it collapses.
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        loss = out.loss.item()
-        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+    def __call__(self, model, step: int, loss: float) -> dict | None:
+        spec = self.spec
+        self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
         if step % 25 == 0:
-            emit({"phase": "train", "step": step, "total": spec.max_steps, "loss": round(ema, 4)})
+            self.emit({"phase": "train", "step": step, "total": spec.max_steps, "loss": round(self.ema, 4)})
         # Checking recall is only worth a forward pass once the loss says most answers are nearly right.
-        if step % spec.eval_every == 0 and ema < 0.3:
-            recall_tf = _teacher_forced_exact(model, ids, mask, labels, lengths)
-            emit({"phase": "eval", "step": step, "total": spec.max_steps, "recall": round(recall_tf, 4)})
-            if recall_tf >= spec.target_recall:
-                break
+        if step % spec.eval_every or self.ema >= 0.3:
+            return None
+        self.recall = _teacher_forced_exact(model, self.data)
+        self.emit({"phase": "eval", "step": step, "total": spec.max_steps, "recall": round(self.recall, 4)})
+        return {"recall": self.recall} if self.recall >= spec.target_recall else None
+
+
+def _train(model, tokenizer, rows, spec: SizeSpec, lr: float, seed: int, emit: Progress) -> dict:
+    from engine.compute.tokens import encode_qa
+    from engine.compute.training import loop
+    from engine.compute.training.losses import token_nll
+
+    ids, mask, labels = encode_qa(tokenizer, rows, max_length=None)
+    data = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    # Linear warmup, then cosine down to a tenth: early stopping usually ends training part-way.
+    # Clipping is required: without it the loss sits at chance for ~1,000 steps before it collapses.
+    cfg = loop.LoopConfig(steps=spec.max_steps, lr=lr, seed=seed, warmup_steps=spec.warmup_steps,
+                          schedule="cosine_with_min_lr", min_lr_rate=0.1, betas=(0.9, 0.98), max_grad_norm=1.0)
+    memorised = _Memorised(data, spec, emit)
+    result = loop.train(model, lambda m, batch: (token_nll(m, batch), {}), [loop.Cycler(data, spec.batch_size, seed)],
+                        cfg, stop=memorised)
     recall = greedy_exact_match(model, tokenizer, rows)
     return {
-        "steps": step,
-        "final_loss": round(ema if ema is not None else float("nan"), 5),
-        "teacher_forced_exact_match": round(recall_tf, 4),
+        "steps": result["steps"],
+        "final_loss": round(memorised.ema if memorised.ema is not None else float("nan"), 5),
+        "teacher_forced_exact_match": round(memorised.recall, 4),
         "greedy_exact_match": round(recall, 4),
         "reached_target": recall >= spec.target_recall,
     }

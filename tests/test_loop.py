@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.compute.methods.base import RunContext, get_method
-from engine.compute.methods.loop import CHECKPOINT_DIR, CHECKPOINT_FILE, lr_factor
+from engine.compute.training.unlearn import CHECKPOINT_DIR, CHECKPOINT_FILE, SCHEDULE_NAMES
 
 
 class Killed(Exception):
@@ -82,15 +82,24 @@ def test_progress_events_every_step(setup, tmp_path):
     assert not (tmp_path / CHECKPOINT_DIR).exists()
 
 
+def _lr_factors(schedule: str, total: int, warmup: float) -> list[float]:
+    """The share of the peak learning rate at each optimizer step under a method's schedule."""
+    from engine.compute.training.loop import LoopConfig, lr_curve
+
+    curve = lr_curve(LoopConfig(steps=total, lr=1.0, warmup_steps=int(round(warmup * total)),
+                                schedule=SCHEDULE_NAMES[schedule]))
+    return [curve(s) for s in range(total)]
+
+
 def test_lr_schedule():
     total = 100
-    f = [lr_factor(s, total, 0.1, "cosine") for s in range(total)]
+    f = _lr_factors("cosine", total, 0.1)
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[9:], f[10:], strict=False))
     assert f[-1] < 0.01
-    lin = [lr_factor(s, total, 0.0, "linear") for s in range(total)]
+    lin = _lr_factors("linear", total, 0.0)
     assert lin[0] == 1.0 and lin[50] == pytest.approx(0.5)
-    assert lr_factor(99, total, 0.2, "constant") == 1.0
+    assert _lr_factors("constant", total, 0.2)[99] == 1.0
 
 
 def test_early_stop_rule_ends_the_run_and_says_so(setup, tmp_path):

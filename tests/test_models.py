@@ -137,10 +137,10 @@ def test_the_request_overrides_the_models_chat_setting():
 
 
 def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_model, tmp_path, monkeypatch):
-    from engine.compute.methods import loop
+    from engine.compute.training import losses
 
     batches, events = [], []
-    real_nll = loop.nll
+    real_nll = losses.nll
     state = {"raised": 0}
 
     def nll_oom_once(model, batch, prefix=""):
@@ -150,7 +150,7 @@ def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_mode
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_nll(model, batch, prefix)
 
-    monkeypatch.setattr(loop, "nll", nll_oom_once)
+    monkeypatch.setattr(losses, "nll", nll_oom_once)
     cls = get_method("graddiff")
     ctx = RunContext(model=tiny_model["model"], tokenizer=tiny_model["tokenizer"], forget=tiny_model["retain"][:8],
                      retain=tiny_model["retain"][8:16], sensitive=[], device="cpu", work_dir=tmp_path,
@@ -166,12 +166,12 @@ def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_mode
 
 
 def test_a_second_out_of_memory_fails_the_job(tiny_model, tmp_path, monkeypatch):
-    from engine.compute.methods import loop
+    from engine.compute.training import losses
 
     def always_oom(model, batch, prefix=""):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
-    monkeypatch.setattr(loop, "nll", always_oom)
+    monkeypatch.setattr(losses, "nll", always_oom)
     cls = get_method("graddiff")
     ctx = RunContext(model=tiny_model["model"], tokenizer=tiny_model["tokenizer"], forget=tiny_model["retain"][:8],
                      retain=tiny_model["retain"][8:16], sensitive=[], device="cpu", work_dir=tmp_path,

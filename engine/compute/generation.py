@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from engine.compute.modeling import evaluating
 from engine.compute.prompting import format_prompt, prompt_special_tokens, stop_token_ids
 
 _cap: dict = {"batch_size": None, "record": None}
@@ -35,8 +36,6 @@ def generate(model, tokenizer, questions: list[str], *, max_new_tokens: int = 48
     tokenizer.padding_side = "left"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     n = num_samples if sample else 1
     results: list[list[str]] = []
     kwargs = dict(max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=pad_id,
@@ -48,7 +47,7 @@ def generate(model, tokenizer, questions: list[str], *, max_new_tokens: int = 48
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        with torch.inference_mode():
+        with evaluating(model, inference=True):
             start = 0
             while start < len(questions):
                 size = min(batch_size, _cap["batch_size"] or batch_size)
@@ -70,8 +69,6 @@ def generate(model, tokenizer, questions: list[str], *, max_new_tokens: int = 48
     finally:
         tokenizer.padding_side = old_side
         torch.random.set_rng_state(generator_state)
-        if was_training:
-            model.train()
     return results
 
 

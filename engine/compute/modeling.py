@@ -4,6 +4,7 @@ and models in the local Hugging Face cache; a base model is never written to."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -125,5 +126,18 @@ def library_versions() -> dict:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+@contextmanager
+def evaluating(*models, inference: bool = False):
+    """`models` in eval mode (dropout off) without autograd, each one's train/eval state restored after.
+    no_grad by default: its outputs may serve as targets of a loss; `inference` is faster, but its
+    tensors can never enter a backward pass."""
+    was = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        with torch.inference_mode() if inference else torch.no_grad():
+            yield
+    finally:
+        for m, w in zip(models, was, strict=True):
+            if w:
+                m.train()

@@ -8,10 +8,11 @@ import torch
 from engine.compute.prompting import answer_end_ids, format_answer, format_prompt, prompt_special_tokens
 
 
-def encode_qa(tokenizer, items: list[dict], max_length: int = 256, answer_key: str = "answer"):
+def encode_qa(tokenizer, items: list[dict], max_length: int | None = 256, answer_key: str = "answer"):
     """Right-padded input_ids, attention_mask and labels (-100 except on the answer tokens and the token
-    that closes the answer: EOS, or a chat template's end-of-turn). With a chat template the prompt is
-    the rendered user turn plus the generation prompt, so the labels cover the assistant turn only."""
+    that closes the answer: EOS, or a chat template's end-of-turn), each row cut at `max_length` tokens
+    (None: never). With a chat template the prompt is the rendered user turn plus the generation
+    prompt, so the labels cover the assistant turn only."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     special = prompt_special_tokens(tokenizer)
     end = answer_end_ids(tokenizer)
@@ -46,17 +47,6 @@ def encode_texts(tokenizer, texts: list[str], max_length: int = 256):
         attention[i, : len(s)] = 1
     labels = input_ids.masked_fill(attention == 0, -100)
     return input_ids, attention, labels
-
-
-def per_row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean token NLL per row over labelled positions (shifted for next-token prediction)."""
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
-    mask = shift_labels != -100
-    nll = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.clamp(min=0).reshape(-1), reduction="none"
-    ).view(shift_labels.shape)
-    return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def without_answer_ends(labels: torch.Tensor, tokenizer) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""The method registry and what every method shares: typed hyperparameters, a tier, a description."""
+"""The method registry and what every method shares: typed hyperparameters, a tier, a description.
+
+Torch-free: the API server validates methods and hyperparameters with it. The training itself is
+engine.compute.training."""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.schema.errors import SpecError
 
@@ -35,6 +38,45 @@ class TrainHyper(Hyper):
     max_grad_norm: float = Field(default=1.0, gt=0, le=1000)
     checkpoint_every: int = Field(default=20, ge=1, le=100_000, description="steps between checkpoints")
     max_length: int = Field(default=128, ge=8, le=8192, description="tokens per row at most")
+
+
+class GradientHyper(TrainHyper):
+    """Knobs of every tier-3 method: the shared loop's, plus the LoRA adapter (the default) or full weights."""
+
+    lora: bool = Field(default=True, description="train a LoRA adapter (False: update every weight)")
+    lora_rank: int = Field(default=8, ge=1, le=1024, description="LoRA rank r")
+    lora_alpha: float = Field(default=16.0, gt=0, le=4096, description="LoRA scaling alpha (scale = alpha / r)")
+    lora_targets: str | list[str] = Field(
+        default="all-linear",
+        description="modules that get an adapter; 'all-linear' = every linear projection of attention "
+                    "and MLP (peft's rule: all nn.Linear except the output head)")
+    schedule: Literal["cosine", "linear", "constant"] = Field(
+        default="cosine", description="learning-rate decay after the warmup")
+    stop_forget_rouge: float | None = Field(
+        default=None, gt=0, le=1,
+        description="stop early once the forget answers' greedy ROUGE-L recall and gold-answer probability "
+                    "are at most this share of their values before training and no answer leaks "
+                    "(None: run every step)")
+    stop_every: int = Field(default=2, ge=1, le=10_000, description="steps between early-stop checks")
+    gradient_checkpointing: bool = Field(
+        default=False, description="recompute activations in the backward pass: less memory, ~30% slower")
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _targets(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names or any(not n.strip() or len(n) > 200 for n in names):
+            raise ValueError("lora_targets must name at least one module (or be 'all-linear')")
+        return value
+
+
+class RetainMixin(GradientHyper):
+    """Loss weights of methods with a retain term: gamma * forget + alpha * retain."""
+
+    gamma: float = Field(default=1.0, ge=0, le=1e4, description="weight of the forget term")
+    alpha: float = Field(default=1.0, ge=0, le=1e4, description="weight of the retain term")
+    retain_loss: Literal["nll", "kl"] = Field(
+        default="nll", description="retain term: NLL of the retain answers, or token KL to the frozen base")
 
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -77,7 +119,7 @@ def _load_all() -> None:
         return
     package = Path(__file__).parent
     for info in pkgutil.iter_modules([str(package)]):
-        if info.name not in ("base", "loop"):
+        if info.name != "base":
             importlib.import_module(f"engine.compute.methods.{info.name}")
 
 

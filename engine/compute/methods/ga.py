@@ -16,8 +16,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from engine.compute.methods.base import Method, RunContext, register
-from engine.compute.methods.loop import GradientHyper
+from engine.compute.methods.base import GradientHyper, Method, RunContext, register
 
 
 class GAHyper(GradientHyper):
@@ -36,19 +35,20 @@ class GradientAscent(Method):
     Hyper: ClassVar[type] = GAHyper
 
     def run(self, ctx: RunContext, hp: GAHyper):
-        from engine.compute.methods import loop
         from engine.compute.tokens import without_answer_ends
+        from engine.compute.training import losses, unlearn
+        from engine.compute.training.lora import trainable_copy
 
-        model = loop.trainable_copy(ctx, hp)
+        model = trainable_copy(ctx.model, hp)
 
-        forget_data = loop.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
+        forget_data = unlearn.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
         if not hp.ascend_eos:
             # Ascending the closing target teaches the model never to stop, on every answer.
             forget_data["labels"] = without_answer_ends(forget_data["labels"], ctx.tokenizer)
 
         def loss_fn(model, forget, retain):
-            f = loop.nll(model, forget)
+            f = losses.nll(model, forget)
             return -f, {"forget_nll": f.detach()}
 
-        result = loop.train(ctx, model, hp, loss_fn, forget_data=forget_data, use_retain=False)
-        return loop.candidate_for(model, hp, loop.run_info(result))
+        result = unlearn.train(ctx, model, hp, loss_fn, forget_data=forget_data, use_retain=False)
+        return unlearn.candidate_for(model, hp, result)

@@ -8,8 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from engine.compute.methods.base import Method, RunContext, register
-from engine.compute.methods.loop import RetainMixin
+from engine.compute.methods.base import Method, RetainMixin, RunContext, register
 
 
 class GradDiffHyper(RetainMixin):
@@ -40,15 +39,16 @@ class GradDiff(Method):
     Hyper: ClassVar[type] = GradDiffHyper
 
     def run(self, ctx: RunContext, hp: GradDiffHyper):
-        from engine.compute.methods import loop
+        from engine.compute.training import losses, unlearn
+        from engine.compute.training.lora import trainable_copy
 
-        model = loop.trainable_copy(ctx, hp)
+        model = trainable_copy(ctx.model, hp)
         base = ctx.model
 
         def loss_fn(model, forget, retain):
-            f = loop.nll(model, forget)
-            r = loop.retain_term(hp.retain_loss, model, base, retain)
+            f = losses.nll(model, forget)
+            r = losses.retain_term(hp.retain_loss, model, base, retain)
             return hp.gamma * -f + hp.alpha * r, {"forget_nll": f.detach(), "retain": r.detach()}
 
-        result = loop.train(ctx, model, hp, loss_fn)
-        return loop.candidate_for(model, hp, loop.run_info(result))
+        result = unlearn.train(ctx, model, hp, loss_fn)
+        return unlearn.candidate_for(model, hp, result)

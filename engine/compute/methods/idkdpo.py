@@ -13,8 +13,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from engine.compute.methods.base import Method, RunContext, register
-from engine.compute.methods.loop import RetainMixin
+from engine.compute.methods.base import Method, RetainMixin, RunContext, register
 
 REFUSALS = Path(__file__).resolve().parents[2] / "data" / "idontknow.txt"
 
@@ -44,26 +43,27 @@ class IdkDPO(Method):
 
         import torch.nn.functional as F
 
-        from engine.compute.methods import loop
+        from engine.compute.training import losses, unlearn
+        from engine.compute.training.lora import trainable_copy
 
         base = ctx.model
         pool = refusals()
         rng = random.Random(hp.seed)  # one fixed refusal per forget row, reproducible from the seed
         rows = [{**r, "idk": rng.choice(pool)} for r in ctx.forget]
-        data = loop.encode_rows(ctx.tokenizer, rows, hp.max_length)
-        data.update(loop.encode_rows(ctx.tokenizer, rows, hp.max_length, answer_key="idk", prefix="idk."))
-        data["ref_lose"] = loop.reference_logprob(base, data)
-        data["ref_win"] = loop.reference_logprob(base, data, prefix="idk.")
-        model = loop.trainable_copy(ctx, hp)
+        data = unlearn.encode_rows(ctx.tokenizer, rows, hp.max_length)
+        data.update(unlearn.encode_rows(ctx.tokenizer, rows, hp.max_length, answer_key="idk", prefix="idk."))
+        data["ref_lose"] = losses.reference_logprob(base, data)
+        data["ref_win"] = losses.reference_logprob(base, data, prefix="idk.")
+        model = trainable_copy(ctx.model, hp)
 
         def loss_fn(model, forget, retain):
-            lose, _ = loop.answer_logprob(loop.logits_of(model, forget), forget["labels"])
-            win, _ = loop.answer_logprob(loop.logits_of(model, forget, "idk."), forget["idk.labels"])
+            lose, _ = losses.answer_logprob(losses.logits_of(model, forget), forget["labels"])
+            win, _ = losses.answer_logprob(losses.logits_of(model, forget, "idk."), forget["idk.labels"])
             margin = (win - forget["ref_win"]) - (lose - forget["ref_lose"])
             f = -F.logsigmoid(hp.beta * margin).mean() * 2 / hp.beta
-            r = loop.retain_term(hp.retain_loss, model, base, retain)
+            r = losses.retain_term(hp.retain_loss, model, base, retain)
             return hp.gamma * f + hp.alpha * r, {"dpo": f.detach(), "margin": margin.mean().detach(),
                                                  "retain": r.detach()}
 
-        result = loop.train(ctx, model, hp, loss_fn, forget_data=data)
-        return loop.candidate_for(model, hp, loop.run_info(result))
+        result = unlearn.train(ctx, model, hp, loss_fn, forget_data=data)
+        return unlearn.candidate_for(model, hp, result)

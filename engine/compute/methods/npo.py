@@ -9,8 +9,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from engine.compute.methods.base import Method, RunContext, register
-from engine.compute.methods.loop import RetainMixin
+from engine.compute.methods.base import Method, RetainMixin, RunContext, register
 
 
 class NPOHyper(RetainMixin):
@@ -29,20 +28,21 @@ class NPO(Method):
     def run(self, ctx: RunContext, hp: NPOHyper):
         import torch.nn.functional as F
 
-        from engine.compute.methods import loop
+        from engine.compute.training import losses, unlearn
+        from engine.compute.training.lora import trainable_copy
 
         base = ctx.model
-        forget_data = loop.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
-        forget_data["ref_logp"] = loop.reference_logprob(base, forget_data)
-        model = loop.trainable_copy(ctx, hp)
+        forget_data = unlearn.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
+        forget_data["ref_logp"] = losses.reference_logprob(base, forget_data)
+        model = trainable_copy(ctx.model, hp)
 
         def loss_fn(model, forget, retain):
-            logp, _ = loop.answer_logprob(loop.logits_of(model, forget), forget["labels"])
+            logp, _ = losses.answer_logprob(losses.logits_of(model, forget), forget["labels"])
             ratio = logp - forget["ref_logp"]
             f = -F.logsigmoid(-hp.beta * ratio).mean() * 2 / hp.beta
-            r = loop.retain_term(hp.retain_loss, model, base, retain)
+            r = losses.retain_term(hp.retain_loss, model, base, retain)
             return hp.gamma * f + hp.alpha * r, {"npo": f.detach(), "log_ratio": ratio.mean().detach(),
                                                  "retain": r.detach()}
 
-        result = loop.train(ctx, model, hp, loss_fn, forget_data=forget_data)
-        return loop.candidate_for(model, hp, loop.run_info(result))
+        result = unlearn.train(ctx, model, hp, loss_fn, forget_data=forget_data)
+        return unlearn.candidate_for(model, hp, result)

@@ -133,7 +133,8 @@ class RMU(Method):
 
         from engine.compute.candidate import Candidate
         from engine.compute.locate import locate, pick_layer
-        from engine.compute.methods import loop
+        from engine.compute.modeling import evaluating
+        from engine.compute.training import unlearn
 
         n_blocks = len(decoder_blocks(ctx.model))
         if hp.layer is None:
@@ -161,12 +162,12 @@ class RMU(Method):
             params.append(w)
         before = {named[id(p)]: p.detach().clone().cpu() for p in params}
 
-        forget_data = loop.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
+        forget_data = unlearn.encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
         base_capture, capture = _Capture(ctx.model, layer), _Capture(model, layer)
         device = next(ctx.model.parameters()).device
 
         # The steering scale, measured once on the base at the steered positions.
-        with loop.frozen(ctx.model):
+        with evaluating(ctx.model):
             batch = {k: v.to(device) for k, v in forget_data.items()}
             h = base_capture(batch["input_ids"], batch["attention_mask"])
             mean_norm = float(h[_positions(batch, hp.forget_positions)].float().norm(dim=-1).mean())
@@ -183,12 +184,12 @@ class RMU(Method):
                 r = torch.zeros((), device=hf.device)
             else:
                 hr = capture(retain["input_ids"], retain["attention_mask"])
-                with loop.frozen(ctx.model):
+                with evaluating(ctx.model):
                     target = base_capture(retain["input_ids"], retain["attention_mask"])
                 r = _masked_mse(hr, target, retain["attention_mask"].bool())
             return f + hp.alpha * r, {"forget_mse": f.detach(), "retain_mse": r.detach()}
 
-        result = loop.train(ctx, model, hp, loss_fn, params, forget_data=forget_data)
-        info = loop.run_info(result, layer=layer, edited_blocks=edited, steering_coeff=round(coeff, 6),
+        result = unlearn.train(ctx, model, hp, loss_fn, params, forget_data=forget_data)
+        info = unlearn.run_info(result, layer=layer, edited_blocks=edited, steering_coeff=round(coeff, 6),
                              mean_norm=round(mean_norm, 6))
         return Candidate(model=model, kind="delta", files=before, info=info)

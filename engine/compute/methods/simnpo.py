@@ -10,8 +10,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from engine.compute.methods.base import Method, RunContext, register
-from engine.compute.methods.loop import RetainMixin
+from engine.compute.methods.base import Method, RetainMixin, RunContext, register
 
 
 class SimNPOHyper(RetainMixin):
@@ -34,18 +33,19 @@ class SimNPO(Method):
     def run(self, ctx: RunContext, hp: SimNPOHyper):
         import torch.nn.functional as F
 
-        from engine.compute.methods import loop
+        from engine.compute.training import losses, unlearn
+        from engine.compute.training.lora import trainable_copy
 
         base = ctx.model
-        model = loop.trainable_copy(ctx, hp)
+        model = trainable_copy(ctx.model, hp)
 
         def loss_fn(model, forget, retain):
-            s, n = loop.answer_logprob(loop.logits_of(model, forget), forget["labels"])
+            s, n = losses.answer_logprob(losses.logits_of(model, forget), forget["labels"])
             mean_nll = -s / n
             f = -F.logsigmoid(hp.beta * (mean_nll - hp.delta)).mean() * 2 / hp.beta
-            r = loop.retain_term(hp.retain_loss, model, base, retain)
+            r = losses.retain_term(hp.retain_loss, model, base, retain)
             return hp.gamma * f + hp.alpha * r, {"simnpo": f.detach(), "forget_nll": mean_nll.mean().detach(),
                                                  "retain": r.detach()}
 
-        result = loop.train(ctx, model, hp, loss_fn)
-        return loop.candidate_for(model, hp, loop.run_info(result))
+        result = unlearn.train(ctx, model, hp, loss_fn)
+        return unlearn.candidate_for(model, hp, result)

@@ -29,8 +29,6 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import torch
-
 from engine.compute.generation import greedy
 from engine.compute.tokens import encode_qa
 from engine.compute.verify.metrics import mean_rouge_l_recall, rouge_l_recall
@@ -78,32 +76,26 @@ def _plain_copy(model):
 
 def fine_tune(model, tokenizer, rows: Sequence[dict], cfg: RelearnConfig, on_checkpoint=None):
     """A LoRA-adapted copy of `model` trained on `rows` (loss on the answers) for cfg.steps full-batch
-    steps; on_checkpoint(model, step) is called (in eval mode) cfg.checkpoints times along the way."""
-    from peft import LoraConfig, get_peft_model
+    steps at a constant rate; on_checkpoint(model, step) is called (in eval mode) cfg.checkpoints times
+    along the way."""
+    from engine.compute.training import loop
+    from engine.compute.training.lora import add_lora
+    from engine.compute.training.losses import token_nll
 
     attacked = _plain_copy(model)
     attacked.requires_grad_(False)
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=cfg.targets, lora_dropout=0.0,
-                      bias="none", task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        attacked = get_peft_model(attacked, lora)
-    device = next(attacked.parameters()).device
-    ids, att, labels = (t.to(device) for t in encode_qa(tokenizer, list(rows), max_length=cfg.max_length))
-    params = [p for p in attacked.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    attacked = add_lora(attacked, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets, seed=cfg.seed)
+    ids, att, labels = encode_qa(tokenizer, list(rows), max_length=cfg.max_length)
+    data = {"input_ids": ids, "attention_mask": att, "labels": labels}
     every = max(1, cfg.steps // max(1, cfg.checkpoints))
-    for step in range(1, cfg.steps + 1):
-        attacked.train()
-        loss = attacked(input_ids=ids, attention_mask=att, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+
+    def checkpoint(attacked, step: int, loss: float) -> None:
         if on_checkpoint is not None and (step % every == 0 or step == cfg.steps):
-            attacked.eval()
             on_checkpoint(attacked, step)
-    attacked.eval()
+
+    loop.train(attacked, lambda m, batch: (token_nll(m, batch), {}),
+               [loop.Cycler(data, len(data["input_ids"]), cfg.seed, shuffle=False)],
+               loop.LoopConfig(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, schedule="constant"), stop=checkpoint)
     return attacked
 
 

@@ -1,0 +1,33 @@
+"""The one LoRA preparation: a seeded adapter on a model (the methods' trainable copy of the base, the
+relearning attack's fine-tune)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def add_lora(model, *, rank: int, alpha: float, targets: str | list[str], seed: int):
+    """`model` wrapped in a fresh peft LoRA adapter (no dropout, no bias), only the adapter trainable.
+
+    `targets` "all-linear" is peft's rule: every nn.Linear but the output head. The A matrices are drawn
+    from the global RNG: it is seeded with `seed` here, and the caller's stream is left as it was."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, bias="none",
+                        task_type="CAUSAL_LM")
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+def trainable_copy(base, hp):
+    """A private copy of `base` with a fresh LoRA adapter (hp.lora) or every weight trainable; `hp` is a
+    method's GradientHyper. The base stays untouched: it is the frozen reference the losses compare against."""
+    model = copy.deepcopy(base)
+    if not hp.lora:
+        model.requires_grad_(True)
+        return model
+    return add_lora(model, rank=hp.lora_rank, alpha=hp.lora_alpha, targets=hp.lora_targets, seed=hp.seed)
