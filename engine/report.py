@@ -28,6 +28,7 @@ from sqlmodel import Session, select
 from engine.control import service
 from engine.schema.datasets import as_qa
 from engine.schema.errors import SpecError
+from engine.schema.policy import band_limits
 from store import audit
 from store.models import ModelEntry
 
@@ -273,7 +274,7 @@ def verdict_word(v: str | None) -> tuple[str, str]:
 
 def _policy_rule(stage: dict, metric: dict) -> dict | None:
     rule = (stage.get("policy_content") or {}).get(stage["stage"], {}).get(metric["name"])
-    if isinstance(rule, dict) and "rule" in rule and "threshold" in rule:
+    if isinstance(rule, dict) and "rule" in rule and ("threshold" in rule or rule["rule"] == "band"):
         return rule
     text = metric.get("rule") or ""
     if metric.get("threshold") is None or "reported only" in text:
@@ -286,6 +287,9 @@ def _policy_rule(stage: dict, metric: dict) -> dict | None:
 def policy_clause(rule: dict | None, kind: str, before) -> str:
     if rule is None:
         return "the policy reports it without judging it"
+    if rule["rule"] == "band":
+        lo, hi = band_limits(rule)
+        return f"the policy requires it between {fmt_kind(lo, kind)} and {fmt_kind(hi, kind)} (both sides)"
     t = float(rule["threshold"])
     if rule["rule"] == "max":
         return f"the policy allows at most {fmt_kind(t, kind)}"

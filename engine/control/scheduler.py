@@ -270,12 +270,13 @@ class Scheduler:
             policy_json = json.dumps(msg["policy"])
             for st in msg["stages"]:
                 sr = StageResult(job_id=job_id, stage=st["stage"], verdict=st["verdict"], required=st["required"],
-                                 policy_name=req.policy, policy_json=policy_json)
+                                 policy_name=req.policy, policy_json=policy_json, note=st.get("note"))
                 s.add(sr)
                 s.flush()
                 for m in st["metrics"]:
                     s.add(Metric(stage_result_id=sr.id, name=m["name"], before=m["before"], after=m["after"],
-                                 threshold=m["threshold"], rule=m["rule"], passed=m["passed"]))
+                                 threshold=m["threshold"], rule=m["rule"], passed=m["passed"],
+                                 ci_low=m.get("ci_low"), ci_high=m.get("ci_high"), n=m.get("n"), note=m.get("note")))
             for e in msg["evidence"]:
                 e = dict(e)
                 spans = {"before": e.pop("spans_before", None), "after": e.pop("spans_after", None)}

@@ -449,10 +449,11 @@ def stage_summaries(s: Session, job_id: int) -> list[dict]:
     for st in s.exec(select(StageResult).where(StageResult.job_id == job_id).order_by(StageResult.id)):
         metrics = s.exec(select(Metric).where(Metric.stage_result_id == st.id).order_by(Metric.id)).all()
         out.append({"stage": st.stage, "verdict": st.verdict, "required": st.required, "policy": st.policy_name,
-                    "policy_content": json.loads(st.policy_json),
+                    "policy_content": json.loads(st.policy_json), "note": st.note,
                     "metrics": [{"name": m.name, "before": m.before, "after": m.after,
                                  "delta": (m.after - m.before) if m.after is not None and m.before is not None else None,
-                                 "threshold": m.threshold, "rule": m.rule, "passed": m.passed} for m in metrics]})
+                                 "threshold": m.threshold, "rule": m.rule, "passed": m.passed, "ci_low": m.ci_low,
+                                 "ci_high": m.ci_high, "n": m.n, "note": m.note} for m in metrics]})
     return out
 
 
