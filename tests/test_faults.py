@@ -188,6 +188,7 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     fixes; the worker and the engine carry on."""
     from sqlmodel import Session, select
 
+    from engine.control.baseline_key import measurement_setup
     from engine.control.scheduler import baseline_key
     from engine.control.service import request_rows
     from engine.demo_data import GENERAL_TEXT
@@ -210,8 +211,9 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     db = make_engine(home.db)
     with Session(db) as s:
         model = s.exec(select(ModelEntry).where(ModelEntry.name == "tiny")).one()
-        key = baseline_key(model.weights_sha256, request_rows(s, req["id"]), GENERAL_TEXT,
-                           json.loads(model.options_json))
+        options = json.loads(model.options_json)
+        key = baseline_key(model.weights_sha256, request_rows(s, req["id"]), GENERAL_TEXT, options,
+                           measurement_setup(model.source, model.kind, options, "cpu"))
         assert s.get(Request, req["id"]) is not None
         s.add(BaselineCache(key=key, payload_json="{}"))
         s.commit()

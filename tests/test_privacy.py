@@ -47,6 +47,7 @@ def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_w
     """In-process, no worker: a request with a cached baseline, an artifact holding its strings and a work
     dir; closing leaves none of its texts anywhere under the data dir, and the check says so."""
     from engine.control import privacy, service
+    from engine.control.baseline_key import measurement_setup
     from engine.control.scheduler import baseline_key
     from engine.demo_data import GENERAL_TEXT
     from store import audit
@@ -63,7 +64,8 @@ def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_w
         job = service.submit_job(s, req.id, "graddiff", {"steps": 2})
         service.cancel_job(s, job.id)
         rows = service.request_rows(s, req.id)
-        s.add(BaselineCache(key=baseline_key(model.weights_sha256, rows, GENERAL_TEXT, {}),
+        setup = measurement_setup(model.source, model.kind, {}, "cpu")
+        s.add(BaselineCache(key=baseline_key(model.weights_sha256, rows, GENERAL_TEXT, {}, setup),
                             payload_json=json.dumps({"unit": {"evidence": [{"output": spec["sensitive"][0]}]}})))
         s.add(BaselineCache(key="another-request", payload_json='{"unit": {}}'))
         s.commit()

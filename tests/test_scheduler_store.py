@@ -45,33 +45,3 @@ def test_verdict_keeps_the_policy_the_worker_judged_against(home, tiny, demo_req
     assert stored.policy_name == "ours"
     assert json.loads(stored.policy_json)["description"] == "as judged"
     assert json.loads(stored.policy_json)["unit"]["leak_rate"]["threshold"] == 0.1
-
-
-def test_eval_version_follows_the_measuring_code_only(tmp_path, monkeypatch):
-    from engine.control import scheduler
-
-    root = tmp_path / "engine"
-    (root / "verify").mkdir(parents=True)
-    (root / "methods").mkdir()
-    for name in ("verify/unit.py", "generation.py", "prompting.py", "tokens.py", "methods/ga.py"):
-        (root / name).write_text("x = 1\n")
-    monkeypatch.setattr(scheduler, "__file__", str(root / "scheduler.py"))
-
-    def version() -> str:
-        scheduler.eval_version.cache_clear()
-        return scheduler.eval_version()
-
-    first = version()
-    (root / "methods" / "ga.py").write_text("x = 2\n")  # a method is not measuring code
-    assert version() == first
-    (root / "verify" / "unit.py").write_text("x = 2\n")
-    second = version()
-    assert second != first
-    (root / "prompting.py").write_text("x = 2\n")
-    assert version() not in (first, second)
-    key = scheduler.baseline_key("w", {}, [], {})
-    (root / "generation.py").write_text("x = 3\n")
-    scheduler.eval_version.cache_clear()
-    assert scheduler.baseline_key("w", {}, [], {}) != key
-    monkeypatch.undo()
-    scheduler.eval_version.cache_clear()

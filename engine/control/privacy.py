@@ -142,6 +142,7 @@ def _file_has(path: Path, pattern: re.Pattern, overlap: int) -> bool:
 def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None = None) -> dict:
     """Remove the copies of a request's texts outside RequestData, in the caller's transaction (files
     first: if a file cannot be removed the close fails and the request stays open)."""
+    from engine.control.baseline_key import measurement_setup
     from engine.control.scheduler import baseline_key, job_model_options, work_dir_of
     from engine.leaks import mask_sensitive
 
@@ -160,7 +161,9 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
         from engine.demo_data import GENERAL_TEXT
 
         options = job_model_options(json.loads(model.options_json), json.loads(req.spec_json or "{}"))
-        keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options))
+        for device in ("cpu", "cuda"):  # the key holds the device type the 'before' was measured on
+            setup = measurement_setup(model.source, model.kind, options, device)
+            keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options, setup))
     for row in s.exec(select(BaselineCache)):
         if row.key in keys or (pattern is not None and pattern.search(row.payload_json.encode("utf-8"))):
             s.delete(row)

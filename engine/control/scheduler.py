@@ -6,7 +6,6 @@ fresh worker."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlmodel import select
 
+from engine.control.baseline_key import measurement_setup, setup_sha256
 from engine.control.events import EventBus
 from engine.control.registry import converted_dir
 from engine.control.service import escalate, get_model, job_out, now, request_rows
@@ -34,19 +34,6 @@ from store.db import session
 from store.models import Artifact, BaselineCache, Evidence, Job, Metric, Request, StageResult
 from store.paths import Paths
 
-# The code that measures a model: any change to it (a stage, a metric, an attack, how prompts are built or
-# answers generated) makes every cached 'before' measurement stale, so its source is part of the cache key.
-_MEASURING_CODE = ("verify", "generation.py", "prompting.py", "tokens.py")
-
-
-@functools.cache
-def eval_version() -> str:
-    root = Path(__file__).resolve().parents[1] / "compute"
-    digest = hashlib.sha256()
-    for entry in _MEASURING_CODE:
-        for path in sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]:
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 PROGRESS_WRITE_INTERVAL = 0.5
 log = logging.getLogger("expunge.scheduler")
 
@@ -181,7 +168,7 @@ class Scheduler:
             proc.wait(timeout=30)
 
     def _run_one(self, slot: Slot, job_id: int) -> None:
-        payload = self._payload(job_id)
+        payload = self._payload(job_id, slot.device)
         proc = self._ensure_worker(slot)
         proc.stdin.write(json.dumps(payload) + "\n")
         proc.stdin.flush()
@@ -225,7 +212,8 @@ class Scheduler:
 
     # ------------------------------------------------------------ payload and results
 
-    def _payload(self, job_id: int) -> dict:
+    def _payload(self, job_id: int, device: str = "cpu") -> dict:
+        """What the worker needs for the job; `device`: the slot's, part of the cached 'before' key."""
         from engine.demo_data import GENERAL_TEXT
 
         with session(self.db) as s:
@@ -241,7 +229,8 @@ class Scheduler:
                           "options": job_model_options(json.loads(model.options_json), json.loads(req.spec_json))}
             if model.kind == "gguf":
                 model_spec["converted"] = str(converted_dir(self.paths.converted, model.weights_sha256))
-            key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, model_spec["options"])
+            setup = measurement_setup(model.source, model.kind, model_spec["options"], device)
+            key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, model_spec["options"], setup)
             cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
             work_dir = self.paths.data / "jobs" / f"job-{job_id}"
             return {
@@ -401,8 +390,10 @@ def job_model_options(options: dict, spec: dict) -> dict:
     return out
 
 
-def baseline_key(weights_sha256: str, rows: dict, general_text: list[str], options: dict) -> str:
-    parts = [eval_version(), weights_sha256, json.dumps(options, sort_keys=True), rows_sha256(general_text)]
+def baseline_key(weights_sha256: str, rows: dict, general_text: list[str], options: dict, setup: dict) -> str:
+    """The cached 'before' measurement's key: weights, rows, options and the measurement setup
+    (`engine.control.baseline_key.measurement_setup`: code, libraries, device, dtype, prompt format, files)."""
+    parts = [setup_sha256(setup), weights_sha256, json.dumps(options, sort_keys=True), rows_sha256(general_text)]
     parts += [rows_sha256(rows.get(k)) for k in ("forget", "retain", "holdout", "probes", "sensitive")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
