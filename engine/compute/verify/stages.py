@@ -24,8 +24,8 @@ PROFILES = ("full", "quick")
 QUICK_GENERAL_TEXTS = 8
 # How to make each metric measurable when it is not (the stage's own note says why it was not).
 FIXES = {
-    "relearn_recovery": "relearning needs at least 2 forget rows the base answers better than never-seen facts: "
-                        "add rows or a paraphrase set",
+    "relearn_recovery": "relearning needs at least 2 forget rows, which the base answers better than never-seen "
+                        "facts and the attack brings back on the base itself: add rows or a paraphrase set",
     "mia_auc": "membership inference needs never-seen rows to compare with: add a holdout set",
     "logit_lens_presence": "the base shows too little of the answers in its intermediate layers for a drop to "
                            "mean anything: check the rows are facts this model knows, or waive the metric",
