@@ -187,3 +187,72 @@ def test_a_stage_module_that_cannot_import_fails_the_measurement(monkeypatch):
     monkeypatch.setitem(sys.modules, "engine.compute.verify.unit", None)  # any import of it now raises
     with pytest.raises(ImportError, match="engine.compute.verify.unit"):
         measure_all(EvalInput(model=None, tokenizer=None, forget=[], retain=[], sensitive=[]))
+
+
+# ------------------------------------------------------------------ on the tiny model
+
+
+def _over_unlearned(model, tokenizer, forget: list[dict], retain: list[dict], steps: int = 15, lr: float = 5e-4):
+    """A copy of `model` pushed past forgetting: gradient ascent on the forget rows, descent on retain rows
+    (GradDiff's objective, far too hard), until the forget rows look less familiar than never-seen ones."""
+    import copy
+
+    import torch
+
+    from engine.compute.tokens import encode_qa
+
+    clone = copy.deepcopy(model)
+    clone.requires_grad_(True)
+    forget_batch = encode_qa(tokenizer, forget, max_length=128)
+    retain_batch = encode_qa(tokenizer, retain, max_length=128)
+    opt = torch.optim.AdamW(clone.parameters(), lr=lr)
+    clone.train()
+    for _ in range(steps):
+        (f_ids, f_att, f_lab), (r_ids, r_att, r_lab) = forget_batch, retain_batch
+        loss = (-clone(input_ids=f_ids, attention_mask=f_att, labels=f_lab).loss
+                + clone(input_ids=r_ids, attention_mask=r_att, labels=r_lab).loss)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    clone.eval()
+    clone.requires_grad_(False)
+    return clone
+
+
+def test_an_over_unlearned_candidate_fails_the_band(tiny):
+    """MUSE's point: an AUC near 0 singles the erased rows out as surely as one near 1. The old one-sided rule
+    (max 0.75) passed it; the band fails it, and says on which side."""
+    import random
+
+    import torch
+
+    from engine.compute.modeling import load_model
+    from engine.compute.verify.metrics import auc, auc_interval
+    from engine.compute.verify.reconstruction import mia_scores
+    from engine.compute.verify.stages import EvalInput
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
+    person = tiny["train"][0]["person"]
+    forget = [r for r in tiny["train"] if r["person"] == person]
+    retain = random.Random(0).sample([r for r in tiny["train"] if r["person"] != person], 30)
+
+    def measured(m) -> dict:
+        pos, neg = mia_scores(EvalInput(model=m, tokenizer=tokenizer, forget=forget, retain=[], sensitive=[],
+                                        holdout=tiny["holdout"]))
+        low, high = auc_interval(pos, neg)
+        return {"reconstruction": _stage({"mia_auc": auc(pos, neg)},
+                                         stats={"mia_auc": {"ci_low": low, "ci_high": high, "n": len(pos)}})}
+
+    before = measured(model)
+    after = measured(_over_unlearned(model, tokenizer, forget, retain))
+    assert before["reconstruction"]["metrics"]["mia_auc"] > 0.9
+    assert after["reconstruction"]["metrics"]["mia_auc"] <= 0.1
+    for name in ("default", "strict"):
+        stages = judge(before, after, load_policy(name), "remove")
+        m = _metric(stages, "reconstruction", "mia_auc")
+        assert m["passed"] is False and _verdict(stages, "reconstruction") == "fail", name
+        assert "less likely than never-seen facts: detectable" in m["note"]
+        assert m["ci_low"] <= m["after"] <= m["ci_high"] and m["n"] == len(forget)
+        # Under the old one-sided rule it would have passed.
+        assert holds({"rule": "max", "threshold": 0.75}, None, m["after"])
