@@ -256,3 +256,23 @@ def test_an_over_unlearned_candidate_fails_the_band(tiny):
         assert m["ci_low"] <= m["after"] <= m["ci_high"] and m["n"] == len(forget)
         # Under the old one-sided rule it would have passed.
         assert holds({"rule": "max", "threshold": 0.75}, None, m["after"])
+
+
+def test_cli_policies_show_prints_every_rule_in_words(home, monkeypatch):
+    from click.testing import CliRunner
+
+    from console import cli
+    from engine.schema.policy import list_policies
+
+    class Engine:  # the engine's /policies answer, without starting one
+        def policies(self):
+            return list_policies()
+
+    monkeypatch.setattr(cli, "client", lambda *a, **k: Engine())
+    res = CliRunner().invoke(cli.cli, ["policies", "--show", "strict"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == describe_policy(load_policy("strict"))
+    listing = CliRunner().invoke(cli.cli, ["policies"])
+    assert listing.exit_code == 0 and "mia_auc                band within [0.25, 0.75]" in listing.output
+    missing = CliRunner().invoke(cli.cli, ["policies", "--show", "nope"])
+    assert missing.exit_code != 0 and "no policy 'nope'" in missing.output
