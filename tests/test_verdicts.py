@@ -65,6 +65,15 @@ def test_an_unmeasured_judged_metric_makes_the_stage_incomplete_with_the_reason_
     assert _verdict(judge(BEFORE, _after(relearn_recovery=None), _policy(), "suppress"), "reconstruction") == "pass"
 
 
+def test_a_judged_metric_the_stage_did_not_report_is_not_measured():
+    after = _after()
+    del after["reconstruction"]["metrics"]["logit_lens_presence"]
+    stages = judge(BEFORE, after, _policy(), "remove")
+    m = _metric(stages, "reconstruction", "logit_lens_presence")
+    assert m["after"] is None and "not measured: the stage gave no value" in m["note"]
+    assert _verdict(stages, "reconstruction") == "incomplete"
+
+
 def test_a_waiver_takes_the_metric_out_and_is_stored_with_it():
     waive = {"relearn_recovery": "single-fact requests: relearning not meaningful"}
     stages = judge(BEFORE, _after(relearn_recovery=None), _policy(waive=waive), "remove")

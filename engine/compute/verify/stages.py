@@ -94,9 +94,12 @@ def judge(before: dict[str, dict], after: dict[str, dict], policy: dict, intenti
         if name not in after:
             continue
         metrics, counted = [], []
-        for metric, value_after in after[name]["metrics"].items():
-            row, status = _judge_metric(name, metric, value_after, before.get(name, {}), after[name], policy,
-                                        intention)
+        reported = after[name]["metrics"]
+        # A metric the policy judges but the stage did not report at all is not measured, never skipped.
+        names = list(reported) + [m for m in policy.get(name, {}) if m not in reported]
+        for metric in names:
+            row, status = _judge_metric(name, metric, reported.get(metric), before.get(name, {}), after[name],
+                                        policy, intention)
             metrics.append(row)
             if status is not None:
                 counted.append((status, row))
@@ -133,7 +136,7 @@ def _judge_metric(stage: str, metric: str, value_after, before: dict, after: dic
 def _status(stage: str, metric: str, spec: dict, value_before, value_after, before: dict, after: dict,
             stats: dict) -> tuple[str, str | None]:
     if value_after is None:
-        why = after.get("notes", {}).get(metric, "this candidate gives no value")
+        why = after.get("notes", {}).get(metric, "the stage gave no value")
         return "incomplete", f"not measured: {why}; {FIXES.get(metric, 'see the stage log')}"
     if value_before is None and (stage in ERASURE_STAGES or spec["rule"].startswith("ratio")):
         why = before.get("notes", {}).get(metric, "the base model gives no value")
