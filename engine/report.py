@@ -267,6 +267,8 @@ def verdict_word(v: str | None) -> tuple[str, str]:
         return ("PASS", "pass")
     if v == "fail":
         return ("FAIL", "fail")
+    if v == "incomplete":  # a judged metric was not measured or shows no signal: not a pass
+        return ("INCOMPLETE", "fail")
     if v == "skipped":
         return ("skipped", "skip")
     return ("—", "skip")
