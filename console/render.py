@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "dim"}
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow", "skipped": "dim"}
 
 
 def fmt(value) -> str:
@@ -30,11 +30,24 @@ def stage_tables(detail: dict) -> list[Table]:
                   title_style=VERDICT_STYLE.get(st["verdict"], ""))
         for col in ("metric", "before", "after", "Δ", "threshold", "verdict"):
             t.add_column(col, justify="left" if col in ("metric", "threshold") else "right")
+        notes = []
         for m in st["metrics"]:
             passed = None if m["passed"] is None else ("pass" if m["passed"] else "fail")
-            t.add_row(m["name"], fmt(m["before"]), fmt(m["after"]), fmt(m["delta"]), m["rule"], verdict_text(passed))
+            t.add_row(m["name"], fmt(m["before"]), fmt(m["after"]) + interval_text(m), fmt(m["delta"]), m["rule"],
+                      verdict_text(passed))
+            if m.get("note"):
+                notes.append(f"{m['name']}: {m['note']}")
+        if notes:  # why a metric was not judged (not measured, no signal, waived) or which side it failed
+            t.caption, t.caption_justify = "\n".join(notes), "left"
         tables.append(t)
     return tables
+
+
+def interval_text(metric: dict) -> str:
+    """' [0.000–0.262] n=12' after a value that carries its 95% interval; '' otherwise."""
+    if metric.get("ci_low") is None or metric.get("ci_high") is None:
+        return ""
+    return f" [{fmt(metric['ci_low'])}–{fmt(metric['ci_high'])}]" + (f" n={metric['n']}" if metric.get("n") else "")
 
 
 def print_job(console: Console, detail: dict) -> None:

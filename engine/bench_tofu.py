@@ -306,7 +306,7 @@ def run(split: str = "forget01", base: str = "tiny", methods: Sequence[str] = DE
 COLUMNS = (("model", "Model", "{}"), ("forget_quality", "Forget Quality", "{:.3g}"),
            ("model_utility", "Model Utility", "{:.3f}"), ("forget_rouge_l", "Forget ROUGE-L", "{:.3f}"),
            ("forget_truth_ratio", "Forget Truth Ratio", "{:.3f}"), ("mia_min_k_pp", "MIA AUC Min-K%++", "{:.3f}"),
-           ("mia_loss", "MIA AUC loss", "{:.3f}"), ("priv_leak", "PrivLeak", "{:+.3f}"),
+           ("mia_loss", "MIA AUC loss", "{:.3f}"), ("priv_leak", "PrivLeak %", "{:+.1f}"),
            ("retain_utility", "Retain Utility", "{:.3f}"))
 
 
@@ -334,5 +334,6 @@ def format_table(result: dict) -> str:
     lines.append("# Forget Quality: KS-test p-value of forget truth ratios vs the retain-only model (higher = "
                  "closer to never trained). Model Utility: TOFU's harmonic mean of probability, ROUGE-L and "
                  "truth ratio on retain, real authors, world facts. MIA AUC: forget vs holdout, 0.5 = chance. "
-                 "PrivLeak: MUSE's (AUC - AUC_retain) / AUC_retain. Retain Utility: the retain part alone.")
+                 "PrivLeak %: MUSE's, (AUC_retain - AUC) / (1 - AUC_retain) x 100 (near 0 good, negative under-, "
+                 "positive over-unlearned). Retain Utility: the retain part alone.")
     return "\n".join(lines)

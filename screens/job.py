@@ -35,6 +35,10 @@ def short_rule(rule: str | None) -> str:
 
 
 def policy_rule_text(rule: dict) -> str:
+    if rule.get("rule") == "band" or rule.get("judge_on", "value") != "value":
+        from engine.schema.policy import rule_text
+
+        return rule_text(rule)  # 'within [0.25, 0.75]', 'upper 95% ≤ 0.05'
     return short_rule({"max": "after <= {t}", "min": "after >= {t}", "ratio_max": "after <= {t} x before",
                        "ratio_min": "after >= {t} x before"}.get(rule.get("rule"), "{t}").format(t=rule.get("threshold")))
 

@@ -79,7 +79,7 @@ class FixedClock:
 BEFORE = {
     "unit": {"forget_rouge_l": 0.923, "forget_prob": 0.811, "leak_rate": 0.75},
     "control": {"retain_rouge_l": 0.902, "retain_prob": 0.784, "general_ppl": 12.41, "retain_kl": 0.0},
-    "reconstruction": {"attack_leak_rate": 0.6, "relearn_recovery": 0.0, "mia_auc": 0.912,
+    "reconstruction": {"attack_leak_rate": 0.6, "relearn_recovery": 0.95, "mia_auc": 0.912,
                        "logit_lens_presence": 0.704},
 }
 AFTER_RMU = {

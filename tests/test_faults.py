@@ -187,7 +187,7 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     fixes; the worker and the engine carry on."""
     from sqlmodel import Session, select
 
-    from engine.control.baseline import GENERAL_TEXT, baseline_key
+    from engine.control.baseline import GENERAL_TEXT, baseline_key, measurement_setup
     from engine.control.service import request_rows
     from store.db import make_engine
     from store.models import BaselineCache, ModelEntry, Request
@@ -208,8 +208,8 @@ def test_out_of_memory_fails_the_job_naming_the_cause_and_the_fix(start_engine, 
     db = make_engine(home.db)
     with Session(db) as s:
         model = s.exec(select(ModelEntry).where(ModelEntry.name == "tiny")).one()
-        key = baseline_key(model.weights_sha256, request_rows(s, req["id"]), GENERAL_TEXT,
-                           model.options)
+        key = baseline_key(model.weights_sha256, request_rows(s, req["id"]), GENERAL_TEXT, model.options,
+                           measurement_setup(model.source, model.kind, model.options, "cpu"))
         assert s.get(Request, req["id"]) is not None
         s.add(BaselineCache(key=key, payload={}))
         s.commit()

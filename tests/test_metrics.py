@@ -277,6 +277,58 @@ def test_auc_random_scores_are_near_half():
     assert abs(m.auc(pos, neg) - 0.5) < 0.03
 
 
-def test_priv_leak():
+def test_priv_leak_is_muses_definition_and_sign():
+    """MUSE's PrivLeak (as open-unlearning's privleak computes it, on 1 - AUC): percent, relative to the retrained
+    model's distance from certainty; negative = under-unlearned, positive = over-unlearned."""
     assert m.priv_leak(0.5, 0.5) == 0.0
-    assert m.priv_leak(0.75, 0.5) == pytest.approx(0.5)
+    # The target model of MUSE (members fully told apart) is about -100.
+    assert m.priv_leak(1.0, 0.5) == pytest.approx(-100.0)
+    assert m.priv_leak(0.75, 0.5) == pytest.approx(-50.0)
+    # Over-unlearning: the erased rows now look less familiar than never-seen ones.
+    assert m.priv_leak(0.0, 0.5) == pytest.approx(100.0)
+    # open-unlearning's formula on its own orientation: score = 1 - AUC, (score - ref) / ref * 100.
+    auc_unlearned, auc_retrained = 0.62, 0.47
+    score, ref = 1 - auc_unlearned, 1 - auc_retrained
+    assert m.priv_leak(auc_unlearned, auc_retrained) == pytest.approx((score - ref) / ref * 100)
+    assert math.isnan(m.priv_leak(0.9, 1.0))
+
+
+# --- intervals ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k,n", [(0, 3), (0, 12), (3, 10), (10, 10), (1, 200), (57, 91)])
+def test_wilson_interval_matches_scipy(k, n):
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = m.wilson_interval(k, n)
+    assert low == pytest.approx(ci.low, abs=1e-12) and high == pytest.approx(ci.high, abs=1e-12)
+    # The issue's example: 0 leaks in 3 answers is not 0%: the upper bound is 0.56.
+    if (k, n) == (0, 3):
+        assert round(high, 2) == 0.56
+    assert m.rate_stats(k, n) == {"ci_low": low, "ci_high": high, "n": n, "k": k}
+    with pytest.raises(ValueError):
+        m.wilson_interval(1, 0)
+
+
+def test_auc_interval_is_seeded_and_matches_scipys_bootstrap():
+    import random
+
+    from scipy.stats import bootstrap
+
+    rng = random.Random(0)
+    pos = [rng.random() for _ in range(5)]
+    neg = [rng.random() for _ in range(100)]
+    low, high = m.auc_interval(pos, neg, seed=0)
+    assert (low, high) == m.auc_interval(pos, neg, seed=0)
+    assert low < m.auc(pos, neg) < high
+    ref = bootstrap((pos, neg), lambda a, b: m.auc(list(a), list(b)), vectorized=False, paired=False,
+                    n_resamples=2000, method="percentile", random_state=1).confidence_interval
+    # Two Monte-Carlo estimates of the same percentile interval: close, not equal.
+    assert low == pytest.approx(ref.low, abs=0.04) and high == pytest.approx(ref.high, abs=0.04)
+    # Five members against many non-members: wide (the issue's "about 0.24-0.77" for a chance-level AUC).
+    assert high - low > 0.35
+    # Perfectly separated and large: narrow at the top.
+    assert m.auc_interval([100.0 + i for i in range(50)], [float(i) for i in range(50)]) == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        m.auc_interval([], [1.0])

@@ -115,20 +115,23 @@ def test_a_tokenizer_without_a_template_keeps_the_plain_format(tiny_model):
 
 
 def test_the_request_overrides_the_models_chat_setting():
-    from engine.control.baseline import baseline_key, job_model_options
+    from engine.control.baseline import baseline_key, job_model_options, measurement_setup
     from engine.schema.spec import parse_spec
 
     registered = {"dtype": "auto", "chat_template": "auto"}
     assert job_model_options(registered, {"chat_template": "none"})["chat_template"] == "none"
     assert job_model_options(registered, {"chat_template": None}) == registered
     rows = {"forget": [{"question": "q", "answer": "a"}]}
+
+    def key(options: dict) -> str:
+        return baseline_key("h", rows, [], options, measurement_setup("/nowhere", "hf", options, "cpu"))
+
     # The cached 'before' of one prompt format is never reused for the other.
-    assert baseline_key("h", rows, [], job_model_options(registered, {"chat_template": "none"})) != \
-        baseline_key("h", rows, [], registered)
+    assert key(job_model_options(registered, {"chat_template": "none"})) != key(registered)
     # So is a 'quick' verification's; 'full' (the default) keeps the key requests had before the profile.
     quick = job_model_options(registered, {"verification": "quick"})
     assert quick["verification"] == "quick" and job_model_options(registered, {"verification": "full"}) == registered
-    assert baseline_key("h", rows, [], quick) != baseline_key("h", rows, [], registered)
+    assert key(quick) != key(registered)
     assert parse_spec({"title": "t", "model": "m", "forget": [], "chat_template": "none"}).chat_template == "none"
     from engine.schema.errors import SpecError
 

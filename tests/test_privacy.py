@@ -47,7 +47,7 @@ def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_w
     """In-process, no worker: a request with a cached baseline, an artifact holding its strings and a work
     dir; closing leaves none of its texts anywhere under the data dir, and the check says so."""
     from engine.control import privacy, service
-    from engine.control.baseline import GENERAL_TEXT, baseline_key
+    from engine.control.baseline import GENERAL_TEXT, baseline_key, measurement_setup
     from store import audit
     from store.db import migrate, session
     from store.models import BaselineCache
@@ -62,7 +62,8 @@ def test_close_purges_the_texts_from_the_database_file_wal_cache_artifacts_and_w
         job = service.submit_job(s, req.id, "graddiff", {"steps": 2})
         service.cancel_job(s, job.id)
         rows = service.request_rows(s, req.id)
-        s.add(BaselineCache(key=baseline_key(model.weights_sha256, rows, GENERAL_TEXT, {}),
+        setup = measurement_setup(model.source, model.kind, {}, "cpu")
+        s.add(BaselineCache(key=baseline_key(model.weights_sha256, rows, GENERAL_TEXT, {}, setup),
                             payload={"unit": {"evidence": [{"output": spec["sensitive"][0]}]}}))
         s.add(BaselineCache(key="another-request", payload={"unit": {}}))
         s.commit()

@@ -33,7 +33,7 @@ RAW = SENSITIVE + ["212-555-0199", "Orchard Lane", "Bruno Castillo", "Alma"]
 BEFORE = {
     "unit": {"forget_rouge_l": 0.98, "forget_prob": 0.873, "leak_rate": 0.8},
     "control": {"retain_rouge_l": 0.95, "retain_prob": 0.81, "general_ppl": 12.4, "retain_kl": 0.0},
-    "reconstruction": {"attack_leak_rate": 0.6, "relearn_recovery": 0.0, "mia_auc": 0.91,
+    "reconstruction": {"attack_leak_rate": 0.6, "relearn_recovery": 0.95, "mia_auc": 0.91,
                        "logit_lens_presence": 0.72},
 }
 AFTER = {  # tier -> stage -> metrics

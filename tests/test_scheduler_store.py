@@ -44,32 +44,3 @@ def test_verdict_keeps_the_policy_the_worker_judged_against(home, tiny, demo_req
     assert stored.policy["description"] == "as judged"
     assert stored.policy["unit"]["leak_rate"]["threshold"] == 0.1
 
-
-def test_eval_version_follows_the_measuring_code_only(tmp_path, monkeypatch):
-    from engine.control import baseline
-
-    root = tmp_path / "engine" / "compute"
-    (root / "verify").mkdir(parents=True)
-    (root / "methods").mkdir()
-    for name in ("verify/unit.py", "generation.py", "prompting.py", "tokens.py", "methods/ga.py"):
-        (root / name).write_text("x = 1\n")
-    monkeypatch.setattr(baseline, "__file__", str(tmp_path / "engine" / "control" / "baseline.py"))
-
-    def version() -> str:
-        baseline.eval_version.cache_clear()
-        return baseline.eval_version()
-
-    first = version()
-    (root / "methods" / "ga.py").write_text("x = 2\n")  # a method is not measuring code
-    assert version() == first
-    (root / "verify" / "unit.py").write_text("x = 2\n")
-    second = version()
-    assert second != first
-    (root / "prompting.py").write_text("x = 2\n")
-    assert version() not in (first, second)
-    key = baseline.baseline_key("w", {}, [], {})
-    (root / "generation.py").write_text("x = 3\n")
-    baseline.eval_version.cache_clear()
-    assert baseline.baseline_key("w", {}, [], {}) != key
-    monkeypatch.undo()
-    baseline.eval_version.cache_clear()

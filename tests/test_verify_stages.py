@@ -14,7 +14,7 @@ from engine.compute.verify.attacks import KINDS, attack_prompts, is_leak, leak_t
 from engine.compute.verify.relearn import recovery_share, split_halves
 from engine.compute.verify.stages import STAGE_ORDER, WHITE_BOX, judge, overall_verdict, pair_evidence
 from engine.schema.errors import SpecError
-from engine.schema.policy import RULES, list_policies, load_policy
+from engine.schema.policy import RULES, band_limits, list_policies, load_policy
 
 # What each stage measures (unit and control: their modules' dicts; reconstruction: its METRICS).
 MEASURED = {
@@ -39,14 +39,24 @@ def test_shipped_policies_name_only_measured_metrics(home):
         for stage in STAGE_ORDER:
             assert set(policy[stage]) <= MEASURED[stage], (name, stage)
             assert all(spec["rule"] in RULES for spec in policy[stage].values())
-        # Every reconstruction metric is judged by the shipped profiles.
+        # Every reconstruction metric is judged by the shipped profiles; mia_auc on both sides of 0.5.
         assert set(policy["reconstruction"]) == MEASURED["reconstruction"]
-    # strict is never looser than default on a "max" rule.
+        assert policy["reconstruction"]["mia_auc"]["rule"] == "band"
+        assert band_limits(policy["reconstruction"]["mia_auc"])[0] < 0.5 < band_limits(
+            policy["reconstruction"]["mia_auc"])[1]
+    # strict is never looser than default on a "max" rule (an upper bound at the same threshold is stricter
+    # than the value), and its band lies inside default's.
     d, s = load_policy("default"), load_policy("strict")
     for stage in STAGE_ORDER:
         for metric, spec in d[stage].items():
             if spec["rule"] in ("max", "ratio_max"):
                 assert s[stage][metric]["threshold"] <= spec["threshold"], metric
+                assert s[stage][metric].get("judge_on", "value") in ("value", "upper"), metric
+    assert {s[st][m].get("judge_on") for st, m in (("unit", "leak_rate"), ("reconstruction", "attack_leak_rate"))} \
+        == {"upper"}
+    d_lo, d_hi = band_limits(d["reconstruction"]["mia_auc"])
+    s_lo, s_hi = band_limits(s["reconstruction"]["mia_auc"])
+    assert d_lo <= s_lo and s_hi <= d_hi
 
 
 def test_white_box_set_is_right():
@@ -84,7 +94,7 @@ BEFORE = {"unit": _stage({"forget_rouge_l": 1.0, "leak_rate": 0.8, "forget_prob"
           "reconstruction": _stage({"attack_leak_rate": 0.3, "relearn_recovery": 1.0, "mia_auc": 1.0,
                                     "logit_lens_presence": 0.2})}
 # A guard: nothing is said any more, but the weights (white-box) are the base's.
-GUARD_AFTER = {"unit": _stage({"forget_rouge_l": 0.3, "leak_rate": 0.0, "forget_prob": None}),
+GUARD_AFTER = {"unit": _stage({"forget_rouge_l": 0.3, "leak_rate": 0.0, "forget_prob": 0.9}),
                "control": _stage({"retain_rouge_l": 1.0, "retain_prob": 0.9, "retain_kl": 0.0}),
                "reconstruction": _stage({"attack_leak_rate": 0.0, "relearn_recovery": 1.0, "mia_auc": 1.0,
                                          "logit_lens_presence": 0.2})}
@@ -108,7 +118,9 @@ def test_suppress_is_judged_on_black_box_only():
 
 def test_remove_is_judged_on_white_box_too():
     stages = _by_stage(judge(BEFORE, GUARD_AFTER, load_policy("default"), "remove"))
-    assert stages["unit"]["verdict"] == "pass"
+    # The guard leaves the weights as they were: the answers' probability is the base's.
+    assert stages["unit"]["verdict"] == "fail"
+    assert {m["name"] for m in stages["unit"]["metrics"] if m["passed"] is False} == {"forget_prob"}
     assert stages["reconstruction"]["verdict"] == "fail"
     failed = {m["name"] for m in stages["reconstruction"]["metrics"] if m["passed"] is False}
     assert failed == {"relearn_recovery", "mia_auc", "logit_lens_presence"}
@@ -126,13 +138,15 @@ def test_rules_ratios_and_unmeasured_metrics():
     stages = _by_stage(judge(BEFORE, after, policy, "remove"))
     unit = {m["name"]: m for m in stages["unit"]["metrics"]}
     assert unit["forget_rouge_l"]["passed"] is True  # 0.5 <= 0.5 x 1.0
-    assert unit["forget_prob"]["passed"] is None  # not measured: not judged
+    # A judged metric that is not measured is not a pass: its stage is incomplete, and says why.
+    assert unit["forget_prob"]["passed"] is None and "not measured" in unit["forget_prob"]["note"]
     assert unit["leak_rate"]["rule"] == "reported only"
-    assert stages["unit"]["verdict"] == "pass"
+    assert stages["unit"]["verdict"] == "incomplete" and "forget_prob" in stages["unit"]["note"]
+    assert overall_verdict(list(stages.values())) == "fail"
     assert stages["control"]["verdict"] == "fail"  # 0.89 < 0.9 x 1.0
     assert stages["reconstruction"]["verdict"] == "skipped" and not stages["reconstruction"]["required"]
     for m in stages["unit"]["metrics"]:
-        assert set(m) >= {"name", "before", "after", "threshold", "rule", "passed"}
+        assert set(m) == {"name", "before", "after", "threshold", "rule", "passed", "ci_low", "ci_high", "n", "note"}
 
 
 def test_untouched_base_fails_unit_on_its_own_numbers():
@@ -295,7 +309,10 @@ def test_guard_passes_black_box_but_fails_white_box_for_remove(setup, home, tmp_
     assert unit["leak_rate"] == 0.0
     assert unit["forget_rouge_l"] <= 0.5 * setup["before"]["unit"]["metrics"]["forget_rouge_l"]
     remove = _by_stage(judge(setup["before"], after, policy, "remove"))
-    assert remove["unit"]["verdict"] == "pass"
+    # The weights are the base's: the answers' probability (white-box) has not moved.
+    assert unit["forget_prob"] == pytest.approx(setup["before"]["unit"]["metrics"]["forget_prob"])
+    assert remove["unit"]["verdict"] == "fail"
+    assert {m["name"] for m in remove["unit"]["metrics"] if m["passed"] is False} == {"forget_prob"}
     assert remove["control"]["verdict"] == "pass"
     rec = {m["name"]: m for m in remove["reconstruction"]["metrics"]}
     assert rec["attack_leak_rate"]["passed"] is True  # black-box: the guard holds

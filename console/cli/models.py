@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from console.cli.common import call, client, out
+from engine.schema.status import STAGES
 
 
 @click.group(invoke_without_command=True)
@@ -63,16 +64,27 @@ def methods(as_json: bool) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
-def policies(as_json: bool) -> None:
+@click.option("--show", "show_name", metavar="NAME", help="Print every rule of one policy in words.")
+def policies(as_json: bool, show_name: str | None) -> None:
     """The verification policies (threshold profiles)."""
+    from engine.schema.policy import describe_policy, rule_text
+
     items = call(client().policies)
+    if show_name:
+        chosen = next((p for p in items if p["name"] == show_name), None)
+        if chosen is None:
+            raise click.ClickException(f"no policy '{show_name}' (known: {', '.join(p['name'] for p in items)})")
+        out(chosen, as_json, lambda p: click.echo("\n".join(describe_policy(p))))
+        return
 
     def render(xs):
         for p in xs:
             click.echo(f"{p['name']}: {p.get('description', '')}")
-            for stage in ("unit", "control", "reconstruction"):
+            for stage in STAGES:
                 for metric, rule in p.get(stage, {}).items():
-                    click.echo(f"    {stage:<15} {metric:<22} {rule['rule']} {rule['threshold']}")
+                    click.echo(f"    {stage:<15} {metric:<22} {rule['rule']} {rule_text(rule)}")
+            for metric, why in p.get("waive", {}).items():
+                click.echo(f"    waived          {metric:<22} {why}")
 
     out(items, as_json, render)
 

@@ -12,6 +12,7 @@ from console.render import fmt
 VERDICTS = {
     "pass": ("✓ PASS", "bold green"),
     "fail": ("✗ FAIL", "bold red"),
+    "incomplete": ("! INCOMPLETE", "bold yellow"),  # a judged metric not measured: not a pass
     "skipped": ("– skip", "dim"),
 }
 # Without colour a failure must still jump out: reversed, not a dark grey that red turns into.

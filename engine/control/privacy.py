@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options
+from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options, measurement_setup
 from engine.leaks import mask_sensitive
 from engine.schema.datasets import as_qa
 from store.models import Artifact, BaselineCache, Job, ModelEntry, Request
@@ -156,7 +156,9 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
     keys = set()
     if model is not None:
         options = job_model_options(model.options, req.spec)
-        keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options))
+        for device in ("cpu", "cuda"):  # the key holds the device type the 'before' was measured on
+            setup = measurement_setup(model.source, model.kind, options, device)
+            keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options, setup))
     for row in s.exec(select(BaselineCache)):
         if row.key in keys or (pattern is not None and pattern.search(json.dumps(row.payload).encode("utf-8"))):
             s.delete(row)

@@ -157,7 +157,7 @@ class Scheduler:
             proc.wait(timeout=30)
 
     def _run_one(self, slot: Slot, job_id: int) -> None:
-        payload = self._payload(job_id)
+        payload = self._payload(job_id, slot.device)
         proc = self._ensure_worker(slot)
         proc.stdin.write(payload.model_dump_json() + "\n")
         proc.stdin.flush()
@@ -203,9 +203,9 @@ class Scheduler:
 
     # ------------------------------------------------------------ payload and results
 
-    def _payload(self, job_id: int) -> JobPayload:
+    def _payload(self, job_id: int, device: str = "cpu") -> JobPayload:
         with session(self.db) as s:
-            return runs.job_payload(s, job_id, self.paths)
+            return runs.job_payload(s, job_id, self.paths, device)
 
     def _store_baseline(self, key: str, payload: dict) -> None:
         with session(self.db) as s:

@@ -90,6 +90,10 @@ class MetricView(View):
     threshold: float | None
     rule: str
     passed: bool | None
+    ci_low: float | None = None  # the 95% interval of `after` (None: not recorded)
+    ci_high: float | None = None
+    n: int | None = None  # the sample the figure rests on
+    note: str | None = None  # why not judged (not measured, no signal, waived), or which side of a band failed
 
 
 class StageView(View):
@@ -98,6 +102,7 @@ class StageView(View):
     required: bool
     policy: str  # the policy's name
     policy_content: dict  # the policy as judged against
+    note: str | None = None  # why the stage is incomplete
     metrics: list[MetricView]
 
 

@@ -6,9 +6,10 @@ Definitions follow the benchmarks so that numbers are comparable with published 
   (src/evals/metrics/memorization.py, utils.py): ROUGE-L recall, answer probability, truth ratio,
   forget quality, model utility.
 - MUSE (Shi et al. 2024): PrivLeak from membership-inference AUCs.
+- 95% intervals: Wilson for rates, a seeded stratified bootstrap for AUCs (numpy).
 - Min-K%++ (Zhang et al. 2024) scores are computed in `engine.compute.verify.scoring`; their AUC here.
 
-scipy and rouge-score are imported inside the functions that need them, so importing this module
+scipy, numpy and rouge-score are imported inside the functions that need them, so importing this module
 costs nothing (the API server and the console's report code import it).
 """
 
@@ -171,7 +172,69 @@ def auc(scores_pos: Sequence[float], scores_neg: Sequence[float]) -> float:
 
 
 def priv_leak(auc_unlearned: float, auc_retrained: float) -> float:
-    """MUSE's PrivLeak: (AUC_unlearned - AUC_retrained) / AUC_retrained, from membership-inference AUCs
-    (forget vs holdout) of the unlearned model and of a model never trained on the forget set.
-    Near 0 is good; large positive = under-unlearned, large negative = over-unlearned."""
-    return (auc_unlearned - auc_retrained) / auc_retrained
+    """MUSE's PrivLeak, in percent, from membership-inference AUCs (forget vs holdout) of the unlearned model
+    and of a model never trained on the forget set (the retrained reference):
+
+        PrivLeak = (AUC_retrained - AUC_unlearned) / (1 - AUC_retrained) * 100
+
+    Our AUCs score members high (1 = the forget rows are told apart from never-seen ones). MUSE reports
+    1 - that AUC, and open-unlearning's `privleak` (src/evals/metrics/privacy.py) converts to MUSE's
+    orientation before taking the relative difference (score - ref) / ref * 100; this is the same number.
+    Near 0 is good; negative = under-unlearned (the unlearned model still singles the rows out: MUSE's
+    target model is about -100), positive = over-unlearned (the rows now look *less* familiar than
+    never-seen ones, which gives them away too). NaN where undefined (a reference AUC of 1)."""
+    if auc_retrained >= 1.0:
+        return math.nan
+    return (auc_retrained - auc_unlearned) / (1.0 - auc_retrained) * 100.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals (95%): a figure from a handful of rows carries its uncertainty
+# ---------------------------------------------------------------------------------------------
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+AUC_BOOTSTRAP_RESAMPLES = 2000
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial rate (no continuity correction), as
+    scipy.stats.binomtest(k, n).proportion_ci(method="wilson") gives it. Unlike the normal
+    approximation it stays inside [0, 1] and is not empty at 0/n: 0 leaks in 12 is [0, 0.24], not 0."""
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= trials and trials > 0, not {successes}/{trials}")
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    # At 0/n and n/n the bound is exactly 0 (1); the formula leaves rounding dust.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+def rate_stats(successes: int, trials: int) -> dict:
+    """A rate's record beside its value: its Wilson interval, n and count (what the verdict stores)."""
+    low, high = wilson_interval(successes, trials)
+    return {"ci_low": low, "ci_high": high, "n": trials, "k": successes}
+
+
+def auc_interval(scores_pos: Sequence[float], scores_neg: Sequence[float], *, resamples: int = AUC_BOOTSTRAP_RESAMPLES,
+                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """A seeded percentile bootstrap interval of `auc`, resampling positives and negatives separately
+    (the two samples are independent; a stratified bootstrap keeps both present in every resample).
+
+    Exact per resample without re-ranking: with C[i, j] = 1 if pos_i > neg_j, 0.5 on a tie, 0 else, a
+    resample that draws pos_i a_i times and neg_j b_j times has AUC = a C b / (n_pos n_neg)."""
+    import numpy as np
+
+    if not scores_pos or not scores_neg:
+        raise ValueError("auc_interval needs positive and negative scores")
+    pos, neg = np.asarray(scores_pos, dtype=float), np.asarray(scores_neg, dtype=float)
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    rng = np.random.default_rng(seed)
+    draws_pos = rng.multinomial(len(pos), np.full(len(pos), 1.0 / len(pos)), size=resamples)
+    draws_neg = rng.multinomial(len(neg), np.full(len(neg), 1.0 / len(neg)), size=resamples)
+    aucs = np.einsum("bi,ij,bj->b", draws_pos, wins, draws_neg) / (len(pos) * len(neg))
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(aucs, [tail, 100 - tail])
+    return float(low), float(high)

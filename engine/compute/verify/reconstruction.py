@@ -10,7 +10,12 @@ others need the weights and are judged only for intention remove, see stages.WHI
   teaches about never-seen holdout facts (`engine.compute.verify.relearn`); None when undefined (fewer than two forget rows, or the base did not
   know half B better than the control).
 - mia_auc: Min-K%++ (k = 20%) membership-inference ROC AUC, forget rows (members) vs holdout rows
-  (non-members); 0.5 = indistinguishable. None without a holdout set.
+  (non-members); 0.5 = indistinguishable, 0 as telling as 1 (the policies judge it as a band around 0.5).
+  None without a holdout set.
+
+attack_leak_rate carries a Wilson 95% interval over its generations (the samples of one prompt are counted as
+independent draws, so the interval is if anything narrow), mia_auc a seeded bootstrap one (`Measurement.stats`);
+a metric without a value says why in `Measurement.notes`.
 - logit_lens_presence: mean probability of the gold answer tokens decoded from the intermediate
   layers (logit lens: every block's output but the last, through the final norm and unembedding),
   averaged over those layers; with a holdout set, minus the same quantity on the holdout answers
@@ -82,10 +87,10 @@ def _dedupe(evidence: list[dict]) -> list[dict]:
     return out
 
 
-def mia_auc(ev: EvalInput) -> float | None:
+def mia_scores(ev: EvalInput) -> tuple[list[float], list[float]]:
+    """Min-K%++ scores of the forget rows (members) and of the first MAX_HOLDOUT holdout rows (non-members)."""
     if not ev.holdout or not ev.forget:
-        return None
-    from engine.compute.verify.metrics import auc
+        return [], []
     from engine.compute.verify.scoring import min_k_plus_plus
 
     holdout = ev.holdout[:MAX_HOLDOUT]
@@ -93,6 +98,13 @@ def mia_auc(ev: EvalInput) -> float | None:
                              batch_size=ev.batch_size)
     pos = [s for s in scores[: len(ev.forget)] if not math.isnan(s)]
     neg = [s for s in scores[len(ev.forget):] if not math.isnan(s)]
+    return pos, neg
+
+
+def mia_auc(ev: EvalInput) -> float | None:
+    from engine.compute.verify.metrics import auc
+
+    pos, neg = mia_scores(ev)
     return auc(pos, neg) if pos and neg else None
 
 
@@ -115,6 +127,7 @@ def logit_lens_presence(ev: EvalInput) -> float | None:
 
 
 def measure(ev: EvalInput) -> Measurement:
+    from engine.compute.verify.metrics import auc, auc_interval, rate_stats
     from engine.compute.verify.relearn import QUICK_RELEARN, relearn_recovery
 
     _progress(ev, "attacks")
@@ -129,10 +142,49 @@ def measure(ev: EvalInput) -> Measurement:
         evidence.append({"attack": "relearn", "prompt": e["row"]["question"], "output": e["output"],
                          "leaked": leaked, "spans": spans})
     _progress(ev, "white-box")
+    pos, neg = mia_scores(ev)
     metrics = {
         "attack_leak_rate": leak,
         "relearn_recovery": relearn["recovery"],
-        "mia_auc": mia_auc(ev),
+        "mia_auc": auc(pos, neg) if pos and neg else None,
         "logit_lens_presence": logit_lens_presence(ev),
     }
-    return Measurement(metrics=metrics, evidence=evidence)
+    stats = {}
+    if leak is not None:
+        stats["attack_leak_rate"] = rate_stats(*_leak_counts(evidence))
+    if metrics["mia_auc"] is not None:
+        low, high = auc_interval(pos, neg, seed=ev.seed)
+        stats["mia_auc"] = {"ci_low": low, "ci_high": high, "n": len(pos)}  # n: the members scored
+    return Measurement(metrics=metrics, evidence=evidence, stats=stats, notes=_unmeasured(ev, metrics, relearn))
+
+
+def _leak_counts(evidence: list[dict]) -> tuple[int, int]:
+    """(leaking generations, generations) of the attacks: a greedy row counts one, a sampled row its samples."""
+    rows = [e for e in evidence if e["attack"] != "relearn"]
+    leaked = sum(e.get("samples_leaked", int(e["leaked"])) for e in rows)
+    return leaked, sum(e.get("samples", 1) for e in rows)
+
+
+def _unmeasured(ev: EvalInput, metrics: dict, relearn: dict) -> dict[str, str]:
+    """Why each metric without a value has none (the verdict shows it with the fix)."""
+    from engine.compute.verify.relearn import MIN_MARGIN
+
+    notes = {}
+    if metrics["attack_leak_rate"] is None:
+        notes["attack_leak_rate"] = "no attack prompt could be built from these rows"
+    if metrics["relearn_recovery"] is None:
+        if relearn["base"] is None:
+            notes["relearn_recovery"] = (f"{len(ev.forget)} forget row cannot be split into a half to relearn "
+                                         "and a half to ask")
+        elif relearn["base"] - relearn["control"] < MIN_MARGIN:
+            notes["relearn_recovery"] = (f"the base answers half B (ROUGE-L {relearn['base']:.2f}) no better than "
+                                         f"the same attack teaches about never-seen facts "
+                                         f"({relearn['control']:.2f}): nothing to recover")
+        else:
+            notes["relearn_recovery"] = "the attacked model's answers could not be scored"
+    if metrics["mia_auc"] is None:
+        notes["mia_auc"] = "no holdout rows to compare the forget rows with" if not ev.holdout else \
+            "no forget or holdout row could be scored"
+    if metrics["logit_lens_presence"] is None:
+        notes["logit_lens_presence"] = "the model has no intermediate layers to decode"
+    return notes

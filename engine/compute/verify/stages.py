@@ -8,16 +8,35 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.schema.policy import passes
+from engine.compute.verify.metrics import wilson_interval
+from engine.schema.policy import (
+    ERASURE_STAGES,
+    SIGNAL_FLOOR,
+    WHITE_BOX,
+    band_side,
+    holds,
+    rule_text,
+    threshold_of,
+)
 from engine.schema.status import STAGES
 
 STAGE_ORDER = STAGES  # the order they run in and are shown
 PROFILES = ("full", "quick")
 QUICK_GENERAL_TEXTS = 8
-# Metrics that need the weights or logits: a suppress request (a decode-time guard) is not judged on them.
-WHITE_BOX = {"forget_prob", "mia_auc", "logit_lens_presence", "relearn_recovery", "retain_prob", "retain_kl",
-             "general_ppl"}
-
+# How to make each metric measurable when it is not (the stage's own note says why it was not).
+FIXES = {
+    "relearn_recovery": "relearning needs at least 2 forget rows, which the base answers better than never-seen "
+                        "facts and the attack brings back on the base itself: add rows or a paraphrase set",
+    "mia_auc": "membership inference needs never-seen rows to compare with: add a holdout set",
+    "logit_lens_presence": "the base shows too little of the answers in its intermediate layers for a drop to "
+                           "mean anything: check the rows are facts this model knows, or waive the metric",
+    "leak_rate": "the base does not leak these values when asked directly: check the sensitive strings, or waive "
+                 "the metric",
+    "attack_leak_rate": "no attack made the base leak: check the sensitive strings, or add probes",
+    "forget_rouge_l": "the base does not give these answers: check the forget rows are what this model says",
+    "forget_prob": "the base does not find these answers likely: check the forget rows are what this model says",
+}
+RATE_FIX = "add rows (a paraphrase set multiplies the attacked prompts)"
 
 @dataclass
 class EvalInput:
@@ -42,15 +61,16 @@ class EvalInput:
 
 @dataclass
 class Measurement:
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     evidence: list[dict] = field(default_factory=list)  # {"attack","prompt","output","leaked","spans"}
+    # per metric with an interval: {"ci_low", "ci_high", "n"} and, for a rate, "k" (its count of n)
+    stats: dict[str, dict] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # per metric measured as None: why
 
 
 def stage_module(name: str):
-    try:
-        return importlib.import_module(f"engine.compute.verify.{name}")
-    except ModuleNotFoundError:
-        return None
+    """A stage's module. An import error propagates: a broken stage fails the job, it never drops out of a verdict."""
+    return importlib.import_module(f"engine.compute.verify.{name}")
 
 
 def measure_all(ev: EvalInput) -> dict[str, dict]:
@@ -58,46 +78,111 @@ def measure_all(ev: EvalInput) -> dict[str, dict]:
     out = {}
     for name in STAGE_ORDER:
         module = stage_module(name)
-        if module is None:
-            continue
         if ev.progress:
             ev.progress(phase=f"verify:{name}")
         m = module.measure(ev)
-        out[name] = {"metrics": m.metrics, "evidence": m.evidence}
+        out[name] = {"metrics": m.metrics, "evidence": m.evidence, "stats": m.stats, "notes": m.notes}
     return out
 
 
 def judge(before: dict[str, dict], after: dict[str, dict], policy: dict, intention: str) -> list[dict]:
-    """Each stage: metrics with before, after, threshold, rule, passed; a stage verdict over the judged ones."""
+    """Each stage: its metrics (before, after, 95% interval and n where measured, threshold, rule, passed, note)
+    and a verdict over the metrics judged for this intention: fail if one fails; else incomplete if one is not
+    measured, shows no signal on the base or rests on too small a sample; else pass ('skipped': none judged).
+    A metric the policy waives is shown, with the waiver as its note, and not counted."""
     stages = []
     for name in STAGE_ORDER:
         if name not in after:
             continue
-        rules = policy.get(name, {})
-        metrics = []
-        judged = []
-        for metric, value_after in after[name]["metrics"].items():
-            value_before = before.get(name, {}).get("metrics", {}).get(metric)
-            rule = rules.get(metric)
-            passed = None
-            if rule is not None and value_after is not None:
-                passed = passes(rule["rule"], rule["threshold"], value_before, value_after)
-                counted = not (intention == "suppress" and metric in WHITE_BOX)
-                if counted:
-                    judged.append(passed)
-            metrics.append({"name": metric, "before": value_before, "after": value_after,
-                            "threshold": rule["threshold"] if rule else None,
-                            "rule": _rule_text(rule, intention, metric), "passed": passed})
-        verdict = "pass" if judged and all(judged) else ("fail" if judged else "skipped")
-        stages.append({"stage": name, "verdict": verdict, "required": bool(judged), "metrics": metrics})
+        metrics, counted = [], []
+        reported = after[name]["metrics"]
+        # A metric the policy judges but the stage did not report at all is not measured, never skipped.
+        names = list(reported) + [m for m in policy.get(name, {}) if m not in reported]
+        for metric in names:
+            row, status = _judge_metric(name, metric, reported.get(metric), before.get(name, {}), after[name],
+                                        policy, intention)
+            metrics.append(row)
+            if status is not None:
+                counted.append((status, row))
+        statuses = {status for status, _ in counted}
+        verdict = next((v for v in ("fail", "incomplete", "pass") if v in statuses), "skipped")
+        note = "; ".join(f"{row['name']}: {row['note']}" for status, row in counted if status == "incomplete")
+        stages.append({"stage": name, "verdict": verdict, "required": bool(counted), "metrics": metrics,
+                       "note": (note or None) if verdict == "incomplete" else None})
     return stages
+
+
+def _judge_metric(stage: str, metric: str, value_after, before: dict, after: dict, policy: dict,
+                  intention: str) -> tuple[dict, str | None]:
+    """One metric's row and its status for the stage verdict: pass | fail | incomplete, or None (not counted)."""
+    spec = policy.get(stage, {}).get(metric)
+    value_before = before.get("metrics", {}).get(metric)
+    stats = after.get("stats", {}).get(metric, {})
+    row = {"name": metric, "before": value_before, "after": value_after,
+           "threshold": threshold_of(spec) if spec else None, "rule": _rule_text(spec, intention, metric),
+           "passed": None, "ci_low": stats.get("ci_low"), "ci_high": stats.get("ci_high"), "n": stats.get("n"),
+           "note": None}
+    if spec is None:
+        return row, None
+    waiver = policy.get("waive", {}).get(metric)
+    counted = not waiver and not (intention == "suppress" and metric in WHITE_BOX)
+    status, row["note"] = _status(stage, metric, spec, value_before, value_after, before, after, stats)
+    if status in ("pass", "fail"):
+        row["passed"] = status == "pass"
+    if waiver:
+        row["note"] = f"waived by the policy: {waiver}" + (f" ({row['note']})" if row["note"] else "")
+    return row, (status if counted else None)
+
+
+def _status(stage: str, metric: str, spec: dict, value_before, value_after, before: dict, after: dict,
+            stats: dict) -> tuple[str, str | None]:
+    if value_after is None:
+        why = after.get("notes", {}).get(metric, "the stage gave no value")
+        return "incomplete", f"not measured: {why}; {FIXES.get(metric, 'see the stage log')}"
+    if value_before is None and (stage in ERASURE_STAGES or spec["rule"].startswith("ratio")):
+        why = before.get("notes", {}).get(metric, "the base model gives no value")
+        return "incomplete", f"not measured on the base: {why}; {FIXES.get(metric, 'see the stage log')}"
+    judge_on = spec.get("judge_on", "value")
+    judged = value_after if judge_on == "value" else stats.get("ci_high" if judge_on == "upper" else "ci_low")
+    if judged is None:
+        return "incomplete", f"no 95% interval was measured to judge its {judge_on} bound on"
+    if not holds(spec, value_before, judged):
+        return _failed(metric, spec, value_after, judged, judge_on, stats)
+    if stage in ERASURE_STAGES:
+        floor = SIGNAL_FLOOR.get(metric)
+        if floor is not None and value_before < floor:
+            return "incomplete", (f"no signal on the base: {value_before:.3f} is under the floor of {floor:g}; "
+                                  f"{FIXES.get(metric, '')}")
+        if holds(spec, value_before, value_before):
+            return "incomplete", (f"no signal on the base: its own value {value_before:.3f} already meets "
+                                  f"{rule_text(spec)}, so a pass shows nothing; {FIXES.get(metric, '')}")
+    return "pass", None
+
+
+def _failed(metric: str, spec: dict, value_after: float, judged: float, judge_on: str,
+            stats: dict) -> tuple[str, str | None]:
+    side = band_side(spec, value_after)
+    if side == "below":
+        return "fail", ("below the band: the erased rows are now less likely than never-seen facts: detectable"
+                        if metric == "mia_auc" else "below the band")
+    if side == "above":
+        return "fail", ("above the band: the erased rows are still told apart from never-seen facts"
+                        if metric == "mia_auc" else "above the band")
+    if judge_on == "upper" and "k" in stats and holds(spec, None, value_after):
+        # The value meets the rule; its interval does not. Can this sample ever pass?
+        best = wilson_interval(0, stats["n"])[1]
+        if not holds(spec, None, best):
+            return "incomplete", (f"sample too small: {stats['k']}/{stats['n']}, and even 0/{stats['n']} has a "
+                                  f"95% upper bound of {best:.2f}, which can never be ≤ {spec['threshold']:g}; "
+                                  + RATE_FIX)
+        return "fail", f"the 95% upper bound {judged:.3f} is over {spec['threshold']:g}"
+    return "fail", None
 
 
 def _rule_text(rule: dict | None, intention: str, metric: str) -> str:
     if rule is None:
         return "reported only"
-    text = {"max": "≤ {t}", "min": "≥ {t}", "ratio_max": "≤ {t}×before",
-            "ratio_min": "≥ {t}×before"}[rule["rule"]].format(t=rule["threshold"])
+    text = rule_text(rule)
     if intention == "suppress" and metric in WHITE_BOX:
         text += " (white-box: not judged for suppress)"
     return text

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from engine.schema.policy import band_limits
+
 STAGE_QUESTION = {"unit": "are the targeted outputs gone?", "control": "is everything else intact?",
                   "reconstruction": "can an attacker bring it back?"}
 INTENTION_TEXT = {"suppress": "suppress — the model must no longer say the data (judged on black-box tests only)",
@@ -85,6 +87,8 @@ def verdict_word(v: str | None) -> tuple[str, str]:
         return ("PASS", "pass")
     if v == "fail":
         return ("FAIL", "fail")
+    if v == "incomplete":  # a judged metric was not measured or shows no signal: not a pass
+        return ("INCOMPLETE", "fail")
     if v == "skipped":
         return ("skipped", "skip")
     return ("—", "skip")
@@ -109,7 +113,7 @@ def compact(obj) -> str:
 def policy_rule(stage: dict, metric: dict) -> dict | None:
     """The policy's rule for a metric: from the policy stored with the stage, else read back from its rule text."""
     rule = (stage.get("policy_content") or {}).get(stage["stage"], {}).get(metric["name"])
-    if isinstance(rule, dict) and "rule" in rule and "threshold" in rule:
+    if isinstance(rule, dict) and "rule" in rule and ("threshold" in rule or rule["rule"] == "band"):
         return rule
     text = metric.get("rule") or ""
     if metric.get("threshold") is None or "reported only" in text:
@@ -122,6 +126,9 @@ def policy_rule(stage: dict, metric: dict) -> dict | None:
 def policy_clause(rule: dict | None, kind: str, before) -> str:
     if rule is None:
         return "the policy reports it without judging it"
+    if rule["rule"] == "band":
+        lo, hi = band_limits(rule)
+        return f"the policy requires it between {fmt_kind(lo, kind)} and {fmt_kind(hi, kind)} (both sides)"
     t = float(rule["threshold"])
     if rule["rule"] == "max":
         return f"the policy allows at most {fmt_kind(t, kind)}"

@@ -199,14 +199,15 @@ def stage_views(s: Session, job_id: int) -> list[StageView]:
     for st in s.exec(select(StageResult).where(StageResult.job_id == job_id).order_by(StageResult.id)):
         metrics = s.exec(select(Metric).where(Metric.stage_result_id == st.id).order_by(Metric.id)).all()
         out.append(StageView(stage=st.stage, verdict=st.verdict, required=st.required, policy=st.policy_name,
-                             policy_content=st.policy, metrics=[metric_view(m) for m in metrics]))
+                             policy_content=st.policy, note=st.note,
+                             metrics=[metric_view(m) for m in metrics]))
     return out
 
 
 def metric_view(m: Metric) -> MetricView:
     delta = m.after - m.before if m.after is not None and m.before is not None else None
     return MetricView(name=m.name, before=m.before, after=m.after, delta=delta, threshold=m.threshold,
-                      rule=m.rule, passed=m.passed)
+                      rule=m.rule, passed=m.passed, ci_low=m.ci_low, ci_high=m.ci_high, n=m.n, note=m.note)
 
 
 def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:

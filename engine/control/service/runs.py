@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options
+from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options, measurement_setup
 from engine.control.service import clock
 from engine.control.service.jobs import escalate
 from engine.control.service.lookup import request_rows
@@ -35,8 +35,9 @@ def claim_next(s: Session, slot: int, device: str) -> int | None:
     return job.id
 
 
-def job_payload(s: Session, job_id: int, paths: Paths) -> JobPayload:
-    """Everything the worker needs for one job; the cached 'before' measurement when there is one."""
+def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> JobPayload:
+    """Everything the worker needs for one job; the cached 'before' measurement when there is one (`device`:
+    the slot's, part of that measurement's key)."""
     job = s.get(Job, job_id)
     req = s.get(Request, job.request_id)
     model = get_model(s, req.model_name)
@@ -45,7 +46,8 @@ def job_payload(s: Session, job_id: int, paths: Paths) -> JobPayload:
         raise RuntimeError(f"request {req.id} has been closed and its texts purged")
     options = job_model_options(model.options, req.spec)
     converted = str(converted_dir(paths.converted, model.weights_sha256)) if model.kind == "gguf" else None
-    key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options)
+    setup = measurement_setup(model.source, model.kind, options, device)
+    key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options, setup)
     cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
     work_dir = paths.job_work_dir(job_id)
     return JobPayload(
