@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.compute.methods.base import RunContext, get_method
-from engine.compute.training.unlearn import CHECKPOINT_DIR, CHECKPOINT_FILE, SCHEDULE_NAMES
+from engine.compute.methods.unlearn import CHECKPOINT_DIR, CHECKPOINT_FILE, SCHEDULE_NAMES
 
 
 class Killed(Exception):

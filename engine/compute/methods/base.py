@@ -114,12 +114,16 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+# Modules of this package that hold what the methods share, not a method: never imported to register one.
+SHARED_MODULES = ("base", "unlearn", "stop")
+
+
 def _load_all() -> None:
     if REGISTRY:
         return
     package = Path(__file__).parent
     for info in pkgutil.iter_modules([str(package)]):
-        if info.name != "base":
+        if info.name not in SHARED_MODULES:
             importlib.import_module(f"engine.compute.methods.{info.name}")
 
 

@@ -35,8 +35,9 @@ class GradientAscent(Method):
     Hyper: ClassVar[type] = GAHyper
 
     def run(self, ctx: RunContext, hp: GAHyper):
+        from engine.compute.methods import unlearn
         from engine.compute.tokens import without_answer_ends
-        from engine.compute.training import losses, unlearn
+        from engine.compute.training import losses
         from engine.compute.training.lora import trainable_copy
 
         model = trainable_copy(ctx.model, hp)

@@ -39,7 +39,8 @@ class GradDiff(Method):
     Hyper: ClassVar[type] = GradDiffHyper
 
     def run(self, ctx: RunContext, hp: GradDiffHyper):
-        from engine.compute.training import losses, unlearn
+        from engine.compute.methods import unlearn
+        from engine.compute.training import losses
         from engine.compute.training.lora import trainable_copy
 
         model = trainable_copy(ctx.model, hp)

@@ -43,7 +43,8 @@ class IdkDPO(Method):
 
         import torch.nn.functional as F
 
-        from engine.compute.training import losses, unlearn
+        from engine.compute.methods import unlearn
+        from engine.compute.training import losses
         from engine.compute.training.lora import trainable_copy
 
         base = ctx.model

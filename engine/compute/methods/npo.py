@@ -28,7 +28,8 @@ class NPO(Method):
     def run(self, ctx: RunContext, hp: NPOHyper):
         import torch.nn.functional as F
 
-        from engine.compute.training import losses, unlearn
+        from engine.compute.methods import unlearn
+        from engine.compute.training import losses
         from engine.compute.training.lora import trainable_copy
 
         base = ctx.model

@@ -133,8 +133,8 @@ class RMU(Method):
 
         from engine.compute.candidate import Candidate
         from engine.compute.locate import locate, pick_layer
+        from engine.compute.methods import unlearn
         from engine.compute.modeling import evaluating
-        from engine.compute.training import unlearn
 
         n_blocks = len(decoder_blocks(ctx.model))
         if hp.layer is None:

@@ -33,7 +33,8 @@ class SimNPO(Method):
     def run(self, ctx: RunContext, hp: SimNPOHyper):
         import torch.nn.functional as F
 
-        from engine.compute.training import losses, unlearn
+        from engine.compute.methods import unlearn
+        from engine.compute.training import losses
         from engine.compute.training.lora import trainable_copy
 
         base = ctx.model

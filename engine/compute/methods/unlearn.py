@@ -70,7 +70,7 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
     if retain_data:
         sources.append(loop.Cycler(retain_data, hp.batch_size, hp.seed + 1))
     if stop is None and getattr(hp, "stop_forget_rouge", None):
-        from engine.compute.training.stop import forget_rouge_stop
+        from engine.compute.methods.stop import forget_rouge_stop
 
         stop = forget_rouge_stop(ctx, hp.stop_forget_rouge, getattr(hp, "stop_every", 1))
     checkpoints = loop.Checkpoints(path=Path(ctx.work_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE,
