@@ -128,9 +128,9 @@ class Scheduler:
     def _claim(self, slot: Slot) -> int | None:
         with self.claim_lock, session(self.db) as s:
             job_id = runs.claim_next(s, slot.index, slot.device)
+            slot.job_id = job_id  # before the lock goes: a cancel from now on finds this slot
         if job_id is None:
             return None
-        slot.job_id = job_id
         log.info("job %d started on slot %d (%s)", job_id, slot.index, slot.device)
         self._publish_job(job_id)
         return job_id
