@@ -271,13 +271,14 @@ def test_cli_policies_show_prints_every_rule_in_words(home, monkeypatch):
     from click.testing import CliRunner
 
     from console import cli
+    from console.cli import models as model_commands
     from engine.schema.policy import list_policies
 
     class Engine:  # the engine's /policies answer, without starting one
         def policies(self):
             return list_policies()
 
-    monkeypatch.setattr(cli, "client", lambda *a, **k: Engine())
+    monkeypatch.setattr(model_commands, "client", lambda *a, **k: Engine())
     res = CliRunner().invoke(cli.cli, ["policies", "--show", "strict"])
     assert res.exit_code == 0, res.output
     assert res.output.splitlines() == describe_policy(load_policy("strict"))
