@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from engine.compute.modeling import load_model
     from engine.compute.prompting import max_answer_tokens
-    from engine.compute.verify import relearn
+    from engine.compute.verify import basecache
     from engine.compute.verify.stages import STAGE_ORDER, EvalInput, stage_module
 
     req = demo_request(args.model)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_module("unit").measure(EvalInput(model=model, **common))
 
     def run_stages(batch_size: int) -> dict:
-        relearn._BASE_CACHE.clear()  # cold: the relearning control is recomputed, as on a fresh worker
+        basecache.clear()  # cold: the relearning control is recomputed, as on a fresh worker
         ev = EvalInput(model=model, batch_size=batch_size, **common)
         out = {}
         for name in STAGE_ORDER:
