@@ -5,6 +5,7 @@ A stage module (unit.py, control.py, reconstruction.py) defines NAME and measure
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class EvalInput:
 class Measurement:
     metrics: dict[str, float]
     evidence: list[dict] = field(default_factory=list)  # {"attack","prompt","output","leaked","spans"}
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per attack or part of the stage
 
 
 def stage_module(name: str):
@@ -61,8 +63,10 @@ def measure_all(ev: EvalInput) -> dict[str, dict]:
             continue
         if ev.progress:
             ev.progress(phase=f"verify:{name}")
+        started = time.perf_counter()
         m = module.measure(ev)
-        out[name] = {"metrics": m.metrics, "evidence": m.evidence}
+        timings = {**m.timings, "total": round(time.perf_counter() - started, 3)}
+        out[name] = {"metrics": m.metrics, "evidence": m.evidence, "timings": timings}
     return out
 
 
