@@ -16,7 +16,8 @@ PROFILES = ("full", "quick")
 QUICK_GENERAL_TEXTS = 8
 # Metrics that need the weights or logits: a suppress request (a decode-time guard) is not judged on them.
 WHITE_BOX = {"forget_prob", "mia_auc", "logit_lens_presence", "relearn_recovery", "retain_prob", "retain_kl",
-             "general_ppl"}
+             "general_ppl", "extraction_strength", "exact_memorisation", "retain_relearn_recovery",
+             "quant8_forget_rouge_l", "quant8_leak_rate", "quant4_forget_rouge_l", "quant4_leak_rate"}
 
 
 @dataclass
