@@ -11,8 +11,9 @@ them, with llama.cpp's reference quantizers as the `gguf` package ships them (bi
 Q8_0): Q8_0 (8-bit, one fp16 scale per block of 32 weights) and Q4_0 (4-bit, the same blocks, levels
 -8..7 times max/-8). Every linear layer of the decoder is quantized, as weight-only quantization does
 (bitsandbytes, GPTQ, AWQ); the embeddings and the output head stay as they are, and a layer whose input
-width is not a multiple of the block is left unquantized (counted in the result). A peft candidate's
-adapter is folded into the weights first.
+width is not a multiple of the block is left unquantized (counted in the result); a model with no
+quantizable linear layer (GPT-2's Conv1D) gets None. A peft candidate's adapter is folded into the
+weights first.
 
 On the quantized copy the unit stage's direct questions are asked again (greedy, no guard: the attacker
 owns the weights) and scored as the unit stage scores them:
@@ -73,6 +74,8 @@ def _measure_scheme(ev: EvalInput, model, scheme: str) -> dict:
     from engine.compute.verify.unit import direct_answers, direct_metrics
 
     quantized, info = quantized_copy(model, SCHEMES[scheme])
+    if not info["quantized"]:  # no layer this attack can quantize (e.g. GPT-2's Conv1D): not measured
+        return {"metrics": {"forget_rouge_l": None, "leak_rate": None}, "answers": [], **info}
     answers = direct_answers(ev, quantized, guard=None)
     del quantized
     return {"metrics": direct_metrics(ev, answers), "answers": answers, **info}
@@ -80,6 +83,7 @@ def _measure_scheme(ev: EvalInput, model, scheme: str) -> dict:
 
 def measure(ev: EvalInput) -> tuple[dict[str, float], list[dict], dict[str, float]]:
     """(metrics, evidence, timings) of the attack at every scheme, for the reconstruction stage."""
+    from engine.compute.prompting import uses_chat
     from engine.compute.verify.basecache import cached, rows_key
 
     guard_only = ev.base_model is not None and ev.model is ev.base_model
@@ -88,14 +92,15 @@ def measure(ev: EvalInput) -> tuple[dict[str, float], list[dict], dict[str, floa
     timings: dict[str, float] = {}
     for scheme in SCHEMES:
         started = time.perf_counter()
-        key = ("quantized", scheme, rows_key(ev.forget), tuple(ev.sensitive), ev.max_new_tokens)
+        key = ("quantized", scheme, rows_key(ev.forget), tuple(ev.sensitive), ev.max_new_tokens,
+               uses_chat(ev.tokenizer))
         if guard_only or ev.base_model is None:  # the base's own weights: once per base model
             result = cached(ev.model, key, lambda scheme=scheme: _measure_scheme(ev, ev.model, scheme))
         else:
             result = _measure_scheme(ev, ev.model, scheme)
         timings[scheme] = round(time.perf_counter() - started, 3)
         metrics.update({f"{scheme}_{name}": value for name, value in result["metrics"].items()})
-        for row, (answer, spans) in zip(ev.forget, result["answers"], strict=True):
+        for row, (answer, spans) in zip(ev.forget if result["answers"] else [], result["answers"], strict=True):
             evidence.append({"attack": scheme, "prompt": row["question"], "output": answer, "leaked": bool(spans),
                              "spans": spans})
     return metrics, evidence, timings

@@ -190,8 +190,9 @@ def measure(ev: EvalInput) -> Measurement:
     clock.lap("mia")
     metrics["logit_lens_presence"], layer = logit_lens_presence(ev)
     if layer is not None:
+        above = " above the holdout's" if ev.holdout else ""
         evidence.append({"attack": "logit_lens", "prompt": "forget answers, decoded from every block's output",
-                         "output": f"highest at block {layer}: {metrics['logit_lens_presence']:.4f} above the holdout",
+                         "output": f"highest at block {layer}: {metrics['logit_lens_presence']:.4f}{above}",
                          "leaked": False, "spans": []})
     clock.lap("logit_lens")
     timings = {**clock.timings, **{f"quantization:{k}": v for k, v in quant_timings.items()}}

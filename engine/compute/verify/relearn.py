@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from engine.compute.generation import greedy
+from engine.compute.prompting import uses_chat
 from engine.compute.tokens import encode_qa
 from engine.compute.verify.basecache import cached, rows_key
 from engine.compute.verify.metrics import rouge_l_recall
@@ -198,8 +199,8 @@ def base_score(base_model, tokenizer, rows: Sequence[dict], sensitive: Sequence[
     def compute() -> dict:
         return _scores(greedy(base_model, tokenizer, [r["question"] for r in rows], **gen), rows, sensitive)
 
-    return cached(base_model, ("base_score", rows_key(rows), tuple(sensitive), json.dumps(gen, sort_keys=True)),
-                  compute)
+    return cached(base_model, ("base_score", rows_key(rows), tuple(sensitive), json.dumps(gen, sort_keys=True),
+                               uses_chat(tokenizer)), compute)
 
 
 def run_matched(model, base_model, tokenizer, train: Sequence[dict], asked: Sequence[dict], holdout: Sequence[dict],
@@ -209,7 +210,9 @@ def run_matched(model, base_model, tokenizer, train: Sequence[dict], asked: Sequ
     the forget set), with the same budget, and ask holdout rows matched to `asked`. Returns the recovery
     and what each run used."""
     train, asked = list(train[: cfg.max_train_rows]), list(asked[: cfg.max_eval_rows])
-    key = (rows_key(train), rows_key(asked), tuple(sensitive), json.dumps(asdict(cfg)), json.dumps(gen, sort_keys=True))
+    # The prompt format is the tokenizer's per-job setting: a warm base serves jobs in either.
+    key = (rows_key(train), rows_key(asked), tuple(sensitive), json.dumps(asdict(cfg)), json.dumps(gen, sort_keys=True),
+           uses_chat(tokenizer))
     c_asked = matched_rows(holdout, asked, tokenizer, cfg.seed)
     c_train = None
     if c_asked is not None:

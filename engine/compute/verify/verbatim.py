@@ -42,17 +42,15 @@ def verbmem(outputs: Sequence[str], rows: Sequence[dict], tokenizer, max_new_tok
 
 def _encode(tokenizer, rows: list[dict], max_length: int):
     """Right-padded input_ids, attention_mask and labels on the answer content only."""
-    from engine.compute.prompting import prompt_special_tokens
     from engine.compute.tokens import encode_qa, encode_texts, without_answer_ends
 
     if not rows[0].get("verbatim"):
         ids, att, labels = encode_qa(tokenizer, rows, max_length)
         return ids, att, without_answer_ends(labels, tokenizer)
-    # A text row: the prefix as generation gets it, then the continuation; labels on the continuation.
+    # A text row: the whole text as a text is encoded (special tokens included), labels on the continuation.
     ids, att, labels = encode_texts(tokenizer, [r["question"] + " " + r["answer"] for r in rows], max_length)
-    special = prompt_special_tokens(tokenizer)
     for i, row in enumerate(rows):
-        labels[i, : len(tokenizer(row["question"], add_special_tokens=special)["input_ids"])] = -100
+        labels[i, : len(tokenizer(row["question"], add_special_tokens=True)["input_ids"])] = -100
     return ids, att, labels
 
 
