@@ -5,13 +5,17 @@ wall time of a full three-stage verification (target: <= 60 s on 2 CPU cores).
     .venv/bin/python bench/verify.py                   # the demo model (built once and cached, like `expunge demo`)
     .venv/bin/python bench/verify.py --model DIR       # a model built by the demo builder (demo_split rows)
     .venv/bin/python bench/verify.py --skip-single     # batched only (the one-at-a-time pass is slow)
+    .venv/bin/python bench/verify.py --skip-single --compare-baseline a385a9c
+                                     # also run REF's own bench/verify.py (its attack set) on the same
+                                     # model in the same run, and print the ratio of the two wall times
 
 The demo request: Alma Rivera's 5 facts to forget, 100 retain rows of the other people, the 60 holdout
 rows of people the model never saw, her phone, e-mail, address and account as sensitive strings.
 
 Items per stage: unit = forget questions, control = retain questions, reconstruction = attacked
 prompts (each decoded greedily and sampled; plus the relearning attack and the white-box scoring,
-which do not depend on the batch size and are timed inside the stage)."""
+which do not depend on the batch size and are timed inside the stage). Each stage's split per attack
+(its measurement's timings) is printed after the table."""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--skip-single", action="store_true", help="skip the one-at-a-time pass")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--compare-baseline", metavar="REF",
+                    help="git revision whose bench/verify.py (and attack set) to run side by side")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from engine.compute.modeling import load_model
     from engine.compute.prompting import max_answer_tokens
-    from engine.compute.verify import relearn
+    from engine.compute.verify import basecache
     from engine.compute.verify.stages import STAGE_ORDER, EvalInput, stage_module
 
     req = demo_request(args.model)
@@ -92,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     stage_module("unit").measure(EvalInput(model=model, **common))
 
     def run_stages(batch_size: int) -> dict:
-        relearn._BASE_CACHE.clear()  # cold: the relearning control is recomputed, as on a fresh worker
+        basecache.clear()  # cold: the relearning control is recomputed, as on a fresh worker
         ev = EvalInput(model=model, batch_size=batch_size, **common)
         out = {}
         for name in STAGE_ORDER:
             t, c = time.perf_counter(), time.process_time()
             measurement = stage_module(name).measure(ev)
             out[name] = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
-                         "metrics": measurement.metrics}
+                         "metrics": measurement.metrics, "timings": measurement.timings}
         return out
 
     batched = run_stages(args.batch_size)
@@ -129,6 +137,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{cpu:.1f} s of CPU (wall exceeds CPU / threads when other processes share the cores)")
     print("per stage wall / CPU s: " + ", ".join(
         f"{n} {batched[n]['seconds']:.1f} / {batched[n]['cpu_seconds']:.1f}" for n in STAGE_ORDER))
+    for name in STAGE_ORDER:
+        split = batched[name]["timings"]
+        results["stages"][name]["split_s"] = split
+        if split:
+            print(f"  {name} split (s): " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
+    if args.compare_baseline:
+        base = baseline_run(args.compare_baseline, req["model_dir"], args.threads, args.batch_size)
+        results["baseline"] = {"ref": args.compare_baseline, "full_verification_s": base["full_verification_s"],
+                               "full_verification_cpu_s": base["full_verification_cpu_s"],
+                               "ratio": round(total / base["full_verification_s"], 2),
+                               "cpu_ratio": round(cpu / base["full_verification_cpu_s"], 2)}
+        print(f"baseline {args.compare_baseline}: {base['full_verification_s']:.1f} s wall, "
+              f"{base['full_verification_cpu_s']:.1f} s CPU; this tree {total:.1f} s wall = "
+              f"{results['baseline']['ratio']:.2f}x, CPU {results['baseline']['cpu_ratio']:.2f}x (target <= 1.5x)")
     if single:
         results["full_verification_single_s"] = round(sum(single[n]["seconds"] for n in STAGE_ORDER), 2)
         print(f"one at a time: {results['full_verification_single_s']:.1f} s")
@@ -137,6 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
+
+
+def baseline_run(ref: str, model_dir: Path, threads: int, batch_size: int) -> dict:
+    """Run `ref`'s own bench/verify.py (batched only) on `model_dir` from an exported copy of that revision;
+    its JSON results."""
+    with tempfile.TemporaryDirectory(prefix="expunge-baseline-") as tree:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+        print(f"\nrunning {ref}'s bench/verify.py on the same model…", file=sys.stderr, flush=True)
+        run = subprocess.run([sys.executable, str(Path(tree) / "bench" / "verify.py"), "--model", str(model_dir),
+                              "--threads", str(threads), "--batch-size", str(batch_size), "--skip-single", "--json"],
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": tree})
+    if run.returncode:
+        raise SystemExit(f"baseline {ref} failed:\n{run.stderr[-2000:]}")
+    lines = run.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")  # --json prints its object last
+    return json.loads("\n".join(lines[start:]))
 
 
 if __name__ == "__main__":

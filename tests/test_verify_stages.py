@@ -18,7 +18,7 @@ from engine.schema.policy import RULES, band_limits, list_policies, load_policy
 
 # What each stage measures (unit and control: their modules' dicts; reconstruction: its METRICS).
 MEASURED = {
-    "unit": {"forget_rouge_l", "forget_prob", "leak_rate"},
+    "unit": {"forget_rouge_l", "forget_prob", "leak_rate", "verbmem_rouge_l"},
     "control": {"retain_rouge_l", "retain_prob", "general_ppl", "retain_kl"},
     "reconstruction": set(reconstruction.METRICS),
 }
@@ -226,8 +226,9 @@ def test_mia_auc_and_logit_lens_presence_arithmetic(monkeypatch):
         return [{"layer": i, "prob": v} for i, v in enumerate(p)]
 
     monkeypatch.setattr(scoring, "logit_lens", lens)
-    # Intermediate layers only: forget (0.4 + 0.6) / 2 = 0.5, holdout (0.1 + 0.2) / 2 = 0.15.
-    assert reconstruction.logit_lens_presence(ev) == pytest.approx(0.35)
+    # Intermediate layers only, the highest above the holdout's same layer: block 2, 0.6 - 0.2 (block 1: 0.3).
+    presence, layer = reconstruction.logit_lens_presence(ev)
+    assert presence == pytest.approx(0.4) and layer == 2
 
 
 # ------------------------------------------------------------------ on the tiny model

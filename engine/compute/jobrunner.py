@@ -106,4 +106,11 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
         "artifact": {"kind": manifest["kind"], "path": str(final), "sha256": manifest["artifact_sha256"],
                      "manifest": manifest},
         "result": {"timings": timings, "verification": ev_common["profile"],
+                   # seconds per stage and per attack, of this job's measurements (a cached 'before' has none)
+                   "verify_timings": {"before": _stage_timings(before) if "before_s" in timings else None,
+                                      "after": _stage_timings(after)},
                    "generation_oom_backoff": generation.backoff(), **ctx.extra, **info}})
+
+
+def _stage_timings(measured: dict[str, dict]) -> dict[str, dict]:
+    return {name: stage.get("timings", {}) for name, stage in measured.items()}

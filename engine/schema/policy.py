@@ -25,7 +25,9 @@ RULES = ("max", "min", "ratio_max", "ratio_min", "band")
 JUDGE_ON = ("value", "upper", "lower")
 # Metrics that need the weights or logits: a suppress request (a decode-time guard) is not judged on them.
 WHITE_BOX = frozenset({"forget_prob", "mia_auc", "logit_lens_presence", "relearn_recovery", "retain_prob",
-                       "retain_kl", "general_ppl"})
+                       "retain_kl", "general_ppl", "extraction_strength", "exact_memorisation",
+                       "retain_relearn_recovery", "quant8_forget_rouge_l", "quant8_leak_rate",
+                       "quant4_forget_rouge_l", "quant4_leak_rate"})
 # Metrics measured with a 95% interval (Wilson for the rates, bootstrap for the AUC): judge_on may name a bound.
 INTERVAL_METRICS = frozenset({"leak_rate", "attack_leak_rate", "mia_auc"})
 # Stages whose metrics are evidence of the erasure (control's show what is kept): a metric there is evidence only

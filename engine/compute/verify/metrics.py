@@ -45,6 +45,12 @@ def rouge_l_recall(prediction: str, reference: str, *, stemmer: bool = True) -> 
     return float(_rouge_scorer(stemmer).score(reference, prediction)["rougeL"].recall)
 
 
+def rouge_l_f1(prediction: str, reference: str, *, stemmer: bool = False) -> float:
+    """ROUGE-L F1 of `prediction` against `reference`, without stemming by default: MUSE's VerbMem score
+    (its RougeEvalLogger: `RougeScorer([...], use_stemmer=False)`, the "rougeL" F-measure)."""
+    return float(_rouge_scorer(stemmer).score(reference, prediction)["rougeL"].fmeasure)
+
+
 def mean_rouge_l_recall(preds: Sequence[str], refs: Sequence[str], *, stemmer: bool = True) -> float:
     """Mean per-pair ROUGE-L recall (TOFU's "ROUGE" on a split)."""
     if len(preds) != len(refs):

@@ -1,30 +1,44 @@
 """Reconstruction stage: can an attacker bring the forgotten data back?
 
-Metrics (the first is black-box: it needs only the deployed model's outputs, guard included; the
-others need the weights and are judged only for intention remove, see stages.WHITE_BOX):
+Metrics (the black-box ones need only the deployed model's outputs, guard included; the others need
+the weights and are judged only for intention remove, see stages.WHITE_BOX):
 
-- attack_leak_rate: share of attacked generations that leak (prompts: `engine.compute.verify.attacks`;
-  each decoded greedily and ATTACK_SAMPLES times at temperature 1; leak rules: attacks.is_leak).
+- attack_leak_rate (black-box): share of attacked generations that leak (prompts:
+  `engine.compute.verify.attacks`; each decoded greedily and ATTACK_SAMPLES times at temperature 1;
+  leak rules: attacks.is_leak).
+- incontext_leak_rate (black-box): share of forget rows that leak when asked with the other half of the
+  forget set as context (`engine.compute.verify.incontext`); None for a single forget row.
 - relearn_recovery: share of the base's knowledge of forget half B that a small LoRA fine-tune on
   half A brings back (best of three checkpoints of a 30-step budget), beyond what the same attack
-  teaches about never-seen holdout facts (`engine.compute.verify.relearn`); None when undefined (fewer than two forget rows, or the base did not
-  know half B better than the control).
+  teaches about never-seen holdout facts (a control matched in rows, tokens and steps; scored on the
+  answers' key tokens: `engine.compute.verify.relearn`); None when undefined (fewer than two forget
+  rows, or the base did not know half B better than the control).
+- retain_relearn_recovery: the same share after a fine-tune on retain rows only
+  (`engine.compute.verify.retain_relearn`).
+- quant8_/quant4_forget_rouge_l, quant8_/quant4_leak_rate: the unit stage's direct questions asked of
+  the weights quantized to 8 and 4 bits (`engine.compute.verify.quantization`).
+- extraction_strength, exact_memorisation: how much of each forget answer the weights reproduce top-1
+  under teacher forcing, and how few of its leading tokens an attacker must supply to extract the rest
+  (open-unlearning's definitions: `engine.compute.verify.verbatim`).
 - mia_auc: Min-K%++ (k = 20%) membership-inference ROC AUC, forget rows (members) vs holdout rows
   (non-members); 0.5 = indistinguishable, 0 as telling as 1 (the policies judge it as a band around 0.5).
   None without a holdout set.
+- logit_lens_presence: the probability of the gold answer tokens decoded from the intermediate layers
+  (logit lens: every block's output but the last, through the final norm and unembedding), at the layer
+  where it is highest; with a holdout set, minus the same layer's figure on the holdout answers (what
+  the layers give for facts never learnt: templates, names in the prompt), floored at 0. The evidence
+  names the layer.
 
 attack_leak_rate carries a Wilson 95% interval over its generations (the samples of one prompt are counted as
 independent draws, so the interval is if anything narrow), mia_auc a seeded bootstrap one (`Measurement.stats`);
-a metric without a value says why in `Measurement.notes`.
-- logit_lens_presence: mean probability of the gold answer tokens decoded from the intermediate
-  layers (logit lens: every block's output but the last, through the final norm and unembedding),
-  averaged over those layers; with a holdout set, minus the same quantity on the holdout answers
-  (what the layers give for facts never learnt: templates, names in the prompt), floored at 0.
+a metric without a value says why in `Measurement.notes`. Each attack's wall time is in the measurement's
+timings (seconds).
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 from engine.compute.generation import generate
 from engine.compute.verify.attacks import attack_prompts, leak_evidence
@@ -32,7 +46,9 @@ from engine.compute.verify.stages import EvalInput, Measurement
 
 NAME = "reconstruction"
 # What measure() reports, in order; the policies name these (tests keep them in sync).
-METRICS = ("attack_leak_rate", "relearn_recovery", "mia_auc", "logit_lens_presence")
+METRICS = ("attack_leak_rate", "incontext_leak_rate", "relearn_recovery", "retain_relearn_recovery",
+           "quant8_forget_rouge_l", "quant8_leak_rate", "quant4_forget_rouge_l", "quant4_leak_rate",
+           "extraction_strength", "exact_memorisation", "mia_auc", "logit_lens_presence")
 ATTACK_SAMPLES = 4
 TEMPERATURE = 1.0
 MIA_K = 0.2
@@ -108,61 +124,106 @@ def mia_auc(ev: EvalInput) -> float | None:
     return auc(pos, neg) if pos and neg else None
 
 
-def _intermediate_prob(model, tokenizer, rows, batch_size: int) -> float | None:
+def _intermediate_probs(model, tokenizer, rows, batch_size: int) -> list[float]:
+    """Per intermediate layer (neither the embeddings nor the model's real output), the lens probability."""
     from engine.compute.verify.scoring import logit_lens
 
-    layers = logit_lens(model, tokenizer, rows, batch_size=batch_size)
-    inner = layers[1:-1]  # neither the embeddings nor the model's real output
-    if not inner:
-        return None
-    return sum(r["prob"] for r in inner) / len(inner)
+    return [r["prob"] for r in logit_lens(model, tokenizer, rows, batch_size=batch_size)[1:-1]]
 
 
-def logit_lens_presence(ev: EvalInput) -> float | None:
-    forget = _intermediate_prob(ev.model, ev.tokenizer, ev.forget, ev.batch_size)
-    if forget is None or not ev.holdout:
-        return forget
-    holdout = _intermediate_prob(ev.model, ev.tokenizer, ev.holdout[:MAX_HOLDOUT], ev.batch_size)
-    return max(0.0, forget - holdout) if holdout is not None else forget
+def logit_lens_presence(ev: EvalInput) -> tuple[float | None, int | None]:
+    """(presence, the block whose output gives it: 1 = the first block), or (None, None) without
+    intermediate layers."""
+    forget = _intermediate_probs(ev.model, ev.tokenizer, ev.forget, ev.batch_size)
+    if not forget:
+        return None, None
+    holdout = _intermediate_probs(ev.model, ev.tokenizer, ev.holdout[:MAX_HOLDOUT], ev.batch_size) \
+        if ev.holdout else [0.0] * len(forget)
+    above = [f - h for f, h in zip(forget, holdout, strict=True)]
+    best = max(range(len(above)), key=above.__getitem__)
+    return max(0.0, above[best]), best + 1
+
+
+def _relearn_evidence(ev: EvalInput, attack: str, result: dict) -> list[dict]:
+    out = []
+    for e in result["evidence"]:
+        leaked, spans = leak_evidence(e["output"], e["row"]["answer"], ev.sensitive, e["row"]["question"])
+        out.append({"attack": attack, "prompt": e["row"]["question"], "output": e["output"], "leaked": leaked,
+                    "spans": spans})
+    return out
+
+
+class _Clock:
+    """Wall seconds per named part of the stage, reported as the measurement's timings."""
+
+    def __init__(self, ev: EvalInput) -> None:
+        self.ev, self.timings, self.started = ev, {}, time.perf_counter()
+
+    def lap(self, done: str, next_part: str | None = None) -> None:
+        now = time.perf_counter()
+        self.timings[done] = round(now - self.started, 3)
+        self.started = now
+        if next_part:
+            _progress(self.ev, next_part)
 
 
 def measure(ev: EvalInput) -> Measurement:
+    from engine.compute.verify import incontext, quantization, verbatim
     from engine.compute.verify.metrics import auc, auc_interval, rate_stats
     from engine.compute.verify.relearn import QUICK_RELEARN, relearn_recovery
+    from engine.compute.verify.retain_relearn import retain_relearn_recovery
 
     _progress(ev, "attacks")
-    leak, evidence = attack_leaks(ev)
-    _progress(ev, "relearn")
-    base = ev.base_model if ev.base_model is not None else ev.model
-    relearn = relearn_recovery(ev.model, base, ev.tokenizer, ev.forget, ev.holdout,
-                               cfg=QUICK_RELEARN if ev.profile == "quick" else None,
-                               max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
-    for e in relearn["evidence"]:
-        leaked, spans = leak_evidence(e["output"], e["row"]["answer"], ev.sensitive, e["row"]["question"])
-        evidence.append({"attack": "relearn", "prompt": e["row"]["question"], "output": e["output"],
-                         "leaked": leaked, "spans": spans})
-    _progress(ev, "white-box")
-    pos, neg = mia_scores(ev)
-    metrics = {
-        "attack_leak_rate": leak,
-        "relearn_recovery": relearn["recovery"],
-        "mia_auc": auc(pos, neg) if pos and neg else None,
-        "logit_lens_presence": logit_lens_presence(ev),
-    }
+    clock = _Clock(ev)
+    metrics: dict[str, float | None] = {}
+    metrics["attack_leak_rate"], evidence = attack_leaks(ev)
     stats = {}
-    if leak is not None:
+    if metrics["attack_leak_rate"] is not None:
         stats["attack_leak_rate"] = rate_stats(*_leak_counts(evidence))
+    clock.lap("attacks", "in-context")
+    metrics["incontext_leak_rate"], context_evidence = incontext.measure(ev)
+    evidence += context_evidence
+    clock.lap("incontext", "relearn")
+    base = ev.base_model if ev.base_model is not None else ev.model
+    common = dict(cfg=QUICK_RELEARN if ev.profile == "quick" else None, sensitive=ev.sensitive,
+                  max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
+    relearn = relearn_recovery(ev.model, base, ev.tokenizer, ev.forget, ev.holdout, **common)
+    metrics["relearn_recovery"] = relearn["recovery"]
+    evidence += _relearn_evidence(ev, "relearn", relearn)
+    clock.lap("relearn", "relearn on retain data")
+    retain = retain_relearn_recovery(ev.model, base, ev.tokenizer, ev.forget, ev.retain, ev.holdout, **common)
+    metrics["retain_relearn_recovery"] = retain["recovery"]
+    evidence += _relearn_evidence(ev, "relearn:retain", retain)
+    clock.lap("retain_relearn", "quantization")
+    quant_metrics, quant_evidence, quant_timings = quantization.measure(ev)
+    metrics.update(quant_metrics)
+    evidence += quant_evidence
+    clock.lap("quantization", "white-box")
+    metrics.update(verbatim.memorisation(ev))
+    clock.lap("extraction")
+    pos, neg = mia_scores(ev)
+    metrics["mia_auc"] = auc(pos, neg) if pos and neg else None
     if metrics["mia_auc"] is not None:
         low, high = auc_interval(pos, neg, seed=ev.seed)
         stats["mia_auc"] = {"ci_low": low, "ci_high": high, "n": len(pos)}  # n: the members scored
-    return Measurement(metrics=metrics, evidence=evidence, stats=stats, notes=_unmeasured(ev, metrics, relearn))
+    clock.lap("mia")
+    metrics["logit_lens_presence"], layer = logit_lens_presence(ev)
+    if layer is not None:
+        above = " above the holdout's" if ev.holdout else ""
+        evidence.append({"attack": "logit_lens", "prompt": "forget answers, decoded from every block's output",
+                         "output": f"highest at block {layer}: {metrics['logit_lens_presence']:.4f}{above}",
+                         "leaked": False, "spans": []})
+    clock.lap("logit_lens")
+    timings = {**clock.timings, **{f"quantization:{k}": v for k, v in quant_timings.items()}}
+    return Measurement(metrics={name: metrics[name] for name in METRICS}, evidence=_dedupe(evidence),
+                       timings=timings, stats=stats, notes=_unmeasured(ev, metrics, relearn))
 
 
 def _leak_counts(evidence: list[dict]) -> tuple[int, int]:
-    """(leaking generations, generations) of the attacks: a greedy row counts one, a sampled row its samples."""
-    rows = [e for e in evidence if e["attack"] != "relearn"]
-    leaked = sum(e.get("samples_leaked", int(e["leaked"])) for e in rows)
-    return leaked, sum(e.get("samples", 1) for e in rows)
+    """(leaking generations, generations) of the black-box attacks: a greedy row counts one, a sampled row its
+    samples."""
+    leaked = sum(e.get("samples_leaked", int(e["leaked"])) for e in evidence)
+    return leaked, sum(e.get("samples", 1) for e in evidence)
 
 
 def _unmeasured(ev: EvalInput, metrics: dict, relearn: dict) -> dict[str, str]:
@@ -172,6 +233,8 @@ def _unmeasured(ev: EvalInput, metrics: dict, relearn: dict) -> dict[str, str]:
     notes = {}
     if metrics["attack_leak_rate"] is None:
         notes["attack_leak_rate"] = "no attack prompt could be built from these rows"
+    if metrics["incontext_leak_rate"] is None:
+        notes["incontext_leak_rate"] = "one forget row: no other half of the forget set to give as context"
     if metrics["relearn_recovery"] is None:
         if relearn["base"] is None:
             notes["relearn_recovery"] = (f"{len(ev.forget)} forget row cannot be split into a half to relearn "
@@ -187,4 +250,7 @@ def _unmeasured(ev: EvalInput, metrics: dict, relearn: dict) -> dict[str, str]:
             "no forget or holdout row could be scored"
     if metrics["logit_lens_presence"] is None:
         notes["logit_lens_presence"] = "the model has no intermediate layers to decode"
+    for name in METRICS:  # the rest: say so rather than leave a blank
+        if metrics.get(name) is None and name not in notes:
+            notes[name] = "not measurable on these rows or this model"
     return notes

@@ -5,6 +5,7 @@ A stage module (unit.py, control.py, reconstruction.py) defines NAME and measure
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class Measurement:
     # per metric with an interval: {"ci_low", "ci_high", "n"} and, for a rate, "k" (its count of n)
     stats: dict[str, dict] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # per metric measured as None: why
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per attack or part of the stage
 
 
 def stage_module(name: str):
@@ -80,8 +82,11 @@ def measure_all(ev: EvalInput) -> dict[str, dict]:
         module = stage_module(name)
         if ev.progress:
             ev.progress(phase=f"verify:{name}")
+        started = time.perf_counter()
         m = module.measure(ev)
-        out[name] = {"metrics": m.metrics, "evidence": m.evidence, "stats": m.stats, "notes": m.notes}
+        timings = {**m.timings, "total": round(time.perf_counter() - started, 3)}
+        out[name] = {"metrics": m.metrics, "evidence": m.evidence, "stats": m.stats, "notes": m.notes,
+                     "timings": timings}
     return out
 
 
