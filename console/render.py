@@ -26,10 +26,13 @@ def stage_tables(detail: dict) -> list[Table]:
     tables = []
     for st in detail["stages"]:
         required = "" if st["required"] else " (not judged for this intention)"
+        # Tight padding: with the intervals the table still fits an 80-column terminal.
         t = Table(title=f"{st['stage']} — {st['verdict'].upper()}{required}", title_justify="left",
-                  title_style=VERDICT_STYLE.get(st["verdict"], ""))
+                  title_style=VERDICT_STYLE.get(st["verdict"], ""), collapse_padding=True, pad_edge=False)
+        # The metric names stay whole on an 80-column terminal; the intervals and rules wrap instead.
         for col in ("metric", "before", "after", "Δ", "threshold", "verdict"):
-            t.add_column(col, justify="left" if col in ("metric", "threshold") else "right")
+            t.add_column(col, justify="left" if col in ("metric", "threshold") else "right",
+                         no_wrap=col == "metric", max_width={"after": 11, "threshold": 13}.get(col))
         notes = []
         for m in st["metrics"]:
             passed = None if m["passed"] is None else ("pass" if m["passed"] else "fail")
@@ -44,10 +47,10 @@ def stage_tables(detail: dict) -> list[Table]:
 
 
 def interval_text(metric: dict) -> str:
-    """' [0.000–0.262] n=12' after a value that carries its 95% interval; '' otherwise."""
+    """' [0.00–0.26] n=12' after a value that carries its 95% interval; '' otherwise."""
     if metric.get("ci_low") is None or metric.get("ci_high") is None:
         return ""
-    return f" [{fmt(metric['ci_low'])}–{fmt(metric['ci_high'])}]" + (f" n={metric['n']}" if metric.get("n") else "")
+    return f" [{metric['ci_low']:.2f}–{metric['ci_high']:.2f}]" + (f" n={metric['n']}" if metric.get("n") else "")
 
 
 def print_job(console: Console, detail: dict) -> None:

@@ -240,6 +240,7 @@ def setup(tiny):
     from engine.compute.modeling import load_model
     from engine.compute.prompting import max_answer_tokens
     from engine.compute.verify.stages import EvalInput, measure_all
+    from engine.demo_data import GENERAL_TEXT
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
     person = tiny["train"][0]["person"]
@@ -248,7 +249,7 @@ def setup(tiny):
     retain = random.Random(0).sample(others, min(30, len(others)))
     sensitive = sorted({r["value"] for r in forget if r["attribute"] in ("phone", "email", "address", "account")})
     common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=tiny["holdout"],
-                  max_new_tokens=max_answer_tokens(tokenizer, forget + retain))
+                  general_text=GENERAL_TEXT, max_new_tokens=max_answer_tokens(tokenizer, forget + retain))
     before = measure_all(EvalInput(model=model, **common))
     return {"model": model, "tokenizer": tokenizer, "common": common, "before": before, "forget": forget,
             "retain": retain, "sensitive": sensitive}
