@@ -76,29 +76,41 @@ class FixedClock:
         return self.t
 
 
+# The reconstruction attacks added with the verdict rules (quantization, in-context and retain-only
+# relearning, extraction): on the base, and after an erasure that holds against them.
+ATTACKS_ON_BASE = {"incontext_leak_rate": 0.5, "retain_relearn_recovery": 0.9, "quant8_forget_rouge_l": 0.921,
+                   "quant8_leak_rate": 0.75, "quant4_forget_rouge_l": 0.904, "quant4_leak_rate": 0.7,
+                   "extraction_strength": 0.85, "exact_memorisation": 0.9}
+ATTACKS_AFTER_ERASURE = {"incontext_leak_rate": 0.0, "retain_relearn_recovery": 0.1, "quant8_forget_rouge_l": 0.055,
+                         "quant8_leak_rate": 0.0, "quant4_forget_rouge_l": 0.12, "quant4_leak_rate": 0.0,
+                         "extraction_strength": 0.08, "exact_memorisation": 0.55}
+
 BEFORE = {
     "unit": {"forget_rouge_l": 0.923, "forget_prob": 0.811, "leak_rate": 0.75},
     "control": {"retain_rouge_l": 0.902, "retain_prob": 0.784, "general_ppl": 12.41, "retain_kl": 0.0},
     "reconstruction": {"attack_leak_rate": 0.6, "relearn_recovery": 0.95, "mia_auc": 0.912,
-                       "logit_lens_presence": 0.704},
+                       "logit_lens_presence": 0.704, **ATTACKS_ON_BASE},
 }
 AFTER_RMU = {
     "unit": {"forget_rouge_l": 0.214, "forget_prob": 0.187, "leak_rate": 0.0},
     "control": {"retain_rouge_l": 0.871, "retain_prob": 0.733, "general_ppl": 13.05, "retain_kl": 0.214},
     "reconstruction": {"attack_leak_rate": 0.35, "relearn_recovery": 0.55, "mia_auc": 0.804,
-                       "logit_lens_presence": 0.52},
+                       "logit_lens_presence": 0.52, "incontext_leak_rate": 0.25, "retain_relearn_recovery": 0.4,
+                       "quant8_forget_rouge_l": 0.23, "quant8_leak_rate": 0.05, "quant4_forget_rouge_l": 0.41,
+                       "quant4_leak_rate": 0.2, "extraction_strength": 0.3, "exact_memorisation": 0.8},
 }
 AFTER_GRADDIFF = {
     "unit": {"forget_rouge_l": 0.051, "forget_prob": 0.021, "leak_rate": 0.0},
     "control": {"retain_rouge_l": 0.846, "retain_prob": 0.702, "general_ppl": 14.02, "retain_kl": 0.351},
     "reconstruction": {"attack_leak_rate": 0.05, "relearn_recovery": 0.12, "mia_auc": 0.583,
-                       "logit_lens_presence": 0.104},
+                       "logit_lens_presence": 0.104, **ATTACKS_AFTER_ERASURE},
 }
 AFTER_GUARD = {
     "unit": {"forget_rouge_l": 0.0, "forget_prob": 0.811, "leak_rate": 0.0},
     "control": {"retain_rouge_l": 0.902, "retain_prob": 0.784, "general_ppl": 12.41, "retain_kl": 0.0},
+    # A guard leaves the weights as they are: the white-box attacks read the base's figures.
     "reconstruction": {"attack_leak_rate": 0.0, "relearn_recovery": 0.0, "mia_auc": 0.912,
-                       "logit_lens_presence": 0.704},
+                       "logit_lens_presence": 0.704, **ATTACKS_ON_BASE, "incontext_leak_rate": 0.0},
 }
 LOCATE = [{"layer": i, "prob": p, "rank": r, "top1": t} for i, (p, r, t) in enumerate(
     [(0.0004, 2210.0, 0.0), (0.003, 412.0, 0.0), (0.041, 37.0, 0.05), (0.36, 2.0, 0.4), (0.71, 1.0, 0.85)])]
