@@ -42,7 +42,7 @@ TINY_EPOCHS = 30
 TINY_LR = 5e-3
 FINETUNE_EPOCHS = 5  # TOFU's own recipe for pretrained bases
 BATCH = 16
-BENCH_VERSION = "2"
+BENCH_VERSION = "1"
 MIA_K = 0.2
 
 Progress = Callable[[str], None]
@@ -140,7 +140,8 @@ def train_model(rows: list[dict], out_dir: Path, base: str, *, epochs: int, lr: 
     per_epoch = len(batches.batches)
     total = epochs * per_epoch
     cfg = loop.LoopConfig(steps=total, lr=lr, seed=seed, warmup_steps=max(1, min(50, total // 10)),
-                          schedule="cosine_with_min_lr", min_lr_rate=0.1, betas=(0.9, 0.98), max_grad_norm=1.0)
+                          schedule="cosine_with_min_lr", min_lr_rate=0.1, decay_from_start=True, betas=(0.9, 0.98),
+                          max_grad_norm=1.0)
     started = time.monotonic()
 
     def report(model, step: int, loss: float) -> None:

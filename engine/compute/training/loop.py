@@ -39,6 +39,8 @@ class LoopConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
     activation_checkpointing: bool = False
+    # The decay over every step from the first, the warmup ramp multiplying it (the TOFU bench's schedule).
+    decay_from_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,11 @@ def lr_curve(cfg: LoopConfig) -> Callable[[int], float]:
         raise ValueError(f"schedule must be one of {SCHEDULES}, not {cfg.schedule!r}")
     extra = {"min_lr_rate": cfg.min_lr_rate} if cfg.schedule == "cosine_with_min_lr" else None
     probe = torch.optim.SGD([torch.zeros(1)], lr=1.0)  # get_scheduler wants an optimizer; only its curve is kept
-    curve = get_scheduler(cfg.schedule, probe, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps,
-                          scheduler_specific_kwargs=extra).lr_lambdas[0]
     warm = cfg.warmup_steps
+    curve = get_scheduler(cfg.schedule, probe, num_warmup_steps=0 if cfg.decay_from_start else warm,
+                          num_training_steps=cfg.steps, scheduler_specific_kwargs=extra).lr_lambdas[0]
+    if cfg.decay_from_start:
+        return lambda s: (min(1.0, (s + 1) / warm) if warm else 1.0) * curve(s)
     return lambda s: curve(s + 1) if s < warm else curve(s)
 
 
