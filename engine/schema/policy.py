@@ -23,6 +23,10 @@ from store.paths import get_paths
 SHIPPED = Path(__file__).resolve().parent.parent / "policies"
 RULES = ("max", "min", "ratio_max", "ratio_min", "band")
 JUDGE_ON = ("value", "upper", "lower")
+# What a rule does when the base shows no signal (its own value already meets the rule): by default the stage
+# is incomplete; "report" shows the metric with the reason and leaves it out of the verdict, for an attack that
+# adds to a stage's evidence rather than carrying it (e.g. in-context relearning on a model that ignores context).
+IF_NO_SIGNAL = ("incomplete", "report")
 # Metrics that need the weights or logits: a suppress request (a decode-time guard) is not judged on them.
 WHITE_BOX = frozenset({"forget_prob", "mia_auc", "logit_lens_presence", "relearn_recovery", "retain_prob",
                        "retain_kl", "general_ppl", "extraction_strength", "exact_memorisation",
@@ -52,6 +56,16 @@ MEANING = {
     "mia_auc": "the Min-K%++ membership-inference AUC, forget rows vs never-seen holdout rows (0.5: "
                "indistinguishable)",
     "logit_lens_presence": "the gold answers' probability decoded from the intermediate layers, above the holdout's",
+    "incontext_leak_rate": "the share of forget rows that leak when asked with the other half of the forget set "
+                           "shown as context",
+    "retain_relearn_recovery": "the share of the base's knowledge of the forget rows that a small fine-tune on "
+                               "retain rows only brings back",
+    "quant8_forget_rouge_l": "ROUGE-L recall of the forget answers with the weights quantized to 8 bits",
+    "quant8_leak_rate": "the share of direct answers that leak with the weights quantized to 8 bits",
+    "quant4_forget_rouge_l": "ROUGE-L recall of the forget answers with the weights quantized to 4 bits",
+    "quant4_leak_rate": "the share of direct answers that leak with the weights quantized to 4 bits",
+    "extraction_strength": "how much of each forget answer comes top-1 once an attacker supplies its first tokens",
+    "exact_memorisation": "the share of forget-answer tokens the model predicts top-1 under teacher forcing",
 }
 
 
@@ -104,6 +118,8 @@ def _rule_problem(metric: str, spec) -> str | None:
         return "is a band: give lo and hi, or centre and width"
     if not isinstance(spec.get("threshold"), number):
         return f"needs a threshold for its rule {spec['rule']}"
+    if spec.get("if_no_signal", "incomplete") not in IF_NO_SIGNAL:
+        return f"if_no_signal must be one of {', '.join(IF_NO_SIGNAL)}"
     judge_on = spec.get("judge_on", "value")
     if judge_on not in JUDGE_ON:
         return f"judge_on must be one of {', '.join(JUDGE_ON)}"
@@ -190,6 +206,8 @@ def describe_policy(policy: dict) -> list[str]:
             line = f"{stage} · {metric} ({MEANING.get(metric, 'a metric')}): {_rule_words(spec)}"
             if metric in WHITE_BOX:
                 line += "; white-box: judged for remove requests only"
+            if spec.get("if_no_signal") == "report":
+                line += "; where the base shows no signal it is reported, not judged"
             if metric in waive:
                 line += f"; WAIVED: {waive[metric]}"
             lines.append(line + ".")

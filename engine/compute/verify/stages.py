@@ -132,6 +132,7 @@ def _judge_metric(stage: str, metric: str, value_after, before: dict, after: dic
     waiver = policy.get("waive", {}).get(metric)
     counted = not waiver and not (intention == "suppress" and metric in WHITE_BOX)
     status, row["note"] = _status(stage, metric, spec, value_before, value_after, before, after, stats)
+    counted = counted and status is not None
     if status in ("pass", "fail"):
         row["passed"] = status == "pass"
     if waiver:
@@ -140,7 +141,8 @@ def _judge_metric(stage: str, metric: str, value_after, before: dict, after: dic
 
 
 def _status(stage: str, metric: str, spec: dict, value_before, value_after, before: dict, after: dict,
-            stats: dict) -> tuple[str, str | None]:
+            stats: dict) -> tuple[str | None, str | None]:
+    """pass | fail | incomplete with its note, or None: reported, not judged (no signal, if_no_signal = report)."""
     if value_after is None:
         why = after.get("notes", {}).get(metric, "the stage gave no value")
         return "incomplete", f"not measured: {why}; {FIXES.get(metric, 'see the stage log')}"
@@ -159,8 +161,10 @@ def _status(stage: str, metric: str, spec: dict, value_before, value_after, befo
             return "incomplete", (f"no signal on the base: {value_before:.3f} is under the floor of {floor:g}; "
                                   f"{FIXES.get(metric, '')}")
         if holds(spec, value_before, value_before):
-            return "incomplete", (f"no signal on the base: its own value {value_before:.3f} already meets "
-                                  f"{rule_text(spec)}, so a pass shows nothing; {FIXES.get(metric, '')}")
+            why = f"no signal on the base: its own value {value_before:.3f} already meets {rule_text(spec)}"
+            if spec.get("if_no_signal") == "report":
+                return None, f"{why}: reported, not judged (the policy's if_no_signal)"
+            return "incomplete", f"{why}, so a pass shows nothing; {FIXES.get(metric, '')}"
     return "pass", None
 
 
