@@ -49,7 +49,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="HF model directory (default: demo, else the test-size model)")
     ap.add_argument("--forget", type=Path, help="forget rows (default: the first person of the model's set)")
@@ -59,17 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="override every method's default step count")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    args = ap.parse_args(argv)
+    return ap, ap.parse_args(argv)
 
-    import torch
 
-    from engine.compute.generation import greedy
-    from engine.compute.methods.base import RunContext, get_method
-    from engine.compute.modeling import load_model, pick_device
-    from engine.compute.verify.metrics import mean_rouge_l_recall
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def choose_rows(ap, args) -> tuple[Path, str, list[dict], list[dict]]:
+    """(model folder, its label, forget rows, retain rows) from the arguments or the cached demo/test model."""
     if args.model:
         model_dir, rows, label = args.model, [], str(args.model)
     else:
@@ -88,7 +82,72 @@ def main(argv: list[str] | None = None) -> int:
         retain = random.Random(0).sample(others, min(100, len(others)))
     if not retain:
         ap.error("--retain is required with --model")
+    return model_dir, label, forget, retain
 
+
+def run_one(run: str, args, model, tokenizer, forget, retain, sensitive, device, rouge) -> dict:
+    """Train one method (name, or name:full for full weights) from the base and measure it."""
+    import torch
+
+    from engine.compute.methods.base import RunContext, get_method
+
+    name, _, variant = run.partition(":")
+    cls = get_method(name)
+    hyper = {}
+    if variant == "full":
+        hyper.update(lora=False, lr=3e-4)
+    if args.steps and "steps" in cls.Hyper.model_fields:
+        hyper["steps"] = args.steps
+    hp = cls.Hyper(**hyper)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as work:
+        ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive,
+                         device=device, work_dir=Path(work), progress=lambda **e: None)
+        t = time.perf_counter()
+        cand = cls().run(ctx, hp)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    train = (cand.info or {}).get("train", {})
+    train_s, steps = train.get("seconds"), train.get("steps", 0)  # steps actually run (early stop)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else peak_rss_mb())
+    f1, r1 = rouge(cand.model, cand.guard)
+    return {"method": run, "tier": cls.tier, "kind": cand.kind, "steps": steps,
+            "steps_per_s": round(steps / train_s, 2) if steps and train_s else None,
+            "wall_s": round(wall, 2), "peak_mb": round(peak, 1),
+            "forget_rouge": round(f1, 3), "retain_rouge": round(r1, 3)}
+
+
+def print_table(label: str, device: str, forget: list, retain: list, f0: float, r0: float,
+                results: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"expunge methods on {label} ({device}; {len(forget)} forget / {len(retain)} retain rows; "
+                        f"before: forget ROUGE-L {f0:.3f}, retain {r0:.3f})")
+    for col in ("method", "tier", "kind", "steps", "steps/s", "wall s", "peak MB", "forget ROUGE-L",
+                "retain ROUGE-L"):
+        table.add_column(col, justify="left" if col in ("method", "kind") else "right")
+    for r in results:
+        table.add_row(r["method"], str(r["tier"]), r["kind"], str(r["steps"] or "-"),
+                      "-" if r["steps_per_s"] is None else f"{r['steps_per_s']:.1f}", f"{r['wall_s']:.2f}",
+                      f"{r['peak_mb']:.0f}", f"{r['forget_rouge']:.3f}", f"{r['retain_rouge']:.3f}")
+    Console(width=max(130, Console().width)).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap, args = parse_args(argv)
+
+    import torch
+
+    from engine.compute.generation import greedy
+    from engine.compute.modeling import load_model, pick_device
+    from engine.compute.verify.metrics import mean_rouge_l_recall
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir, label, forget, retain = choose_rows(ap, args)
     device = pick_device()
     t = time.perf_counter()
     model, tokenizer = load_model(str(model_dir), "hf", {}, device)
@@ -104,54 +163,14 @@ def main(argv: list[str] | None = None) -> int:
 
     f0, r0 = rouge(model)
     sensitive = sorted({r["value"] for r in forget if r.get("value")})
-    results = []
-    for run in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        name, _, variant = run.partition(":")
-        cls = get_method(name)
-        hyper = {}
-        if variant == "full":
-            hyper.update(lora=False, lr=3e-4)
-        if args.steps and "steps" in cls.Hyper.model_fields:
-            hyper["steps"] = args.steps
-        hp = cls.Hyper(**hyper)
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        with tempfile.TemporaryDirectory() as work:
-            ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive,
-                             device=device, work_dir=Path(work), progress=lambda **e: None)
-            t = time.perf_counter()
-            cand = cls().run(ctx, hp)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            wall = time.perf_counter() - t
-        train = (cand.info or {}).get("train", {})
-        train_s, steps = train.get("seconds"), train.get("steps", 0)  # steps actually run (early stop)
-        peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else peak_rss_mb())
-        f1, r1 = rouge(cand.model, cand.guard)
-        results.append({"method": run, "tier": cls.tier, "kind": cand.kind, "steps": steps,
-                        "steps_per_s": round(steps / train_s, 2) if steps and train_s else None,
-                        "wall_s": round(wall, 2), "peak_mb": round(peak, 1),
-                        "forget_rouge": round(f1, 3), "retain_rouge": round(r1, 3)})
-        del cand
-
+    results = [run_one(run, args, model, tokenizer, forget, retain, sensitive, device, rouge)
+               for run in [m.strip() for m in args.methods.split(",") if m.strip()]]
     if args.json:
         print(json.dumps({"model": label, "device": device, "load_s": round(load_s, 2), "forget_rows": len(forget),
                           "retain_rows": len(retain), "before": {"forget_rouge": f0, "retain_rouge": r0},
                           "runs": results}, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"expunge methods on {label} ({device}; {len(forget)} forget / {len(retain)} retain rows; "
-                        f"before: forget ROUGE-L {f0:.3f}, retain {r0:.3f})")
-    for col in ("method", "tier", "kind", "steps", "steps/s", "wall s", "peak MB", "forget ROUGE-L",
-                "retain ROUGE-L"):
-        table.add_column(col, justify="left" if col in ("method", "kind") else "right")
-    for r in results:
-        table.add_row(r["method"], str(r["tier"]), r["kind"], str(r["steps"] or "-"),
-                      "-" if r["steps_per_s"] is None else f"{r['steps_per_s']:.1f}", f"{r['wall_s']:.2f}",
-                      f"{r['peak_mb']:.0f}", f"{r['forget_rouge']:.3f}", f"{r['retain_rouge']:.3f}")
-    Console(width=max(130, Console().width)).print(table)
+    print_table(label, device, forget, retain, f0, r0, results)
     return 0
 
 

@@ -112,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
 
     batched = run_stages(args.batch_size)
     single = None if args.skip_single else run_stages(1)
+    results = summarise(args, req, batched, single)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def summarise(args, req: dict, batched: dict, single: dict | None) -> dict:
+    """Print the per-stage table, the totals, each stage's split and the side-by-side baseline; the results."""
+    from engine.compute.verify.stages import STAGE_ORDER
+
     results = {"threads": args.threads, "model": str(req["model_dir"]), "stages": {}}
 
     print(f"\n{'stage':<15}{'items':>6}{'batched s':>11}{'items/s':>9}{'1-at-a-time s':>15}{'items/s':>9}"
@@ -156,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one at a time: {results['full_verification_single_s']:.1f} s")
     print("metrics:", json.dumps({n: {k: v if v is None else round(v, 4) for k, v in batched[n]["metrics"].items()}
                                   for n in STAGE_ORDER}))
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return 0
+    return results
 
 
 def baseline_run(ref: str, model_dir: Path, threads: int, batch_size: int) -> dict:
