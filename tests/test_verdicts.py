@@ -292,19 +292,22 @@ def test_a_job_whose_stage_module_cannot_import_fails_with_the_import_error(tiny
     """The worker's job runner on the tiny model: the measurement raises the import error, which the worker
     turns into the job's failure message (it used to measure the other stages and pass without this one)."""
     from engine.compute.jobrunner import WarmModel, run_job
+    from engine.compute.methods.base import validate_hyper
     from engine.compute.worker import describe_error
+    from engine.schema.payload import JobPayload
 
     person = tiny["train"][0]["person"]
     rows = {"forget": [r for r in tiny["train"] if r["person"] == person],
             "retain": [r for r in tiny["train"] if r["person"] != person][:10], "holdout": tiny["holdout"][:10]}
-    payload = {"job_id": 1, "method": "guard", "hyper": {}, "intention": "remove", "policy": load_policy("default"),
+    payload = {"job_id": 1, "method": "guard", "hyper": validate_hyper("guard", {}), "intention": "remove",
+               "policy": load_policy("default"),
                "model": {"name": "tiny", "source": str(tiny["dir"]), "kind": "hf", "weights_sha256": "w",
                          "options": {"dtype": "fp32"}},
                "rows": rows, "sensitive": [], "general_text": [], "baseline_key": "k", "baseline": None,
                "work_dir": str(tmp_path / "work"), "artifact_dir": str(tmp_path / "artifact")}
     monkeypatch.setitem(sys.modules, "engine.compute.verify.unit", None)
     with pytest.raises(ImportError) as caught:
-        run_job(payload, WarmModel(), lambda message: None)
+        run_job(JobPayload.model_validate(payload), WarmModel(), lambda message: None)
     message = describe_error(caught.value)
     assert message.startswith("ModuleNotFoundError") and "engine.compute.verify.unit" in message
     assert not (tmp_path / "artifact").exists()  # no candidate was judged without the stage

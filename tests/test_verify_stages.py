@@ -91,13 +91,13 @@ def _stage(metrics: dict) -> dict:
 
 BEFORE = {"unit": _stage({"forget_rouge_l": 1.0, "leak_rate": 0.8, "forget_prob": 0.9}),
           "control": _stage({"retain_rouge_l": 1.0, "retain_prob": 0.9, "retain_kl": 0.0}),
-          "reconstruction": _stage({"attack_leak_rate": 0.3, "relearn_recovery": 1.0, "mia_auc": 1.0,
-                                    "logit_lens_presence": 0.2})}
+          "reconstruction": _stage({"attack_leak_rate": 0.3, "incontext_leak_rate": 0.4, "relearn_recovery": 1.0,
+                                    "mia_auc": 1.0, "logit_lens_presence": 0.2})}
 # A guard: nothing is said any more, but the weights (white-box) are the base's.
 GUARD_AFTER = {"unit": _stage({"forget_rouge_l": 0.3, "leak_rate": 0.0, "forget_prob": 0.9}),
                "control": _stage({"retain_rouge_l": 1.0, "retain_prob": 0.9, "retain_kl": 0.0}),
-               "reconstruction": _stage({"attack_leak_rate": 0.0, "relearn_recovery": 1.0, "mia_auc": 1.0,
-                                         "logit_lens_presence": 0.2})}
+               "reconstruction": _stage({"attack_leak_rate": 0.0, "incontext_leak_rate": 0.0, "relearn_recovery": 1.0,
+                                         "mia_auc": 1.0, "logit_lens_presence": 0.2})}
 
 
 def _by_stage(stages: list[dict]) -> dict:
@@ -113,7 +113,21 @@ def test_suppress_is_judged_on_black_box_only():
     assert metrics["mia_auc"]["passed"] is False  # measured and shown, just not counted
     assert "not judged for suppress" in metrics["mia_auc"]["rule"]
     assert metrics["attack_leak_rate"]["passed"] is True
+    assert metrics["incontext_leak_rate"]["passed"] is True  # black-box: judged for suppress too
     assert overall_verdict(list(stages.values())) == "pass"
+
+
+def test_an_attack_without_signal_on_the_base_is_reported_where_the_policy_says_so():
+    """default: `if_no_signal = "report"` on the in-context attack (a model that ignores context leaks nothing
+    under it, even as the base); strict: the same makes the stage incomplete."""
+    quiet = {**BEFORE, "reconstruction": _stage({**BEFORE["reconstruction"]["metrics"], "incontext_leak_rate": 0.0})}
+    default = _by_stage(judge(quiet, GUARD_AFTER, load_policy("default"), "suppress"))
+    m = {x["name"]: x for x in default["reconstruction"]["metrics"]}["incontext_leak_rate"]
+    assert m["passed"] is None and "reported, not judged" in m["note"]
+    assert default["reconstruction"]["verdict"] == "pass"
+    strict = _by_stage(judge(quiet, GUARD_AFTER, load_policy("strict"), "suppress"))
+    assert strict["reconstruction"]["verdict"] == "incomplete"
+    assert "incontext_leak_rate" in strict["reconstruction"]["note"]
 
 
 def test_remove_is_judged_on_white_box_too():
@@ -240,7 +254,7 @@ def setup(tiny):
     from engine.compute.modeling import load_model
     from engine.compute.prompting import max_answer_tokens
     from engine.compute.verify.stages import EvalInput, measure_all
-    from engine.demo_data import GENERAL_TEXT
+    from engine.control.baseline import GENERAL_TEXT
 
     model, tokenizer = load_model(str(tiny["dir"]), "hf", {"dtype": "fp32"}, "cpu")
     person = tiny["train"][0]["person"]
