@@ -17,7 +17,18 @@ from console.messages import EngineUpdate
 from console.widgets.charts import LocateChart, LossChart
 from console.widgets.checklist import StageChecklist
 from console.widgets.evidence import EvidenceViewer
-from console.widgets.format import TERMINAL, delta, duration, number, passed, status, style, verdict, when
+from console.widgets.format import (
+    TERMINAL,
+    delta,
+    duration,
+    number,
+    passed,
+    status,
+    style,
+    verdict,
+    when,
+    with_interval,
+)
 from console.widgets.keybar import KeyBar
 from console.widgets.progress import JobProgressView
 from console.widgets.table import KeyedTable
@@ -71,7 +82,7 @@ class JobScreen(EngineScreen):
             with TabPane("Metrics", id="metrics"):
                 yield KeyedTable([("stage", "stage"), ("metric", "metric"), ("before", "before"),
                                   ("after", "after"), ("delta", "Δ"), ("threshold", "threshold"),
-                                  ("verdict", "verdict")], id="metric-table")
+                                  ("verdict", "verdict"), ("note", "note")], id="metric-table")
             with TabPane("Locate", id="locate"), VerticalScroll():
                 yield LocateChart(id="locate-chart")
             with TabPane("Evidence", id="evidence"):
@@ -149,15 +160,15 @@ class JobScreen(EngineScreen):
                 for i, m in enumerate(st["metrics"]):
                     rows.append((f"{st['stage']}/{m['name']}", [
                         Text(STAGE_SHORT.get(st["stage"], st["stage"]) if i == 0 else "", style="bold"),
-                        m["name"], number(m["before"]), number(m["after"]), delta(m["before"], m["after"]),
-                        short_rule(m["rule"]), passed(m["passed"])]))
+                        m["name"], number(m["before"]), with_interval(m), delta(m["before"], m["after"]),
+                        short_rule(m["rule"]), passed(m["passed"]), m.get("note") or ""]))
         elif self.policy:
             # Before results arrive: the policy's metrics, pending; the same keys are filled in place later.
             for stage in ("unit", "control", "reconstruction"):
                 for i, (name, rule) in enumerate((self.policy.get(stage) or {}).items()):
                     rows.append((f"{stage}/{name}", [
                         Text(STAGE_SHORT[stage] if i == 0 else "", style="bold"), name, "…", "…", Text("—"),
-                        policy_rule_text(rule), Text("pending", style="dim")]))
+                        policy_rule_text(rule), Text("pending", style="dim"), ""]))
         self.query_one("#metric-table", KeyedTable).sync(rows)
 
     def render_details(self) -> None:

@@ -315,3 +315,25 @@ def test_html_renders_in_headless_chromium(home):
             shutil.copy(report, Path(keep).with_suffix(".html"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_metric_shows_its_interval_and_note_in_the_report_and_the_console():
+    from console.widgets.format import with_interval
+    from engine.control.report.prose import after_with_interval
+
+    measured = {"after": 0.0, "ci_low": 0.0, "ci_high": 0.2619, "n": 12}
+    assert after_with_interval(measured) == with_interval(measured) == "0.000 [0.000–0.262] n=12"
+    assert after_with_interval({"after": 0.5}) == with_interval({"after": 0.5}) == "0.500"  # none measured
+    f = {"request": {"intention": "remove"}, "n_forget": 12, "n_retain": 8}
+    job = {"job": {"id": 3, "tier": 3, "method": "npo", "verdict": "fail", "status": "succeeded", "device": "cpu",
+                   "hyper": {}, "error": None}, "result": {}, "progress": {}, "evidence": [],
+           "stages": [{"stage": "reconstruction", "verdict": "fail", "required": True, "policy_content": {},
+                       "metrics": [{"name": "mia_auc", "before": 0.91, "after": 0.12, "threshold": 0.25,
+                                    "rule": "within [0.25, 0.75]", "passed": False, "ci_low": 0.02,
+                                    "ci_high": 0.3, "n": 12, "note": "below the band: detectable"}]}]}
+    from engine.control.report.document import job_section
+    from engine.control.report.markdown import render_markdown
+
+    text = render_markdown(job_section(f, job, charts=False))
+    row = next(line for line in text.splitlines() if line.startswith("| `mia_auc`"))
+    assert r"0.120 \[0.020–0.300\] n=12" in row and row.endswith("| **FAIL** | below the band: detectable |")

@@ -64,6 +64,14 @@ def number(value) -> str:
     return fmt(value)
 
 
+def with_interval(metric: dict) -> str:
+    """A metric's value after, with its 95% interval and sample size where one was measured."""
+    if metric.get("ci_low") is None or metric.get("ci_high") is None:
+        return fmt(metric.get("after"))
+    n = f" n={metric['n']}" if metric.get("n") is not None else ""
+    return f"{fmt(metric.get('after'))} [{fmt(metric['ci_low'])}–{fmt(metric['ci_high'])}]{n}"
+
+
 def delta(before, after) -> Text:
     if before is None or after is None:
         return Text("—", style="dim")

@@ -14,6 +14,7 @@ from engine.control.report.prose import (
     METRICS,
     STAGE_QUESTION,
     TIER_TEXT,
+    after_with_interval,
     compact,
     fmt_delta,
     fmt_num,
@@ -199,10 +200,11 @@ def job_section(f: dict, j: dict, charts: bool) -> list:
         for m in st["metrics"]:
             label = METRICS.get(m["name"], (m["name"],))[0]
             verdict = ("—", "skip") if m["passed"] is None else verdict_word("pass" if m["passed"] else "fail")
-            rows.append([(m["name"], "code"), label, fmt_num(m["before"]), fmt_num(m["after"]),
-                         fmt_delta(m["before"], m["after"]), rule_display(m["rule"]), verdict])
-        out.append(Table(["metric", "what it measures", "before", "after", "Δ", "threshold", "verdict"], rows,
-                         numeric={2, 3, 4}, cls="metrics"))
+            rows.append([(m["name"], "code"), label, fmt_num(m["before"]), after_with_interval(m),
+                         fmt_delta(m["before"], m["after"]), rule_display(m["rule"]), verdict, m.get("note") or ""])
+        out.append(Table(["metric", "what it measures", "before", "after [95% interval]", "Δ", "threshold", "verdict",
+                          "note (waiver, why not measured, which side failed)"], rows, numeric={2, 3, 4},
+                         cls="metrics"))
         out.append(UL([metric_sentence(job, st, m, f["n_forget"], f["n_retain"]) for m in st["metrics"]]))
         out += evidence_block(j, st["stage"])
     return out + _training_blocks(j, charts) + _locate_blocks(j, charts)

@@ -50,6 +50,15 @@ METRICS = {
 RATIO_WORDS = {0.25: "a quarter of", 0.5: "half of", 0.75: "three quarters of", 1.0: "the same as", 2.0: "twice"}
 
 
+def after_with_interval(metric: dict) -> str:
+    """The value after, with its 95% interval and the sample it rests on where one was measured."""
+    text = fmt_num(metric.get("after"))
+    if metric.get("ci_low") is None or metric.get("ci_high") is None:
+        return text
+    n = f" n={metric['n']}" if metric.get("n") is not None else ""
+    return f"{text} [{fmt_num(metric['ci_low'])}–{fmt_num(metric['ci_high'])}]{n}"
+
+
 def fmt_num(value) -> str:
     if value is None:
         return "—"
