@@ -14,6 +14,7 @@ from console.messages import EngineUpdate
 from console.widgets.format import delta, number, passed, status, style, verdict
 from console.widgets.keybar import KeyBar
 from console.widgets.table import KeyedTable
+from engine.schema.status import STAGES
 from screens.base import EngineScreen
 
 STAGE_SHORT = {"unit": "unit", "control": "control", "reconstruction": "recon."}
@@ -91,7 +92,7 @@ class CompareScreen(EngineScreen):
         stages_b = {s["stage"]: s for s in db["stages"]}
         rows = [("verdict", [Text("job", style="bold"), "verdict", "", "", "", "",
                              verdict(da["job"]["verdict"], True), verdict(db["job"]["verdict"], True)])]
-        order = [s for s in ("unit", "control", "reconstruction") if s in stages_a or s in stages_b]
+        order = [s for s in STAGES if s in stages_a or s in stages_b]
         for stage in order:
             sa, sb = stages_a.get(stage, {}), stages_b.get(stage, {})
             rows.append((f"{stage}/", [Text(STAGE_SHORT[stage], style="bold"), Text("(stage)", style="italic"),

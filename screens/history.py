@@ -24,11 +24,11 @@ from console.messages import EngineUpdate
 from console.widgets.format import plain, status, style, verdict, when
 from console.widgets.keybar import KeyBar
 from console.widgets.table import KeyedTable
+from engine.schema.status import JOB_STATUSES
 from screens.base import EngineScreen, steady_cursors
 
 PAGE = 100
 DEBOUNCE = 0.3
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 REQUEST_STATUSES = ("open", "closed")
 VERDICTS = ("pass", "fail")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

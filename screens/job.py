@@ -18,7 +18,6 @@ from console.widgets.charts import LocateChart, LossChart
 from console.widgets.checklist import StageChecklist
 from console.widgets.evidence import EvidenceViewer
 from console.widgets.format import (
-    TERMINAL,
     delta,
     duration,
     number,
@@ -32,6 +31,7 @@ from console.widgets.format import (
 from console.widgets.keybar import KeyBar
 from console.widgets.progress import JobProgressView
 from console.widgets.table import KeyedTable
+from engine.schema.status import STAGES, TERMINAL
 from screens.base import EngineScreen
 
 STAGE_SHORT = {"unit": "unit", "control": "control", "reconstruction": "recon."}
@@ -164,7 +164,7 @@ class JobScreen(EngineScreen):
                         short_rule(m["rule"]), passed(m["passed"]), m.get("note") or ""]))
         elif self.policy:
             # Before results arrive: the policy's metrics, pending; the same keys are filled in place later.
-            for stage in ("unit", "control", "reconstruction"):
+            for stage in STAGES:
                 for i, (name, rule) in enumerate((self.policy.get(stage) or {}).items()):
                     rows.append((f"{stage}/{name}", [
                         Text(STAGE_SHORT[stage] if i == 0 else "", style="bold"), name, "…", "…", Text("—"),

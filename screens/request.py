@@ -13,13 +13,12 @@ from textual.widgets import DataTable, Header, Static
 
 from console.client import EngineError
 from console.messages import EngineUpdate
-from console.widgets.format import TERMINAL, plain, status, style, verdict, when
+from console.widgets.format import plain, status, style, verdict, when
 from console.widgets.keybar import KeyBar
 from console.widgets.progress import phase_label
 from console.widgets.table import KeyedTable
+from engine.schema.status import STAGES, TERMINAL
 from screens.base import EngineScreen
-
-STAGES = ("unit", "control", "reconstruction")
 
 
 class RequestScreen(EngineScreen):

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from engine.schema.status import TERMINAL
 from store.paths import get_paths
 
 if TYPE_CHECKING:
     from console.client import EngineClient
 
-TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def out(obj, as_json: bool, render=None) -> None:

@@ -8,9 +8,9 @@ from rich.text import Text
 from textual.widgets import Static
 
 from console.widgets.format import style, verdict
+from engine.schema.status import STAGES
 
 METHOD_PHASES = ("guard", "locate", "train", "resume")
-STAGES = ("unit", "control", "reconstruction")
 ITEMS = ("load", "before", "method", "unit", "control", "reconstruction", "save")
 
 

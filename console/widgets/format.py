@@ -38,7 +38,6 @@ STATUSES = {
     "open": "",
     "closed": "dim",
 }
-TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def verdict(v: str | None, compact: bool = False) -> Text:

@@ -26,8 +26,9 @@ from engine.control.report.prose import (
     verdict_word,
 )
 from engine.schema.errors import SpecError
+from engine.schema.status import STAGES
 
-STAGE_ORDER = ("unit", "control", "reconstruction")
+STAGE_ORDER = STAGES
 EVIDENCE_ROWS = 6  # per stage and job
 
 
