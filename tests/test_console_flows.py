@@ -185,7 +185,7 @@ async def test_filter_line_completes_keys_and_values(engine_home):
         await settle(pilot)
         await pilot.press("h")
         await settle(pilot)
-        from screens.history import FilterSuggester
+        from console.widgets.history_filter import FilterSuggester
 
         s = FilterSuggester(app.screen)
         assert await s.get_suggestion("sta") == "status:"

@@ -34,7 +34,7 @@ def test_escalation_form_rejects_bad_values():
 
 
 def test_history_filter_syntax():
-    from screens.history import Query
+    from console.widgets.history_filter import Query
 
     q = Query.parse("alma status:failed,running verdict:fail model:demo method:rmu since:2026-03-01 "
                     "until:2026-03-31 DSR", models=["demo"], methods=["rmu", "npo"])
