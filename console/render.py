@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from engine.schema.figures import interval_text
+
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow", "skipped": "dim"}
 
 
@@ -44,13 +46,6 @@ def stage_tables(detail: dict) -> list[Table]:
             t.caption, t.caption_justify = "\n".join(notes), "left"
         tables.append(t)
     return tables
-
-
-def interval_text(metric: dict) -> str:
-    """' [0.00–0.26] n=12' after a value that carries its 95% interval; '' otherwise."""
-    if metric.get("ci_low") is None or metric.get("ci_high") is None:
-        return ""
-    return f" [{metric['ci_low']:.2f}–{metric['ci_high']:.2f}]" + (f" n={metric['n']}" if metric.get("n") else "")
 
 
 def print_job(console: Console, detail: dict) -> None:

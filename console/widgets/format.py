@@ -8,6 +8,7 @@ import os
 from rich.text import Text
 
 from console.render import fmt
+from engine.schema.figures import interval_text
 
 VERDICTS = {
     "pass": ("✓ PASS", "bold green"),
@@ -65,10 +66,7 @@ def number(value) -> str:
 
 def with_interval(metric: dict) -> str:
     """A metric's value after, with its 95% interval and sample size where one was measured."""
-    if metric.get("ci_low") is None or metric.get("ci_high") is None:
-        return fmt(metric.get("after"))
-    n = f" n={metric['n']}" if metric.get("n") is not None else ""
-    return f"{fmt(metric.get('after'))} [{fmt(metric['ci_low'])}–{fmt(metric['ci_high'])}]{n}"
+    return fmt(metric.get("after")) + interval_text(metric)
 
 
 def delta(before, after) -> Text:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from engine.schema.figures import interval_text
 from engine.schema.policy import band_limits
 
 STAGE_QUESTION = {"unit": "are the targeted outputs gone?", "control": "is everything else intact?",
@@ -52,11 +53,7 @@ RATIO_WORDS = {0.25: "a quarter of", 0.5: "half of", 0.75: "three quarters of", 
 
 def after_with_interval(metric: dict) -> str:
     """The value after, with its 95% interval and the sample it rests on where one was measured."""
-    text = fmt_num(metric.get("after"))
-    if metric.get("ci_low") is None or metric.get("ci_high") is None:
-        return text
-    n = f" n={metric['n']}" if metric.get("n") is not None else ""
-    return f"{text} [{fmt_num(metric['ci_low'])}–{fmt_num(metric['ci_high'])}]{n}"
+    return fmt_num(metric.get("after")) + interval_text(metric)
 
 
 def fmt_num(value) -> str:
