@@ -95,14 +95,6 @@ def when(iso: str | None, short: bool = False) -> str:
     return text[2:] if short else text
 
 
-def progress_text(job: dict) -> str:
-    if job.get("status") == "running" and job.get("total"):
-        return f"{job.get('phase') or ''} {job.get('step', 0)}/{job['total']}".strip()
-    if job.get("status") == "running":
-        return job.get("phase") or "running"
-    return ""
-
-
 def plain(value) -> Text:
     """User content (titles, prompts) as literal text: never parsed as markup."""
     return Text("" if value is None else str(value))

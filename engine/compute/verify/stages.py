@@ -22,7 +22,6 @@ from engine.schema.policy import (
 from engine.schema.status import STAGES
 
 STAGE_ORDER = STAGES  # the order they run in and are shown
-PROFILES = ("full", "quick")
 QUICK_GENERAL_TEXTS = 8
 # How to make each metric measurable when it is not (the stage's own note says why it was not).
 FIXES = {
