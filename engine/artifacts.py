@@ -9,7 +9,23 @@ import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
+
+# Libraries whose versions a manifest records and a cached 'before' measurement is keyed on (generation,
+# tokenisation, scores, the relearning LoRA).
+LIBRARIES = ("torch", "transformers", "peft", "tokenizers", "safetensors", "numpy", "scipy", "rouge-score")
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of LIBRARIES, from package metadata (nothing is imported)."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 def file_sha256(path: Path) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from engine.artifacts import write_atomically
+from engine.artifacts import library_versions, write_atomically
 from engine.compute import generation
 from engine.compute.methods.base import RunContext, get_method
-from engine.compute.modeling import library_versions, load_model, pick_device
+from engine.compute.modeling import load_model, pick_device
 from engine.compute.prompting import max_answer_tokens, set_chat_mode, uses_chat
 from engine.compute.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
 from engine.schema.datasets import as_qa

@@ -62,7 +62,7 @@ def convert_gguf(gguf: Path, target: Path, sha256: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.artifacts import replace_dir
+    from engine.artifacts import library_versions, replace_dir
 
     gguf = Path(gguf)
     kwargs = {"gguf_file": gguf.name}
@@ -117,13 +117,6 @@ def load_model(source: str, kind: str = "hf", options: dict | None = None, devic
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
-
-
-def library_versions() -> dict:
-    import peft
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
 @contextmanager

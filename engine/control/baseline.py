@@ -16,9 +16,9 @@ import ast
 import functools
 import hashlib
 import json
-from importlib import metadata
 from pathlib import Path
 
+from engine.artifacts import library_versions
 from engine.schema.datasets import rows_sha256
 
 # Plain English the control stage measures perplexity on (the demo builder trains its tokenizer on it too).
@@ -86,8 +86,6 @@ def baseline_key(weights_sha256: str, rows: dict, general_text: list[str], optio
 ENGINE_ROOT = Path(__file__).resolve().parents[1]
 # Where measuring starts, relative to the engine package; their imports within `engine` are followed.
 MEASURING_ROOTS = ("compute/verify", "compute/modeling.py")
-# Libraries whose behaviour the numbers depend on (generation, tokenisation, scores, the relearning LoRA).
-LIBRARIES = ("torch", "transformers", "peft", "tokenizers", "safetensors", "numpy", "scipy", "rouge-score")
 # A model folder's files besides the weights that change what is measured: tokenizer, chat template, config.
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
@@ -160,16 +158,6 @@ def code_version(engine_root: Path = ENGINE_ROOT) -> str:
     for path in measuring_modules(engine_root):
         digest.update(path.relative_to(engine_root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
 
 
 def model_files_sha256(source: str, kind: str) -> str:
