@@ -3,6 +3,7 @@ forget01 --base tiny` end to end as a subprocess (slow: it trains two small mode
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -120,3 +121,26 @@ def test_bench_tofu_forget01_tiny_end_to_end(home):
         assert r["retain_utility"] > 0, name
     # Unlearning moves the forget set away from what the target said.
     assert min(table[m]["forget_rouge_l"] for m in ("ga", "graddiff", "npo")) < fin["forget_rouge_l"]
+
+
+def test_a_local_hugging_face_cache_of_tofu_is_read_when_no_folder_is_named(tmp_path, monkeypatch):
+    """A user who already has locuslab/TOFU in their Hugging Face cache gets that copy (found by huggingface_hub's
+    own cache layout, whose folder it reads from HF_HUB_CACHE when imported), before the shipped one;
+    EXPUNGE_TOFU_DIR still wins over both."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("EXPUNGE_TOFU_DIR", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert default_data_dir() == SHIPPED  # an empty cache: the shipped copy
+    repo = tmp_path / "hub" / "datasets--locuslab--TOFU"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    rows = read_split(SHIPPED, "forget01_perturbed")[:3]
+    (snapshot / "forget01_perturbed.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert default_data_dir() == snapshot
+    assert read_split(default_data_dir(), "forget01_perturbed") == rows
+    monkeypatch.setenv("EXPUNGE_TOFU_DIR", str(tmp_path / "mine"))
+    assert default_data_dir() == tmp_path / "mine"

@@ -51,7 +51,7 @@ def bench() -> None:
               help="train on the first N retain rows [default: 40 for tiny, all otherwise]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="training epochs of target and reference")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="a folder of the TOFU release's .jsonl files [default: $EXPUNGE_TOFU_DIR, else the copy shipped in the package]")
+              help="a folder of the TOFU release's .jsonl files [default: $EXPUNGE_TOFU_DIR, else a Hugging Face cache of locuslab/TOFU, else the copy shipped in the package]")
 @click.option("--json", "as_json", is_flag=True)
 def bench_tofu(split: str, base: str, methods: tuple[str, ...], retain_rows: int | None, epochs: int | None,
                data_dir: Path | None, as_json: bool) -> None:
