@@ -1,6 +1,6 @@
 """Verdicts through the real engine on the tiny model (issue 12): a one-row remove request cannot be judged
 on relearning, and says so; its stage is incomplete (not passed) until a policy waives the metric, and the
-waiver is stored with the verdict and shown by `expunge show`."""
+waiver is stored with the verdict and shown by `expunge show` and in the sign-off report."""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ def test_a_one_row_remove_request_is_incomplete_and_passes_only_with_a_waiver(en
     assert rec["verdict"] == "incomplete" and "relearn_recovery: not measured" in rec["note"]
     assert detail["job"]["verdict"] == "fail"
     assert "INCOMPLETE" in _shown(detail)
+    report = engine.report(detail["job"]["request_id"], "md")
+    assert "relearn_recovery: not measured" in report and "waived" not in report
 
     # The same rules with an explicit waiver pass, and the waiver is kept with the verdict and shown.
     detail = run("single-fact")
@@ -84,3 +86,6 @@ def test_a_one_row_remove_request_is_incomplete_and_passes_only_with_a_waiver(en
     shown = _shown(detail)
     assert "waived by the policy: single-fact requests" in shown
     assert json.dumps(stored)  # the policy stored with the verdict is plain JSON
+    # The sign-off report carries the waiver beside the metric, and the policy's waiver among its rules.
+    report = engine.report(detail["job"]["request_id"], "md")
+    assert "waived by the policy: single-fact requests: relearning not meaningful" in report

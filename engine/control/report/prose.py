@@ -47,6 +47,32 @@ METRICS = {
     "logit_lens_presence": ("answer readable in intermediate layers", "prob",
                             "the gold answers are readable in the model's intermediate layers at {after} "
                             "(was {before})"),
+    "incontext_leak_rate": ("answers leaking with the rest of the forget set as context", "pct",
+                            "with the other half of the forget set shown in the prompt, {after} of its answers "
+                            "contain a sensitive string (was {before})"),
+    "retain_relearn_recovery": ("recovery after a fine-tune on retain rows only", "pct",
+                                "a small fine-tune on retain rows alone (no forget data) brings back {after} of "
+                                "the forget answers (was {before})"),
+    "quant8_forget_rouge_l": ("forget answers recalled by the 8-bit quantized model", "pct",
+                              "quantized to 8 bits, its answers to the forget questions recall {after} of the gold "
+                              "answers (was {before})"),
+    "quant8_leak_rate": ("8-bit quantized answers leaking", "pct",
+                         "quantized to 8 bits, {after} of its answers to the forget questions contain a sensitive "
+                         "string (was {before})"),
+    "quant4_forget_rouge_l": ("forget answers recalled by the 4-bit quantized model", "pct",
+                              "quantized to 4 bits, its answers to the forget questions recall {after} of the gold "
+                              "answers (was {before})"),
+    "quant4_leak_rate": ("4-bit quantized answers leaking", "pct",
+                         "quantized to 4 bits, {after} of its answers to the forget questions contain a sensitive "
+                         "string (was {before})"),
+    "extraction_strength": ("extraction strength", "pct",
+                            "an attacker must supply all but {after} of an answer's leading tokens before the rest "
+                            "comes out top-1 (was {before})"),
+    "exact_memorisation": ("answer tokens predicted exactly", "pct",
+                           "it predicts {after} of the forget answers' tokens top-1 (was {before})"),
+    "verbmem_rouge_l": ("verbatim continuation recalled (VerbMem)", "pct",
+                        "given the start of each forget text, its continuation recalls {after} of the true one "
+                        "(was {before})"),
 }
 RATIO_WORDS = {0.25: "a quarter of", 0.5: "half of", 0.75: "three quarters of", 1.0: "the same as", 2.0: "twice"}
 
@@ -156,6 +182,8 @@ def metric_sentence(job: dict, stage: dict, metric: dict, n_forget: int, n_retai
     label, kind, clause = METRICS.get(metric["name"], (metric["name"], "num", "{name} is {after} (was {before})"))
     head = f"After tier {job['tier']} ({job['method']}), "
     if metric["after"] is None:
+        if metric.get("note"):  # why it was not measured, or the waiver: what the verdict rests on
+            return [head + f"{label}: {metric['note']}."]
         why = " (this tier leaves the weights unchanged)" if job["tier"] == 1 else ""
         return [head + f"{label} was not measured{why}; not judged."]
     text = clause.format(after=fmt_kind(metric["after"], kind), before=fmt_kind(metric["before"], kind),
@@ -177,4 +205,7 @@ def stage_sentence(stage: dict, intention: str) -> list:
     if stage["verdict"] == "pass":
         return [lead, (word, style), ": every metric the policy judges is within its threshold."]
     failed = [m["name"] for m in stage["metrics"] if m["passed"] is False]
-    return [lead, (word, style), ": outside the threshold: ", (", ".join(failed) or "—", "code"), "."]
+    if not failed and stage.get("note"):  # incomplete: what was not measured, and why
+        return [lead, (word, style), f": {stage['note']}."]
+    out = [lead, (word, style), ": outside the threshold: ", (", ".join(failed) or "—", "code"), "."]
+    return out + ([f" Also: {stage['note']}."] if stage.get("note") else [])
