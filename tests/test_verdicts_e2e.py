@@ -65,6 +65,9 @@ def test_a_one_row_remove_request_is_incomplete_and_passes_only_with_a_waiver(en
     # The intervals travel with the figures: the leak rate over the one direct answer.
     leak = _metric(detail, "unit", "leak_rate")
     assert leak["n"] == 1 and leak["ci_low"] is not None and leak["ci_high"] is not None
+    for name in ("quant8_leak_rate", "quant4_leak_rate"):  # each a rate over the one row asked
+        quant = _metric(detail, "reconstruction", name)
+        assert quant["n"] == 1 and quant["ci_low"] <= quant["after"] <= quant["ci_high"], quant
 
     # Where relearning is the only thing left to decide, the stage is incomplete and the job fails.
     detail = run("relearn-only")

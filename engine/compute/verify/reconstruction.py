@@ -30,7 +30,8 @@ the weights and are judged only for intention remove, see stages.WHITE_BOX):
   names the layer.
 
 attack_leak_rate carries a Wilson 95% interval over its generations (the samples of one prompt are counted as
-independent draws, so the interval is if anything narrow), mia_auc a seeded bootstrap one (`Measurement.stats`);
+independent draws, so the interval is if anything narrow), incontext_leak_rate and quant8_/quant4_leak_rate one
+over the rows asked, mia_auc a seeded bootstrap one (`Measurement.stats`);
 a metric without a value says why in `Measurement.notes`. Each attack's wall time is in the measurement's
 timings (seconds).
 """
@@ -49,6 +50,8 @@ NAME = "reconstruction"
 METRICS = ("attack_leak_rate", "incontext_leak_rate", "relearn_recovery", "retain_relearn_recovery",
            "quant8_forget_rouge_l", "quant8_leak_rate", "quant4_forget_rouge_l", "quant4_leak_rate",
            "extraction_strength", "exact_memorisation", "mia_auc", "logit_lens_presence")
+# Leak rates over one row's answer each: metric -> the evidence's attack name (their Wilson interval's counts).
+RATE_ATTACKS = {"incontext_leak_rate": "incontext", "quant8_leak_rate": "quant8", "quant4_leak_rate": "quant4"}
 ATTACK_SAMPLES = 4
 TEMPERATURE = 1.0
 MIA_K = 0.2
@@ -198,6 +201,10 @@ def measure(ev: EvalInput) -> Measurement:
     quant_metrics, quant_evidence, quant_timings = quantization.measure(ev)
     metrics.update(quant_metrics)
     evidence += quant_evidence
+    for name, attack in RATE_ATTACKS.items():  # the other leak rates: counts of the rows asked
+        asked = [e for e in evidence if e["attack"] == attack]
+        if metrics.get(name) is not None and asked:
+            stats[name] = rate_stats(sum(bool(e["leaked"]) for e in asked), len(asked))
     clock.lap("quantization", "white-box")
     metrics.update(verbatim.memorisation(ev))
     clock.lap("extraction")
