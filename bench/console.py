@@ -383,4 +383,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.record import recorded
+
+    with recorded("console"):
+        code = main()
+    sys.exit(code)

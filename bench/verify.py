@@ -187,4 +187,8 @@ def baseline_run(ref: str, model_dir: Path, threads: int, batch_size: int) -> di
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.record import recorded
+
+    with recorded("verify"):
+        code = main()
+    sys.exit(code)
