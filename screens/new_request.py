@@ -74,6 +74,7 @@ class Field(Vertical):
 
 class NewRequestScreen(EngineScreen):
     KIND = "new_request"
+    ROLE_OF_ACTION = {"submit": "operator"}
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", key_display="esc", id="new_request.back"),
         Binding("ctrl+s", "submit", "Submit", id="new_request.submit"),

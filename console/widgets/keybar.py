@@ -71,6 +71,9 @@ class KeyBar(Widget, can_focus=False):
             start = left.cell_len
             left.append(f" {key} ", key_style)
             left.append(binding.description, desc_style if enabled else desc_style + "dim")
+            reason = None if enabled else getattr(self.screen, "disabled_reason", lambda _a: None)(binding.action)
+            if reason:  # a role the caller lacks: say which, rather than a silently dim key
+                left.append(f" ({reason})", desc_style + "dim")
             spans.append((start, left.cell_len, binding.key))
         width = self.size.width or 80
         if palette is None and app.ENABLE_COMMAND_PALETTE:
