@@ -125,7 +125,9 @@ class DashboardScreen(EngineScreen):
                           ("queued", "queued")], id="queue", classes="panel")
         self.wide = self.app.size.width >= 110  # model and filing time only where they fit
         extra = [("model", "model"), ("created", "filed (UTC)")] if self.wide else []
-        yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference"), ("intention", "intention"),
+        # The intention only where it fits beside the days left (as in the history).
+        intention = [("intention", "intention")] if self.wide else []
+        yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference"), *intention,
                           ("tier", "tier"), ("status", "status"), ("verdict", "verdict"), ("due", "due"), *extra],
                          id="requests", classes="panel")
         yield KeyBar()
@@ -203,12 +205,13 @@ class DashboardScreen(EngineScreen):
     def render_requests(self) -> None:
         table = self.query_one("#requests", KeyedTable)
         table.border_title = f"Requests ({self.requests_total})"
-        width = max(12, min(60, self.app.size.width - (102 if self.wide else 68)))
+        width = max(12, min(60, self.app.size.width - (102 if self.wide else 57)))
         rows = []
         for r in self.requests:
             extra = [plain(r["model"]), when(r["created_at"])] if self.wide else []
             rows.append((str(r["id"]), [str(r["id"]), plain(_cut(r["title"], width)), plain(_cut(r["reference"], 16)),
-                                        r["intention"], str(r["current_tier"]), status(r["status"]),
+                                        *([r["intention"]] if self.wide else []), str(r["current_tier"]),
+                                        status(r["status"]),
                                         verdict(r["verdict"]), due(r), *extra]))
         table.sync(rows)
 

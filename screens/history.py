@@ -85,8 +85,9 @@ class HistoryScreen(EngineScreen):
                           ("method", "method"), *model, ("status", "status"), ("verdict", "verdict"),
                           ("created", "created (UTC)"), ("mark", "")], id="jobs-table")
         intention = [("intention", "intention")] if self.wide else []
+        tier = [("tier", "tier")] if self.wide else []  # narrow: room for the days left instead
         yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference"), *intention,
-                          *model, ("tier", "tier"), ("status", "status"), ("verdict", "verdict"), ("due", "due"),
+                          *model, *tier, ("status", "status"), ("verdict", "verdict"), ("due", "due"),
                           ("created", "created (UTC)")], id="requests-table")
         yield KeyBar()
 
@@ -170,7 +171,7 @@ class HistoryScreen(EngineScreen):
         else:
             width = max(10, min(60, self.app.size.width - (108 if self.wide else 78)))
             rows = [(str(r["id"]), [str(r["id"]), plain(_cut(r["title"], width)), plain(_cut(r["reference"], 14)),
-                                    *([r["intention"], plain(r["model"])] if self.wide else []), str(r["current_tier"]),
+                                    *([r["intention"], plain(r["model"]), str(r["current_tier"])] if self.wide else []),
                                     status(r["status"]), verdict(r["verdict"]), due(r),
                                     when(r["created_at"], not self.wide)])
                     for r in self.items]

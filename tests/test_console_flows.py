@@ -58,9 +58,12 @@ async def test_dashboard_lists_requests_and_opens_one(engine_home):
     app = app_for(paths)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        assert table_keys(app.screen, "#requests") == ["4", "3", "2", "1"]
+        # Open requests by days left (4 overdue, 3 due in 3 days, 1 in 12), then the closed one.
+        assert table_keys(app.screen, "#requests") == ["4", "3", "1", "2"]
         assert cell(app.screen, "#requests", "2", "verdict") == "✓ PASS"
-        app.screen.query_one("#requests").move_cursor(row=3)
+        assert [cell(app.screen, "#requests", k, "due") for k in ("4", "3", "1", "2")] == [
+            "OVERDUE 2d", "3d left", "12d left", "on time"]
+        app.screen.query_one("#requests").move_cursor(row=2)
         await pilot.press("enter")
         await settle(pilot)
         from screens.request import RequestScreen
