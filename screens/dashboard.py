@@ -205,7 +205,7 @@ class DashboardScreen(EngineScreen):
     def render_requests(self) -> None:
         table = self.query_one("#requests", KeyedTable)
         table.border_title = f"Requests ({self.requests_total})"
-        width = max(12, min(60, self.app.size.width - (102 if self.wide else 57)))
+        width = max(12, min(60, self.app.size.width - (102 if self.wide else 60)))
         rows = []
         for r in self.requests:
             extra = [plain(r["model"]), when(r["created_at"])] if self.wide else []

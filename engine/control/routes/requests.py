@@ -25,6 +25,7 @@ router = APIRouter()
 
 WHEN = "a date YYYY-MM-DD (UTC; until includes that day) or an ISO datetime"
 REQUEST_SORT = "^(" + "|".join(service.REQUEST_SORTS) + ")$"
+MAX_SPAN_S = 3650 * 86400  # ten years: a longer span is refused as not a span (422), not an overflow
 DUE = "open requests due within a span (7d, 48h) or by a date YYYY-MM-DD, overdue ones included"
 
 
@@ -35,8 +36,9 @@ def due_by(value: str | None):
         return None
     text = value.strip().lower()
     units = {"d": 86400, "h": 3600}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return service.clock.now() + timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    number = text[:-1]
+    if number.isascii() and number.isdigit() and text[-1:] in units and int(number) * units[text[-1]] <= MAX_SPAN_S:
+        return service.clock.now() + timedelta(seconds=int(number) * units[text[-1]])
     try:
         return service.parse_when(value, "due", end=True)
     except SpecError as exc:

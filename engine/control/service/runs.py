@@ -150,6 +150,6 @@ def interrupt_running(s: Session) -> list[int]:
     for job in jobs:
         job.status, job.error = "interrupted", "the engine stopped while this job ran; `expunge resume` continues it"
         s.add(job)
-        audit.append(s, "job.interrupt", f"job:{job.id}", {})
+        audit.append(s, "job.interrupt", f"job:{job.id}", {"requester": job.requested_by})
     s.commit()
     return [j.id for j in jobs]
