@@ -62,7 +62,7 @@ def accountability_section(f: dict) -> list:
         finished = _row_of(f, "job.finish", f"job:{job['id']}")
         ran = (f"{job.get('requested_by') or '—'}: queued {_when(job['created_at'])}, started "
                f"{_when(job['started_at'])}, finished {_when(job['finished_at'])} ({job['status']}"
-               + (f", {job['verdict']})" if job["verdict"] else ")"))
+               + (f", verdict {job['verdict']})" if job["verdict"] else ")"))
         rows.append([f"Tier {job['tier']} ({job['method']}, job {job['id']}) executed by", ran,
                      _cite(finished or queued)])
     accepted = _row_of(f, "request.accept", f"request:{rid}")
