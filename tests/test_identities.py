@@ -238,6 +238,11 @@ def test_four_eyes_acceptance_refuses_the_executor_and_the_report_names_everyone
         time.sleep(0.5)
     assert client.job(jid)["job"]["status"] == "succeeded", client.job(jid)["job"]["error"]
 
+    # The worker's rows are the engine's, each with the job's requester.
+    worker_rows = [(actor, json.loads(d)) for _id, actor, action, subj, d in audit_rows(home)
+                   if subj == f"job:{jid}" and action in ("job.start", "job.finish")]
+    assert len(worker_rows) == 2 and all(a == "engine" and d["requester"] == ME for a, d in worker_rows)
+
     refused = run(home, "accept", str(rid), str(jid), check=False)
     assert refused.returncode == 1
     assert f"{ME} ran job {jid}" in refused.stderr and "second person" in refused.stderr
