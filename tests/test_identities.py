@@ -117,9 +117,8 @@ def test_each_row_names_its_real_caller_and_a_body_cannot_set_it(tcp_engine, hom
     con.close()
 
 
-def test_a_viewer_token_reads_but_is_refused_filing_naming_the_role(tcp_engine, home, tiny, demo_request):
+def test_a_viewer_token_reads_but_is_refused_filing_naming_the_role(tcp_engine, home, demo_request):
     client, url = tcp_engine
-    client.add_model("tiny", str(tiny["dir"]))
     viewer = add_token(home, "vera", "viewer")
     assert run(home, "requests", "--json", url=url, token=viewer).returncode == 0
     res = run(home, "submit", str(demo_request["spec_path"]), url=url, token=viewer, check=False)
@@ -190,9 +189,9 @@ def test_due_date_defaults_and_the_extension_is_audited(engine, home, tiny, demo
     assert engine.audit_verify()["ok"]
 
 
-def test_an_exported_audit_file_verifies_alone_and_an_edited_line_is_named(engine, home, tiny, tmp_path):
-    engine.add_model("tiny", str(tiny["dir"]))
-    add_token(home, "auditor", "viewer")
+def test_an_exported_audit_file_verifies_alone_and_an_edited_line_is_named(engine, home, tmp_path):
+    engine.add_token("auditor", ["viewer"])
+    engine.add_token("clerk", ["operator"])
     out = tmp_path / "audit.jsonl"
     run(home, "audit", "export", "--since", date.today().isoformat(), "--out", str(out))
     lines = out.read_text().splitlines()

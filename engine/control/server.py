@@ -82,8 +82,10 @@ def serve(tcp: str | None = None) -> None:
         sockets.append(bind_tcp(host or "127.0.0.1", int(port)))
         log.info("also listening on TCP %s (named bearer tokens: expunge tokens add NAME --role ROLE)", tcp)
     scheduler.start()
+    # Keep-alive longer than the clients' (httpx: 5 s idle): with equal timeouts a client can reuse a connection
+    # in the instant the server closes it ("Server disconnected without sending a response").
     server = uvicorn.Server(uvicorn.Config(app, http=PeerCredProtocol, log_level="info" if verbose() else "warning",
-                                           lifespan="off", timeout_graceful_shutdown=2))
+                                           lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=30))
     try:
         server.run(sockets=sockets)
     finally:
