@@ -5,9 +5,9 @@ engine.control.peercred) becomes its user name. Over TCP the caller is the named
 (`expunge tokens add NAME --role ...`; only the token's SHA-256 is stored). That name is the actor of every
 audit row the call causes: nothing in a request body can set it.
 
-Roles: `viewer` reads; `operator` files requests and runs, escalates, cancels and resumes jobs; `approver`
-accepts results, extends deadlines and closes requests. The socket's owner (the user the engine runs as)
-has every role unless `access.toml` in the config dir says otherwise:
+Roles: `viewer` reads; `operator` registers models, files requests and runs, escalates, cancels and resumes jobs;
+`approver` accepts results, extends deadlines, closes requests and runs purge checks. The socket's owner (the
+user the engine runs as) has every role unless `access.toml` in the config dir says otherwise:
 
     owner = ["viewer", "operator"]        # the owner may run jobs but not accept them
     [users]                               # other local users that can reach the socket (root)
@@ -28,8 +28,8 @@ from engine.schema.errors import SpecError
 
 ROLES = ("viewer", "operator", "approver")
 # What each role is for, in the refusal's words.
-ROLE_WORDS = {"viewer": "read", "operator": "file requests and run, escalate, cancel or resume jobs",
-              "approver": "accept results, extend deadlines and close requests"}
+ROLE_WORDS = {"viewer": "read", "operator": "register models, file requests and run, escalate, cancel or resume jobs",
+              "approver": "accept results, extend deadlines, close requests and check their purge"}
 TOKEN_PREFIX = "exp_"
 ENGINE_ACTOR = "engine"  # the actor of the rows the engine writes on its own (the worker's, the scheduler's)
 
