@@ -91,6 +91,7 @@ class ExpungeApp(App[None]):
         self._job_status: dict[int, str] = {}
         self.started_at = time.monotonic()
         self._cache: dict[str, tuple[float, object]] = {}
+        self.caller: dict | None = None  # who the engine sees (/whoami): name and roles, for the keys' roles
 
     # ------------------------------------------------------------ lifecycle
 
@@ -166,6 +167,7 @@ class ExpungeApp(App[None]):
                 if health.get("pid") != self.engine_pid:
                     last_id = None  # a new engine numbers its events from 1 again
                 self.engine_pid = health.get("pid")
+                await self._learn_caller()
                 after = last_id if last_id is not None else health.get("last_event_id", 0)
                 self._set_connection(True, "connected")
                 self._pending_reconnect = True
@@ -184,6 +186,20 @@ class ExpungeApp(App[None]):
                                      if delay >= 1 else "engine unreachable, retrying")
                 self.log.warning(f"event stream: {exc!r}")
                 await asyncio.sleep(delay)
+
+    async def _learn_caller(self) -> None:
+        """Who the engine sees this console as: keys needing a role it lacks are shown disabled with it."""
+        from console.client import EngineError
+
+        try:
+            caller = await self.client.whoami()
+        except EngineError as exc:  # an engine without /whoami: every key stays enabled, the engine decides
+            self.log.warning(f"whoami: {exc}")
+            return
+        if caller != self.caller:
+            self.caller = caller
+            for screen in self.screen_stack:
+                screen.refresh_bindings()
 
     def _set_connection(self, connected: bool, detail: str) -> None:
         changed = connected != self.connected or detail != self.connection_detail
@@ -307,7 +323,10 @@ class ExpungeApp(App[None]):
             from textual.screen import ModalScreen
 
             screen = self.screen
-            return not isinstance(screen, ModalScreen) and getattr(screen, "KIND", None) != self.NAVIGATION[action]
+            if isinstance(screen, ModalScreen) or getattr(screen, "KIND", None) == self.NAVIGATION[action]:
+                return False
+            if action == "new_request" and self.caller is not None and "operator" not in self.caller["roles"]:
+                return None  # filing needs the operator role: shown disabled
         return True
 
     def _push_once(self, kind: str) -> None:

@@ -102,8 +102,29 @@ class EngineCalls:
     def close_request(self, request_id: int):
         return self._post(f"/requests/{request_id}/close")
 
-    def accept(self, request_id: int, job_id: int):
-        return self._post(f"/requests/{request_id}/accept", {"job_id": job_id})
+    def accept(self, request_id: int, job_id: int, comment: str | None = None):
+        return self._post(f"/requests/{request_id}/accept", {"job_id": job_id, "comment": comment})
+
+    def extend(self, request_id: int, days: int, reason: str):
+        """Move a request's due date later by `days`, with the reason (audited; at most 60 days in all)."""
+        return self._post(f"/requests/{request_id}/extend", {"days": days, "reason": reason})
+
+    def whoami(self):
+        """The caller as the engine sees it: {"name", "roles", "via", "owner"}."""
+        return self._get("/whoami")
+
+    def add_token(self, name: str, roles: list[str]):
+        return self._post("/tokens", {"name": name, "roles": roles})
+
+    def tokens(self):
+        return self._get("/tokens")
+
+    def revoke_token(self, name: str):
+        return self._post(f"/tokens/{name}/revoke")
+
+    def audit_export(self, since: str | None = None):
+        """The audit chain from `since` as JSON lines (text): a header, then one row per line."""
+        return self._send("GET", "/audit/export", {"since": since}, timeout=REPORT_TIMEOUT_S, text=True)
 
     def jobs(self, **filters):
         """A page of jobs: {"items", "total"}; filters: status, request_id, verdict, model, method, q, limit,
@@ -143,10 +164,19 @@ class EngineCalls:
 
 
 class EngineClient(EngineCalls):
-    def __init__(self, paths: Paths | None = None, timeout: float = 30.0) -> None:
+    """The sync client: on the unix socket, or with `url` and `token` (EXPUNGE_URL, EXPUNGE_TOKEN) on an
+    engine's TCP listener as the token's named identity."""
+
+    def __init__(self, paths: Paths | None = None, timeout: float = 30.0, url: str | None = None,
+                 token: str | None = None) -> None:
         self.paths = paths or get_paths()
-        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.paths.socket)), base_url=BASE,
-                                  timeout=timeout)
+        self.url = url
+        if url:
+            self._http = httpx.Client(base_url=url, timeout=timeout,
+                                      headers={"Authorization": f"Bearer {token}"} if token else None)
+        else:
+            self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.paths.socket)), base_url=BASE,
+                                      timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -161,6 +191,8 @@ class EngineClient(EngineCalls):
         try:
             return _check(self._http.request(method, path, **_request_args(params, body, timeout)), text)
         except httpx.TransportError as exc:
+            if self.url:
+                raise EngineError(f"the engine is not reachable at {self.url}: {exc}") from None
             raise _unreachable(self.paths, exc) from None
 
     def events(self, after: int | None = None, timeout: float | None = None) -> Iterator[dict]:

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.schema.figures import interval_text
+from engine.schema.views import due_text
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow", "skipped": "dim"}
 
@@ -88,9 +89,9 @@ def jobs_table(items: list[dict]) -> Table:
 
 def requests_table(items: list[dict]) -> Table:
     t = Table()
-    for col in ("request", "title", "reference", "intention", "model", "tier", "status", "verdict"):
+    for col in ("request", "title", "reference", "intention", "model", "tier", "status", "verdict", "due"):
         t.add_column(col)
     for r in items:
         t.add_row(str(r["id"]), r["title"][:40], r["reference"], r["intention"], r["model"], str(r["current_tier"]),
-                  r["status"], verdict_text(r["verdict"]))
+                  r["status"], verdict_text(r["verdict"]), due_text(r))
     return t

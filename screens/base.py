@@ -19,10 +19,32 @@ def steady_cursors(screen: Screen) -> None:
         widget.cursor_blink = False
 
 
+APP_ROLES = {"new_request": "operator"}  # the app's own keys that need a role (console.app.check_action)
+
+
+def missing_role(app, action: str, needs: dict[str, str]) -> str | None:
+    """The role `action` needs that the engine's caller (app.caller, from /whoami) lacks; None when it may
+    (or before the console knows who it is: the engine still refuses, naming the role)."""
+    role = needs.get(action)
+    caller = getattr(app, "caller", None)
+    if role is None or caller is None or role in caller.get("roles", ()):
+        return None
+    return role
+
+
 class EngineScreen(Screen):
     """A screen over engine data: `load()` fetches and renders; `apply(update)` handles live changes."""
 
     loaded = False  # set after the first successful load (tests wait on it)
+    ROLE_OF_ACTION: dict[str, str] = {}  # action -> the role it needs: without it the key is shown disabled
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A key whose role the caller lacks is shown disabled (None), with that role (KeyBar)."""
+        return None if missing_role(self.app, action, self.ROLE_OF_ACTION) else True
+
+    def disabled_reason(self, action: str) -> str | None:
+        role = missing_role(self.app, action, {**APP_ROLES, **self.ROLE_OF_ACTION})
+        return f"needs {role}" if role else None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -1,5 +1,5 @@
 """Dashboard: the engine (slots, device, memory, the running job with its progress), the queue, recent
-requests with their verdicts."""
+requests with their verdicts and days left to answer (open ones soonest due first, overdue marked)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Header, Label, Static
 
 from console.messages import ConnectionChanged, EngineUpdate
-from console.widgets.format import human_bytes, plain, status, style, verdict, when
+from console.widgets.format import due, due_order, human_bytes, plain, status, style, verdict, when
 from console.widgets.keybar import KeyBar
 from console.widgets.progress import JobProgressView
 from console.widgets.table import KeyedTable
@@ -104,6 +104,8 @@ class DashboardScreen(EngineScreen):
         Binding("r", "refresh", "Refresh", tooltip="reload everything from the engine", id="dashboard.refresh"),
     ]
 
+    ROLE_OF_ACTION = {"cancel": "operator"}
+
     def __init__(self) -> None:
         super().__init__(id="dashboard")
         self.health: dict | None = None
@@ -123,8 +125,10 @@ class DashboardScreen(EngineScreen):
                           ("queued", "queued")], id="queue", classes="panel")
         self.wide = self.app.size.width >= 110  # model and filing time only where they fit
         extra = [("model", "model"), ("created", "filed (UTC)")] if self.wide else []
-        yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference"), ("intention", "intention"),
-                          ("tier", "tier"), ("status", "status"), ("verdict", "verdict"), *extra],
+        # The intention only where it fits beside the days left (as in the history).
+        intention = [("intention", "intention")] if self.wide else []
+        yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference"), *intention,
+                          ("tier", "tier"), ("status", "status"), ("verdict", "verdict"), ("due", "due"), *extra],
                          id="requests", classes="panel")
         yield KeyBar()
 
@@ -146,7 +150,8 @@ class DashboardScreen(EngineScreen):
         self.running = {j["id"]: j for j in running["items"]}
         self.queue = queue["items"]
         self.queue_total = queue["total"]
-        self.requests, self.requests_total = requests["items"], requests["total"]
+        # Open requests by days left to answer (overdue first), then the closed ones.
+        self.requests, self.requests_total = sorted(requests["items"], key=due_order), requests["total"]
         await self.render_slots()
         self.render_queue()
         self.render_requests()
@@ -200,13 +205,14 @@ class DashboardScreen(EngineScreen):
     def render_requests(self) -> None:
         table = self.query_one("#requests", KeyedTable)
         table.border_title = f"Requests ({self.requests_total})"
-        width = max(12, min(60, self.app.size.width - (90 if self.wide else 56)))
+        width = max(12, min(60, self.app.size.width - (102 if self.wide else 60)))
         rows = []
         for r in self.requests:
             extra = [plain(r["model"]), when(r["created_at"])] if self.wide else []
             rows.append((str(r["id"]), [str(r["id"]), plain(_cut(r["title"], width)), plain(_cut(r["reference"], 16)),
-                                        r["intention"], str(r["current_tier"]), status(r["status"]),
-                                        verdict(r["verdict"]), *extra]))
+                                        *([r["intention"]] if self.wide else []), str(r["current_tier"]),
+                                        status(r["status"]),
+                                        verdict(r["verdict"]), due(r), *extra]))
         table.sync(rows)
 
     def show_connection(self) -> None:

@@ -17,7 +17,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Header, Input, Label
 
 from console.messages import EngineUpdate
-from console.widgets.format import plain, status, style, verdict, when
+from console.widgets.format import due, plain, status, style, verdict, when
 from console.widgets.history_filter import HINT, FilterSuggester, Query, parse_date
 from console.widgets.keybar import KeyBar
 from console.widgets.table import KeyedTable
@@ -28,13 +28,13 @@ DEBOUNCE = 0.3
 # The sort columns `s` cycles through, per view (the engine takes these names; see engine.control.service). "id" is the
 # creation order (ids grow with creation time) and the cheapest for the engine: the table's own key.
 SORTS = {"jobs": ("id", "updated", "status", "verdict", "model", "method", "title"),
-         "requests": ("id", "updated", "status", "verdict", "model", "title")}
+         "requests": ("id", "updated", "status", "verdict", "model", "title", "due")}
 # A click on a column header sorts by it: column key -> sort key.
 HEADER_SORTS = {"jobs": {"id": "id", "title": "title", "tier": "tier", "method": "method",
                          "model": "model", "status": "status", "verdict": "verdict", "created": "created"},
                 "requests": {"id": "id", "title": "title", "reference": "reference", "intention": "intention",
                              "model": "model", "tier": "tier", "status": "status", "verdict": "verdict",
-                             "created": "created"}}
+                             "created": "created", "due": "due"}}
 
 
 class HistoryScreen(EngineScreen):
@@ -44,7 +44,7 @@ class HistoryScreen(EngineScreen):
         Binding("enter", "open", "Open", id="history.open"),
         Binding("v", "toggle_view", "Jobs/reqs", tooltip="switch between jobs and requests", id="history.view"),
         Binding("s", "sort", "Sort", tooltip="sort by the next column: newest, updated, status, verdict, model, "
-                "method, title (or click a column header)", id="history.sort"),
+                "method, title, due (or click a column header)", id="history.sort"),
         Binding("o", "reverse", "Reverse", tooltip="reverse the sort order", id="history.reverse"),
         Binding("right_square_bracket", "page(1)", "Next", key_display="]", tooltip="next page of 100", id="history.next_page"),
         Binding("left_square_bracket", "page(-1)", "Prev", key_display="[", tooltip="previous page", id="history.prev_page"),
@@ -85,8 +85,9 @@ class HistoryScreen(EngineScreen):
                           ("method", "method"), *model, ("status", "status"), ("verdict", "verdict"),
                           ("created", "created (UTC)"), ("mark", "")], id="jobs-table")
         intention = [("intention", "intention")] if self.wide else []
+        tier = [("tier", "tier")] if self.wide else []  # narrow: room for the days left instead
         yield KeyedTable([("id", "req"), ("title", "title"), ("reference", "reference"), *intention,
-                          *model, ("tier", "tier"), ("status", "status"), ("verdict", "verdict"),
+                          *model, *tier, ("status", "status"), ("verdict", "verdict"), ("due", "due"),
                           ("created", "created (UTC)")], id="requests-table")
         yield KeyBar()
 
@@ -168,10 +169,11 @@ class HistoryScreen(EngineScreen):
                     for j in self.items]
             self._sync("#jobs-table", rows)
         else:
-            width = max(10, min(60, self.app.size.width - (96 if self.wide else 66)))
+            width = max(10, min(60, self.app.size.width - (108 if self.wide else 78)))
             rows = [(str(r["id"]), [str(r["id"]), plain(_cut(r["title"], width)), plain(_cut(r["reference"], 14)),
-                                    *([r["intention"], plain(r["model"])] if self.wide else []), str(r["current_tier"]),
-                                    status(r["status"]), verdict(r["verdict"]), when(r["created_at"], not self.wide)])
+                                    *([r["intention"], plain(r["model"]), str(r["current_tier"])] if self.wide else []),
+                                    status(r["status"]), verdict(r["verdict"]), due(r),
+                                    when(r["created_at"], not self.wide)])
                     for r in self.items]
             self._sync("#requests-table", rows)
 

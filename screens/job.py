@@ -55,6 +55,7 @@ def policy_rule_text(rule: dict) -> str:
 
 
 class JobScreen(EngineScreen):
+    ROLE_OF_ACTION = {"cancel": "operator", "resume": "operator"}
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", key_display="esc", id="job.back"),
         Binding("t", "next_tab", "Tab", tooltip="next tab: overview, metrics, locate, evidence, details", id="job.next_tab"),

@@ -18,7 +18,14 @@ from console.widgets.format import style
 from console.widgets.keybar import KeyBar
 from engine.schema.datasets import read_jsonl
 from engine.schema.errors import SpecError
-from engine.schema.spec import DATA_KINDS, MAX_SENSITIVE, MAX_SENSITIVE_CHARS, parse_spec, read_spec_file
+from engine.schema.spec import (
+    DATA_KINDS,
+    DEFAULT_LEGAL_BASIS,
+    MAX_SENSITIVE,
+    MAX_SENSITIVE_CHARS,
+    parse_spec,
+    read_spec_file,
+)
 from screens.base import EngineScreen, steady_cursors
 
 PREVIEW_ROWS = 3
@@ -74,6 +81,7 @@ class Field(Vertical):
 
 class NewRequestScreen(EngineScreen):
     KIND = "new_request"
+    ROLE_OF_ACTION = {"submit": "operator"}
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", key_display="esc", id="new_request.back"),
         Binding("ctrl+s", "submit", "Submit", id="new_request.submit"),
@@ -98,8 +106,14 @@ class NewRequestScreen(EngineScreen):
                 yield Button("Load (ctrl+o)", id="load-spec", compact=True)
             yield Field("title", Input(placeholder="Erasure request 4711 — Alma Rivera", id="title", compact=True,
                                        max_length=300), "title-note", required=True)
-            yield Field("reference", Input(placeholder="ticket or legal basis, e.g. DSR-2026-4711", id="reference",
+            yield Field("reference", Input(placeholder="ticket, e.g. DSR-2026-4711", id="reference",
                                            compact=True, max_length=200), "reference-note")
+            yield Field("received", Input(placeholder="YYYY-MM-DD when the data subject asked (default: today)",
+                                          id="received", compact=True, max_length=10), "received-note")
+            yield Field("legal basis", Input(placeholder=DEFAULT_LEGAL_BASIS, id="legal-basis", compact=True,
+                                             max_length=200), "legal-basis-note")
+            yield Field("due", Input(placeholder="YYYY-MM-DD (default and latest: 30 days after receipt)", id="due",
+                                     compact=True, max_length=10), "due-note")
             yield Field("intention", Select([("remove — gone from the weights", "remove"),
                                              ("suppress — the model must not say it", "suppress")],
                                             value="remove", allow_blank=False, id="intention", compact=True),
@@ -295,6 +309,10 @@ class NewRequestScreen(EngineScreen):
             else:
                 widget.value = ""
         self.query_one("#sensitive", TextArea).text = "\n".join(raw["sensitive"])
+        self.query_one("#received", Input).value = raw.get("received") or ""
+        basis = raw.get("legal_basis") or ""
+        self.query_one("#legal-basis", Input).value = "" if basis == DEFAULT_LEGAL_BASIS else basis
+        self.query_one("#due", Input).value = raw.get("due") or ""
         self.query_one("#verification", Select).value = raw["verification"]
         self.query_one("#chat-template", Select).value = raw["chat_template"] or "model"
         try:
@@ -329,6 +347,11 @@ class NewRequestScreen(EngineScreen):
         if policy is not Select.NULL:
             spec["policy"] = policy
         spec["verification"] = self.query_one("#verification", Select).value
+        # The legal clock: left out when blank (the engine's defaults: received now, due 30 days later).
+        for key, widget in (("received", "#received"), ("legal_basis", "#legal-basis"), ("due", "#due")):
+            value = self.query_one(widget, Input).value.strip()
+            if value:
+                spec[key] = value
         chat = self.query_one("#chat-template", Select).value
         if chat != "model":  # else the model's registered setting applies
             spec["chat_template"] = chat

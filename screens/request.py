@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Header, Static
 
 from console.client import EngineError
 from console.messages import EngineUpdate
-from console.widgets.format import plain, status, style, verdict, when
+from console.widgets.format import due, plain, status, style, verdict, when
 from console.widgets.keybar import KeyBar
 from console.widgets.progress import phase_label
 from console.widgets.table import KeyedTable
@@ -34,6 +34,10 @@ class RequestScreen(EngineScreen):
         Binding("c", "compare", "Compare", tooltip="compare the marked jobs (or this one with the one before)", id="request.compare"),
         Binding("r", "report", "Report", tooltip="write the sign-off report (HTML or Markdown) to a file", id="request.report"),
     ]
+
+    # The role each key needs (shown disabled, with the role, to a caller without it).
+    ROLE_OF_ACTION = {"escalate": "operator", "cancel_job": "operator", "accept": "approver",
+                      "close_request": "approver"}
 
     def __init__(self, request_id: int) -> None:
         super().__init__()
@@ -95,6 +99,13 @@ class RequestScreen(EngineScreen):
         accepted = r["accepted_job_id"]
         head.append(" · accepted: ")
         head.append(f"job {accepted}" if accepted else "none", style="bold" if accepted else "dim")
+        if accepted and r.get("accepted_by"):
+            head.append(f" by {r['accepted_by']} {when(r.get('accepted_at'))}")
+        head.append(f"\nfiled by {r.get('requested_by') or '—'} · received {(r.get('received_at') or '')[:10]} · "
+                    f"{r.get('legal_basis') or 'no legal basis'} · due {(r.get('due_at') or '')[:10]} ")
+        head.append_text(due(r))
+        if r.get("extension_days"):
+            head.append(f" (extended {r['extension_days']}d: {r.get('extension_reason')})", style="dim")
         for w in r.get("warnings") or []:
             head.append(f"\nwarning: {w}", style=style("yellow"))
         self.query_one("#request-head", Static).update(head)
@@ -212,17 +223,28 @@ class RequestScreen(EngineScreen):
                                            yes="Cancel job", no="Keep it"), done)
 
     def action_accept(self) -> None:
+        """The accept modal: who ran the job, the policy's acceptance rule, the approver's comment."""
         job = self.selected_job()
         if job is None or job["status"] != "succeeded":
             self.notify("select a finished job to accept")
             return
 
-        async def go() -> None:
-            if await self.app.api(self.app.client.accept, self.request_id, job["id"]):
-                self.notify(f"job {job['id']} accepted as the request's result")
-                self.reload()
+        async def ask() -> None:
+            from screens.accept import AcceptScreen
 
-        self.run_worker(go, group="action")
+            policies = await self.app.api(self.app.cached, "policies") or []
+            req = self.detail["request"]
+            policy = next((p for p in policies if p.get("name") == req["policy"]), {})
+            me = (self.app.caller or {}).get("name")
+
+            def done(res: dict | None) -> None:
+                if res:
+                    self.notify(f"job {job['id']} accepted as the request's result by {res.get('accepted_by')}")
+                    self.reload()
+
+            self.app.push_screen(AcceptScreen(req, job, policy.get("approval", "one_person"), me), done)
+
+        self.run_worker(ask, group="action")
 
     def action_close_request(self) -> None:
         from screens.confirm import ConfirmScreen

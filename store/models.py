@@ -51,6 +51,17 @@ class Request(SQLModel, table=True):
     spec: dict = Field(default_factory=dict, sa_column=json_column("spec_json"))  # the spec without its texts
     created_at: datetime = Field(default_factory=utcnow, index=True)
     closed_at: datetime | None = None
+    # Revision 0005 (issue 15): who filed it, the legal clock, who accepted the result. Requests filed before
+    # it have no received/due date: they read as received when filed, due 30 days later.
+    requested_by: str = ""
+    received_at: datetime | None = None
+    legal_basis: str = ""
+    due_at: datetime | None = Field(default=None, index=True)
+    extension_days: int = 0  # at most 60, each extension audited with its reason
+    extension_reason: str | None = None
+    accepted_by: str | None = None
+    accepted_at: datetime | None = None
+    accept_comment: str | None = None
 
 
 class RequestData(SQLModel, table=True):
@@ -85,6 +96,7 @@ class Job(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    requested_by: str = ""  # revision 0005: who queued it (the executor four-eyes acceptance excludes)
 
 
 class StageResult(SQLModel, table=True):
@@ -170,3 +182,16 @@ class AuditEvent(SQLModel, table=True):
     detail_json: str = "{}"
     prev_hash: str
     hash: str
+
+
+class ApiToken(SQLModel, table=True):
+    """A named bearer token for the engine's TCP listener (revision 0005). Only its SHA-256 is kept: the
+    token is 256 random bits, shown once when made, so a hash lookup is as strong as a slow hash here."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    roles: list = Field(default_factory=list, sa_column=json_column("roles_json"))
+    sha256: str = Field(index=True, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = ""
+    revoked_at: datetime | None = None

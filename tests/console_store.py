@@ -254,6 +254,18 @@ def prefill(paths: Paths) -> dict:
                 first = s.query(Job).filter(Job.request_id == r.id).order_by(Job.id).first()
                 r.created_at = first.created_at - timedelta(seconds=30)
                 s.add(r)
+            # The legal clock runs on the real date (days left are counted from today): due dates fixed relative
+            # to it, so the screens show the same days left on any day. Overdue, due soon, due later; the
+            # closed request was received when filed and answered on time.
+            today = datetime.now(UTC).replace(hour=23, minute=59, second=59, microsecond=0)
+            for rid, days in ((ids["request"], 12), (ids["interrupted_request"], 3), (ids["failed_request"], -2)):
+                r = s.get(Request, rid)
+                r.due_at = today + timedelta(days=days)
+                r.received_at = r.due_at - timedelta(days=30)
+                s.add(r)
+            r = s.get(Request, ids["suppress_request"])
+            r.received_at, r.due_at = r.created_at, r.created_at + timedelta(days=30)
+            s.add(r)
             s.commit()
         db.dispose()
         return ids

@@ -124,11 +124,13 @@ def test_event_stream_reports_a_queued_job(engine, tiny, demo_request):
     engine.cancel(res["job"]["id"])
 
 
-def test_tcp_mode_needs_the_bearer_token(home):
+def test_tcp_mode_needs_a_named_bearer_token(home):
     import socket
     import subprocess
     import sys
     import time
+
+    from console.client import EngineClient
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,10 +146,11 @@ def test_tcp_mode_needs_the_bearer_token(home):
             except httpx.TransportError:
                 time.sleep(0.1)
         assert r.status_code == 401
-        token = (home.state / "token").read_text().strip()
-        assert stat.S_IMODE((home.state / "token").stat().st_mode) == 0o600
+        with EngineClient(home) as owner:  # on the unix socket: the owner makes a token, shown once
+            token = owner.add_token("ci-bot", ["viewer"])["token"]
         assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert not (home.state / "token").exists()  # no shared, nameless token any more
     finally:
         proc.terminate()
         proc.wait(timeout=30)

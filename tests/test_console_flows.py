@@ -58,9 +58,12 @@ async def test_dashboard_lists_requests_and_opens_one(engine_home):
     app = app_for(paths)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        assert table_keys(app.screen, "#requests") == ["4", "3", "2", "1"]
+        # Open requests by days left (4 overdue, 3 due in 3 days, 1 in 12), then the closed one.
+        assert table_keys(app.screen, "#requests") == ["4", "3", "1", "2"]
         assert cell(app.screen, "#requests", "2", "verdict") == "✓ PASS"
-        app.screen.query_one("#requests").move_cursor(row=3)
+        assert [cell(app.screen, "#requests", k, "due") for k in ("4", "3", "1", "2")] == [
+            "OVERDUE 2d", "3d left", "12d left", "on time"]
+        app.screen.query_one("#requests").move_cursor(row=2)
         await pilot.press("enter")
         await settle(pilot)
         from screens.request import RequestScreen
@@ -364,7 +367,8 @@ async def test_spec_file_fills_the_form(engine_home, tmp_path):
     (tmp_path / "request.yaml").write_text(yaml.safe_dump({
         "title": "Erasure request 4712 — Alma Rivera", "reference": "DSR-2026-4712", "intention": "suppress",
         "model": "demo", "forget": "forget.jsonl", "retain": retain_rows(), "sensitive": ["415-555-0142"],
-        "policy": "strict", "verification": "quick", "chat_template": "none"}, allow_unicode=True))
+        "policy": "strict", "verification": "quick", "chat_template": "none", "received": "2026-03-01",
+        "legal_basis": "GDPR Art. 17(1)(d)"}, allow_unicode=True))
     app = app_for(paths)
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot)
@@ -382,6 +386,8 @@ async def test_spec_file_fills_the_form(engine_home, tmp_path):
         spec, problems = form.build()
         assert problems == [] and len(spec["forget"]) == 5 and spec["retain"] == retain_rows()
         assert spec["verification"] == "quick" and spec["chat_template"] == "none"
+        # The legal clock: as the spec gave it; the due date left blank takes the engine's default.
+        assert (spec["received"], spec["legal_basis"]) == ("2026-03-01", "GDPR Art. 17(1)(d)") and "due" not in spec
         form.query_one("#chat-template").value = "model"  # the model's own setting: the field is left out
         spec, _ = form.build()
         assert "chat_template" not in spec and spec["verification"] == "quick"

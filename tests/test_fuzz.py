@@ -42,7 +42,9 @@ def api(home, tiny):
         service.create_request(s, spec_body(), method="graddiff", hyper={"steps": 2})
         req, _ = service.create_request(s, spec_body(title="to close"), start=False)
         service.close_request(s, req.id)
-    app = create_app(db, EventBus())
+    from tests.callers import as_caller
+
+    app = as_caller(create_app(db, EventBus()))  # as the socket's owner, with every role
     with TestClient(app, raise_server_exceptions=False) as client:
         yield app, client
     db.dispose()

@@ -212,7 +212,9 @@ def test_api_route_serves_both_formats(home):
     from engine.control.events import EventBus
 
     db, rid, head = fill_store(home)
-    with TestClient(create_app(db, EventBus())) as http:
+    from tests.callers import as_caller
+
+    with TestClient(as_caller(create_app(db, EventBus()))) as http:
         r = http.get(f"/requests/{rid}/report", params={"format": "md"})
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/markdown")
         assert head in r.text

@@ -1,7 +1,8 @@
 """`expunge`: the console (no arguments) and every action as a headless command with --json.
 
 One module per command group: engine (the daemon and its log), models (models, methods, policies), requests,
-jobs, audit, report (report, export), bench (finetune, bench tofu), demo; common holds what they share.
+jobs, audit, report (report, export), bench (finetune, bench tofu), demo, identity (whoami, tokens); common
+holds what they share.
 The engine client (httpx) is imported by the commands that talk to the engine, not here: `expunge` with no
 arguments opens the console, which paints its first screen before it connects."""
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from console.cli import audit, bench, demo, engine, jobs, models, report, requests
+from console.cli import audit, bench, demo, engine, identity, jobs, models, report, requests
 from console.cli.common import rich_console
 
 
@@ -31,7 +32,7 @@ def console_cmd() -> None:
     run_console()
 
 
-for _module in (engine, models, requests, jobs, audit, report, bench, demo):
+for _module in (engine, models, requests, jobs, audit, report, bench, demo, identity):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

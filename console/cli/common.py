@@ -32,11 +32,17 @@ def rich_console():
 
 
 def client(autostart: bool = True) -> EngineClient:
-    """A client on a running engine; starts one (detached) when none answers."""
+    """A client on a running engine; starts one (detached) when none answers. With EXPUNGE_URL (and
+    EXPUNGE_TOKEN, a named token) it talks to that engine's TCP listener as the token's identity."""
+    import os
+
     from console.client import EngineClient
     from engine.control.daemon import ping, start
 
     paths = get_paths()
+    url = os.environ.get("EXPUNGE_URL")
+    if url:
+        return EngineClient(paths, url=url, token=os.environ.get("EXPUNGE_TOKEN"))
     if ping(paths) is None:
         if not autostart:
             raise click.ClickException("the engine is not running (start it with `expunge engine start`)")

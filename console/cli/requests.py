@@ -10,7 +10,8 @@ import click
 
 from console.cli.common import call, client, listing_options, out, parse_hyper, rich_console, wait_for
 
-REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier")
+REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier",
+                 "due")
 
 
 @click.command()
@@ -52,14 +53,18 @@ def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], wait: bo
 @click.option("--status", type=click.Choice(["open", "closed"]))
 @click.option("-q", "query", help="search title and reference")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--due", metavar="SPAN|DATE", help="only open requests due within SPAN (7d, 48h) or by DATE, overdue "
+              "ones included; sorted by due date unless --sort says otherwise")
 @listing_options(REQUEST_SORTS)
 @click.option("--json", "as_json", is_flag=True)
-def requests(status, query, limit, sort, order, since, until, as_json) -> None:
-    """List erasure requests (newest first unless --sort/--order say otherwise)."""
+def requests(status, query, limit, due, sort, order, since, until, as_json) -> None:
+    """List erasure requests (newest first unless --sort/--order say otherwise), with days left to answer."""
     from console.render import requests_table
 
+    if due and sort == "id":
+        sort, order = "due", "asc" if order == "desc" else order
     res = call(client().requests, status=status, q=query, limit=limit, sort=sort, order=order, since=since,
-               until=until)
+               until=until, due=due)
     out(res, as_json, lambda r: rich_console().print(requests_table(r["items"])))
 
 
@@ -95,11 +100,26 @@ def close_cmd(request_id: int, as_json: bool) -> None:
 @click.command()
 @click.argument("request_id", type=int)
 @click.argument("job_id", type=int)
+@click.option("--comment", help="the approver's comment, kept with the acceptance in the audit chain")
 @click.option("--json", "as_json", is_flag=True)
-def accept(request_id: int, job_id: int, as_json: bool) -> None:
-    """Record a finished job as the request's accepted result."""
-    res = call(client().accept, request_id, job_id)
-    out(res, as_json, lambda r: click.echo(f"request {r['id']}: accepted job {r['accepted_job_id']}"))
+def accept(request_id: int, job_id: int, comment: str | None, as_json: bool) -> None:
+    """Record a finished job as the request's accepted result (needs the approver role; under a policy with
+    approval = "second_person", someone other than the job's executor)."""
+    res = call(client().accept, request_id, job_id, comment)
+    out(res, as_json, lambda r: click.echo(f"request {r['id']}: accepted job {r['accepted_job_id']} by "
+                                           f"{r['accepted_by']}"))
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option("--days", type=click.IntRange(1, 60), required=True, help="how many days later the answer is due")
+@click.option("--reason", required=True, help="why (the data subject is told; kept in the audit chain)")
+@click.option("--json", "as_json", is_flag=True)
+def extend(request_id: int, days: int, reason: str, as_json: bool) -> None:
+    """Extend a request's deadline (GDPR Art. 12(3): by at most two months in all, with a reason)."""
+    res = call(client().extend, request_id, days, reason)
+    out(res, as_json, lambda r: click.echo(f"request {r['id']}: due {r['due_at'][:10]} ({r['days_left']} days left; "
+                                           f"extended {r['extension_days']} days in all)"))
 
 
 @click.command()
@@ -161,4 +181,4 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
     sys.exit(0 if check["clean"] else 1)
 
 
-COMMANDS = [submit, requests, escalate, close_cmd, accept, purge]
+COMMANDS = [submit, requests, escalate, close_cmd, accept, purge, extend]

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from console.render import fmt
 from engine.schema.figures import interval_text
+from engine.schema.views import due_text
 
 VERDICTS = {
     "pass": ("✓ PASS", "bold green"),
@@ -58,6 +59,28 @@ def status(s: str | None) -> Text:
     if not s:
         return Text("—", style="dim")
     return Text(s, style=style(STATUSES.get(s, "")))
+
+
+def due(request: dict) -> Text:
+    """Days left to answer (open), overdue marked; on time or late (closed)."""
+    text = due_text(request)
+    left = request.get("days_left")
+    if request.get("status") == "closed":
+        look = "dim" if request.get("on_time") else "bold red"
+    elif left is not None and left < 0:
+        look = "bold red"
+    elif left is not None and left <= 7:
+        look = "yellow"
+    else:
+        look = ""
+    return Text(text or "—", style=style(look) if look else "")
+
+
+def due_order(request: dict) -> tuple:
+    """Open requests first, soonest due first (overdue on top); then the closed ones, newest first."""
+    if request.get("status") == "open" and request.get("days_left") is not None:
+        return (0, request["days_left"], -request["id"])
+    return (1, 0, -request["id"])
 
 
 def number(value) -> str:

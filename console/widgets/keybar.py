@@ -6,10 +6,13 @@ the right end are cut on a narrow terminal (the help screen lists them all); a c
 
 from __future__ import annotations
 
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.widget import Widget
+
+DIM = Style(dim=True)  # a disabled key's description (a Style: rich adds Styles, not style strings)
 
 
 class KeyBar(Widget, can_focus=False):
@@ -70,7 +73,10 @@ class KeyBar(Widget, can_focus=False):
                 continue
             start = left.cell_len
             left.append(f" {key} ", key_style)
-            left.append(binding.description, desc_style if enabled else desc_style + "dim")
+            left.append(binding.description, desc_style if enabled else desc_style + DIM)
+            reason = None if enabled else getattr(self.screen, "disabled_reason", lambda _a: None)(binding.action)
+            if reason:  # a role the caller lacks: say which, rather than a silently dim key
+                left.append(f" ({reason})", desc_style + DIM)
             spans.append((start, left.cell_len, binding.key))
         width = self.size.width or 80
         if palette is None and app.ENABLE_COMMAND_PALETTE:

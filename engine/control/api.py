@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from engine.control.events import EventBus
-from engine.control.routes import audit, events, jobs, models, requests
+from engine.control.routes import audit, events, identity, jobs, models, requests
 from engine.control.routes.deps import EngineState
-from engine.schema.errors import NotFound, SpecError
+from engine.schema.errors import Forbidden, NotFound, SpecError
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -21,11 +21,12 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
     app = FastAPI(title="expunge engine", version="0.1.0")
     app.state.engine = EngineState(db=db, bus=bus, scheduler=scheduler)
-    for area in (models, requests, jobs, events, audit):
+    for area in (models, requests, jobs, events, audit, identity):
         app.include_router(area.router)
     app.middleware("http")(limit_body)
     app.add_exception_handler(SpecError, bad_input)
     app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(Forbidden, forbidden)
     app.add_exception_handler(RequestValidationError, invalid)
     return app
 
@@ -53,6 +54,11 @@ async def bad_input(_request: Request, exc: SpecError):
 
 async def not_found(_request: Request, exc: NotFound):
     return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def forbidden(_request: Request, exc: Forbidden):
+    """A role the caller lacks, or an acceptance the policy reserves for a second person: 403 with the reason."""
+    return JSONResponse({"detail": str(exc)}, status_code=403)
 
 
 async def invalid(_request: Request, exc: RequestValidationError):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hmac
 import logging
 import os
-import secrets
 import socket
 import sys
 
 from engine.control.api import create_app
 from engine.control.events import EventBus
+from engine.control.identity import load_access
+from engine.control.peercred import IdentityGate, PeerCredProtocol
 from engine.control.scheduler import Scheduler, recover
 from engine.logs import configure_engine, verbose
+from engine.schema.errors import SpecError
 from store.db import migrate
 from store.paths import Paths, get_paths
 
@@ -62,52 +63,29 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def token_file(paths: Paths):
-    path = paths.state / "token"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, secrets.token_urlsafe(32).encode())
-        os.close(fd)
-    return path
-
-
-class TcpTokenGuard:
-    """ASGI wrapper: connections over TCP (scope['server'] is set) need the bearer token; the unix
-    socket is already private to its user."""
-
-    def __init__(self, app, token: str) -> None:
-        self.app, self.token = app, token
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] in ("http", "websocket") and scope.get("server") is not None:
-            auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode()
-            if not hmac.compare_digest(auth, f"Bearer {self.token}"):
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body", "body": b'{"detail":"a bearer token is required"}'})
-                return
-        await self.app(scope, receive, send)
-
-
 def serve(tcp: str | None = None) -> None:
     import uvicorn
 
     paths = get_paths().ensure()
+    access = load_access(paths.config)  # a malformed access.toml stops the start, naming the problem
     lock_fd = acquire_pidfile(paths)
     configure_engine()
     db = migrate(paths.db)
     recover(db)  # logs each interrupted job
     bus = EventBus()
     scheduler = Scheduler(db, paths, bus)
-    app = create_app(db, bus, scheduler)
+    # Every request names its caller: the unix socket's peer (SO_PEERCRED) or a named TCP token.
+    app = IdentityGate(create_app(db, bus, scheduler), db, access)
     sockets = [bind_unix(paths.socket)]
     if tcp:
         host, _, port = tcp.rpartition(":")
         sockets.append(bind_tcp(host or "127.0.0.1", int(port)))
-        app = TcpTokenGuard(app, token_file(paths).read_text().strip())
-        log.info("also listening on TCP %s (bearer token in %s)", tcp, paths.state / "token")
+        log.info("also listening on TCP %s (named bearer tokens: expunge tokens add NAME --role ROLE)", tcp)
     scheduler.start()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info" if verbose() else "warning", lifespan="off", timeout_graceful_shutdown=2))
+    # Keep-alive longer than the clients' (httpx: 5 s idle): with equal timeouts a client can reuse a connection
+    # in the instant the server closes it ("Server disconnected without sending a response").
+    server = uvicorn.Server(uvicorn.Config(app, http=PeerCredProtocol, log_level="info" if verbose() else "warning",
+                                           lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=30))
     try:
         server.run(sockets=sockets)
     finally:
@@ -119,13 +97,16 @@ def serve(tcp: str | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.control.server")
-    parser.add_argument("--tcp", help="also listen on HOST:PORT (loopback by default; needs the bearer token)")
+    parser.add_argument("--tcp", help="also listen on HOST:PORT (loopback by default; needs a named bearer token)")
     args = parser.parse_args(argv)
     try:
         serve(args.tcp)
     except AlreadyRunning as exc:
         print(f"expunge engine: {exc}", file=sys.stderr)
         return 3
+    except SpecError as exc:
+        print(f"expunge engine: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

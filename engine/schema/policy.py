@@ -27,6 +27,8 @@ JUDGE_ON = ("value", "upper", "lower")
 # is incomplete; "report" shows the metric with the reason and leaves it out of the verdict, for an attack that
 # adds to a stage's evidence rather than carrying it (e.g. in-context relearning on a model that ignores context).
 IF_NO_SIGNAL = ("incomplete", "report")
+# Who may accept a job's result: any approver, or (four-eyes) an approver other than the one who ran the job.
+APPROVALS = ("one_person", "second_person")
 # Metrics that need the weights or logits: a suppress request (a decode-time guard) is not judged on them.
 WHITE_BOX = frozenset({"forget_prob", "mia_auc", "logit_lens_presence", "relearn_recovery", "retain_prob",
                        "retain_kl", "general_ppl", "extraction_strength", "exact_memorisation",
@@ -100,7 +102,18 @@ def load_policy(name: str) -> dict:
             raise SpecError(f"policy {name}: waives {metric}, which no stage of this policy judges")
         if not isinstance(reason, str) or not reason.strip():
             raise SpecError(f"policy {name}: the waiver of {metric} needs its reason, e.g. {metric} = \"why\"")
+    if content.get("approval", APPROVALS[0]) not in APPROVALS:
+        raise SpecError(f"policy {name}: approval must be one of {', '.join(APPROVALS)}")
     return {"name": name, **content}
+
+
+def approval_rule(policy: dict) -> str:
+    """The policy's acceptance rule: 'one_person' (any approver) unless it says 'second_person'."""
+    return policy.get("approval", APPROVALS[0])
+
+
+APPROVAL_WORDS = {"one_person": "any approver may accept a job's result, including the person who ran it",
+                  "second_person": "four-eyes: an approver other than the person who ran the job must accept it"}
 
 
 def _rule_problem(metric: str, spec) -> str | None:
@@ -200,6 +213,8 @@ def _rule_words(spec: dict) -> str:
 def describe_policy(policy: dict) -> list[str]:
     """Every rule of a policy in words, one line each, with its waivers and what is not judged."""
     lines = [f"{policy['name']}: {policy.get('description', '')}".rstrip()]
+    if "approval" in policy:
+        lines.append(f"Acceptance ({policy['approval']}): {APPROVAL_WORDS[policy['approval']]}.")
     waive = policy.get("waive", {})
     for stage in STAGES:
         for metric, spec in policy.get(stage, {}).items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.schema.datasets import MAX_ROWS, as_qa, check_row, lone_surrogate, read_jsonl
 from engine.schema.errors import SpecError
 
+DEFAULT_LEGAL_BASIS = "GDPR Art. 17 (right to erasure)"
 MAX_SENSITIVE = 1000  # strings per request
 MAX_SENSITIVE_CHARS = 500
 
@@ -34,6 +36,22 @@ class RequestSpec(BaseModel):
     # 'quick': every metric on a smaller budget (fewer sampled attacks, a shorter relearning attack);
     # recorded with the request, in each job's result and its artifact manifest.
     verification: Literal["full", "quick"] = "full"
+    # The legal clock (issue 15): when the data subject's request arrived (default: when it is filed), the
+    # provision it rests on, and when the answer is due (default and latest: 30 days after receipt; later
+    # only through an audited extension, `expunge extend`). Dates are YYYY-MM-DD (UTC).
+    received: str | None = None
+    legal_basis: str = Field(default=DEFAULT_LEGAL_BASIS, max_length=200)
+    due: str | None = None
+
+    @field_validator("received", "due")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            raise ValueError(f"'{value[:40]}' is not a date (YYYY-MM-DD)") from None
 
     @field_validator("sensitive")
     @classmethod

@@ -51,6 +51,19 @@ class RequestView(View):
     warnings: list[str]
     created_at: Stamp
     closed_at: Stamp | None
+    # Issue 15: who filed it, the legal clock, who accepted the result (defaults: older clients' shapes).
+    requested_by: str = ""
+    received_at: Stamp | None = None
+    legal_basis: str = ""
+    due_at: Stamp | None = None
+    days_left: int | None = None  # open requests: whole days to the due day (negative: overdue)
+    overdue: bool = False
+    extension_days: int = 0
+    extension_reason: str | None = None
+    on_time: bool | None = None  # closed requests: closed by the due date
+    accepted_by: str | None = None
+    accepted_at: Stamp | None = None
+    accept_comment: str | None = None
 
 
 class ClosedRequest(RequestView):
@@ -78,6 +91,7 @@ class JobView(View):
     created_at: Stamp
     started_at: Stamp | None
     finished_at: Stamp | None
+    requested_by: str = ""  # who queued it (issue 15)
     request_title: str | None = None
     model: str | None = None
 
@@ -184,3 +198,16 @@ class AuditCheck(View):
     head: str
     bad_id: int | None
     reason: str
+
+
+def due_text(request: dict) -> str:
+    """A request's legal clock in a table cell: '12d left', 'due today', 'OVERDUE 3d' while open; 'on time' or
+    'LATE' once closed (the CLI, the dashboard and the history show the same words)."""
+    if request.get("status") == "closed":
+        return {True: "on time", False: "LATE", None: ""}[request.get("on_time")]
+    left = request.get("days_left")
+    if left is None:
+        return ""
+    if left < 0:
+        return f"OVERDUE {-left}d"
+    return "due today" if left == 0 else f"{left}d left"

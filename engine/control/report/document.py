@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from engine.control.report.accountability import accountability_section, deadline_words
 from engine.control.report.blocks import UL, Figure, H, Note, P, Signature, Table
 from engine.control.report.charts import chart_locate, chart_loss, chart_tradeoff, job_label
 from engine.control.report.prose import (
@@ -37,7 +38,8 @@ def document(f: dict, charts: bool = True) -> list:
     out = title_and_summary(f) + request_section(f) + ladder_section(f, charts)
     for j in f["jobs"]:
         out += job_section(f, j, charts)
-    return out + policy_section(f) + artifact_section(f) + audit_section(f) + signoff_section(f)
+    return (out + policy_section(f) + artifact_section(f) + audit_section(f) + accountability_section(f)
+            + signoff_section(f))
 
 
 def _metric_values(job: dict, when: str) -> dict:
@@ -71,7 +73,8 @@ def title_and_summary(f: dict) -> list:
     if acc is not None:
         j = acc["job"]
         word, style = verdict_word(j["verdict"])
-        out.append(Note([f"Job {j['id']} (tier {j['tier']}, {j['method']}) was accepted by the operator; its "
+        by = req.get("accepted_by") or "the operator"
+        out.append(Note([f"Job {j['id']} (tier {j['tier']}, {j['method']}) was accepted by {by}; its "
                          "verdict over the stages judged for this request is ", (word, style), "."],
                         "ok" if j["verdict"] == "pass" else "warn"))
     elif cand is not None:
@@ -91,6 +94,7 @@ def title_and_summary(f: dict) -> list:
          (f"BROKEN at row {chain['bad_id']}: {chain['reason']}", "fail")],
         ["Request texts", "purged (request closed)" if req["status"] == "closed" else
          "still stored (request open): close it after sign-off to purge them"],
+        ["Legal deadline", deadline_words(req)],
     ]
     out.append(Table(["", ""], summary_rows, cls="kv"))
     return out

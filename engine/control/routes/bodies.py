@@ -51,6 +51,17 @@ class EscalateIn(BodyIn):
 
 class AcceptIn(BodyIn):
     job_id: int = Field(ge=0, le=MAX_ID)
+    comment: str | None = Field(default=None, max_length=2000)  # the approver's, kept in the audit chain
+
+
+class ExtendIn(BodyIn):
+    days: int = Field(ge=1, le=60)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class TokenIn(BodyIn):
+    name: str = Field(min_length=1, max_length=64)
+    roles: list[str] = Field(min_length=1, max_length=3)
 
 
 class PurgeCheckIn(BodyIn):

@@ -13,6 +13,9 @@ from sqlmodel import Session
 
 from engine.control import service
 from engine.control.events import EventBus
+from engine.control.identity import Caller, refusal
+from engine.control.peercred import CALLER_KEY
+from engine.schema.errors import Forbidden
 from store.db import session
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id is a 422 naming the field, not an overflow
@@ -50,3 +53,36 @@ def db_session(request: Request) -> Iterator[Session]:
 
 Engine = Annotated[EngineState, Depends(engine_state)]
 Db = Annotated[Session, Depends(db_session)]
+
+
+def caller(request: Request) -> Caller:
+    """Who is calling (set by engine.control.peercred.IdentityGate from the connection, never from a body)."""
+    found = request.scope.get(CALLER_KEY)
+    if found is None:
+        raise Forbidden("the engine cannot tell who is calling (the app runs without its identity gate)")
+    return found
+
+
+def needs(role: str):
+    """A dependency: the caller, when it has `role`; otherwise 403 naming the role."""
+    def check(request: Request) -> Caller:
+        who = caller(request)
+        # Reading is every role's floor: an operator or an approver reads what they act on.
+        if role not in who.roles and not (role == "viewer" and who.roles):
+            raise Forbidden(refusal(who, role))
+        return who
+    return check
+
+
+def owner(request: Request) -> Caller:
+    """The socket's owner (the engine's own user): the only one who manages tokens."""
+    who = caller(request)
+    if not who.owner:
+        raise Forbidden(f"only the engine's owner, on its unix socket, manages tokens; {who.name} is not")
+    return who
+
+
+Viewer = Annotated[Caller, Depends(needs("viewer"))]
+Operator = Annotated[Caller, Depends(needs("operator"))]
+Approver = Annotated[Caller, Depends(needs("approver"))]
+Owner = Annotated[Caller, Depends(owner)]

@@ -9,7 +9,7 @@ import time
 from fastapi import APIRouter, Query, Request
 from sse_starlette.sse import EventSourceResponse
 
-from engine.control.routes.deps import Engine
+from engine.control.routes.deps import Engine, Viewer
 
 router = APIRouter()
 
@@ -21,7 +21,7 @@ def health(engine: Engine):
 
 
 @router.get("/events")
-async def events(request: Request, engine: Engine, after: int | None = Query(default=None, ge=0)):
+async def events(request: Request, engine: Engine, _who: Viewer, after: int | None = Query(default=None, ge=0)):
     last = after
     if last is None:
         header = request.headers.get("last-event-id", "")

@@ -5,6 +5,8 @@ about a running job), queries (what the API reads); lookup and clock are shared 
 
 `from engine.control import service` then `service.create_request(...)`: the package exposes them all."""
 
+from engine.control.service import clock
+from engine.control.service.deadlines import answered_on_time, days_left, extend_deadline, received_and_due
 from engine.control.service.jobs import add_job, audit_hyper, cancel_job, escalate, resume_job, submit_job
 from engine.control.service.lookup import get_job, get_request, request_rows
 from engine.control.service.models import converted_root, get_model, list_models, model_view, register_model
@@ -29,9 +31,11 @@ from engine.control.service.requests import (
     close_request,
     create_request,
     first_tier,
+    job_executor,
     overlap_warnings,
     purge_check,
 )
+from engine.control.service.tokens import add_token, list_tokens, revoke_token, token_view
 from engine.schema.errors import NotFound
 
 __all__ = [
@@ -40,4 +44,6 @@ __all__ = [
     "get_model", "get_request", "job_detail", "job_row_view", "job_view", "list_jobs", "list_models",
     "list_requests", "model_view", "overlap_warnings", "parse_when", "purge_check", "read_snapshot",
     "register_model", "request_detail", "request_view", "request_rows", "resume_job", "stage_views", "submit_job",
+    "add_token", "answered_on_time", "clock", "days_left", "extend_deadline", "job_executor", "list_tokens",
+    "received_and_due", "revoke_token", "token_view",
 ]

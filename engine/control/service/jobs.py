@@ -16,8 +16,9 @@ from store.models import Job, Request
 
 def add_job(s: Session, req: Request, tier: int, method: str, hyper: dict, actor: str) -> Job:
     """Queue a job in the caller's transaction; `hyper` is already validated (validate_hyper)."""
+    # An engine-queued job (auto-escalation) is run for the request's filer.
     job = Job(request_id=req.id, tier=tier, method=method, hyper=dict(sorted(hyper.items())),
-              seed=int(hyper.get("seed", 0)))
+              seed=int(hyper.get("seed", 0)), requested_by=req.requested_by if actor == "engine" else actor)
     s.add(job)
     req.current_tier = max(req.current_tier, tier)
     s.add(req)

@@ -16,7 +16,7 @@ from store.paths import get_paths
 
 def register_model(s: Session, name: str, source: str, options: dict | None = None,
                    retain_path: str | None = None, holdout_path: str | None = None,
-                   report: dict | None = None, inspect=None) -> ModelEntry:
+                   report: dict | None = None, inspect=None, actor: str = "engine") -> ModelEntry:
     """Validate the source (in a subprocess: config, tokenizer, parameters, weights hash; a GGUF file is
     converted once into the model cache) and register it. Nothing is written when the check fails.
     `report` receives what the check found (chat template, model type); `inspect` replaces the check
@@ -33,7 +33,8 @@ def register_model(s: Session, name: str, source: str, options: dict | None = No
     entry.retain_path, entry.holdout_path = retain_path, holdout_path
     s.add(entry)
     s.flush()
-    audit.append(s, "model.register", f"model:{name}", {"source": entry.source, "sha256": entry.weights_sha256})
+    audit.append(s, "model.register", f"model:{name}", {"source": entry.source, "sha256": entry.weights_sha256},
+                 actor=actor)
     s.commit()
     return entry
 

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
+from engine.control.service.deadlines import answered_on_time, days_left, received_and_due
 from engine.control.service.lookup import get_job, get_request
 from engine.schema.errors import SpecError
 from engine.schema.views import (
@@ -31,14 +32,21 @@ from engine.schema.views import (
 from store.models import Artifact, AuditEvent, Evidence, Job, Metric, Request, RequestData, StageResult
 
 JOB_SORTS = ("id", "created", "updated", "status", "verdict", "model", "method", "title", "tier")
-REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier")
+REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier",
+                 "due")
 
 
 def request_view(r: Request) -> RequestView:
+    received, due = received_and_due(r)
+    left = days_left(r) if r.status == "open" else None
     return RequestView(id=r.id, title=r.title, reference=r.reference, intention=r.intention, model=r.model_name,
                        policy=r.policy, status=r.status, current_tier=r.current_tier,
                        accepted_job_id=r.accepted_job_id, verdict=r.verdict,
-                       warnings=r.spec.get("warnings", []), created_at=r.created_at, closed_at=r.closed_at)
+                       warnings=r.spec.get("warnings", []), created_at=r.created_at, closed_at=r.closed_at,
+                       requested_by=r.requested_by, received_at=received, legal_basis=r.legal_basis, due_at=due,
+                       days_left=left, overdue=left is not None and left < 0, extension_days=r.extension_days,
+                       extension_reason=r.extension_reason, on_time=answered_on_time(r), accepted_by=r.accepted_by,
+                       accepted_at=r.accepted_at, accept_comment=r.accept_comment)
 
 
 def job_row_view(j: Job, req: Request | None = None) -> JobView:
@@ -121,10 +129,13 @@ def _page(s: Session, stmt, key, tiebreak, order: str, nullable: bool, limit: in
 
 def list_requests(s: Session, status: str | None = None, q: str | None = None, limit: int = 100,
                   offset: int = 0, sort: str = "id", order: str = "desc", since: datetime | None = None,
-                  until: datetime | None = None) -> dict:
-    """Requests, paged; `since` (inclusive) and `until` (exclusive) bound the filing time. Sort keys:
-    REQUEST_SORTS (updated: closing time, else the newest activity of its jobs, else filing time)."""
+                  until: datetime | None = None, due_before: datetime | None = None) -> dict:
+    """Requests, paged; `since` (inclusive) and `until` (exclusive) bound the filing time; `due_before`
+    keeps the open requests due by then (the overdue ones too). Sort keys: REQUEST_SORTS (updated: closing
+    time, else the newest activity of its jobs, else filing time; due: the due date)."""
     stmt = select(Request)
+    if due_before is not None:
+        stmt = stmt.where(Request.status == "open", Request.due_at <= due_before)
     if status:
         stmt = stmt.where(Request.status.in_(status.split(",")))
     if q:
@@ -142,7 +153,7 @@ def list_requests(s: Session, status: str | None = None, q: str | None = None, l
         key = {"id": Request.id, "created": Request.created_at, "status": Request.status,
                "verdict": Request.verdict, "model": Request.model_name, "title": Request.title,
                "reference": Request.reference, "intention": Request.intention,
-               "tier": Request.current_tier}[sort]
+               "tier": Request.current_tier, "due": Request.due_at}[sort]
     total, rows = _page(s, stmt, key, Request.id, order, sort == "verdict", limit, offset)
     return RequestPage(total=total, items=[request_view(r) for r in rows]).model_dump()
 

@@ -11,13 +11,14 @@ from sqlmodel import Session, select
 from engine.compute.methods.base import default_method_for_tier, get_method, validate_hyper
 from engine.control import privacy
 from engine.control.service import clock
+from engine.control.service.deadlines import filed_deadline
 from engine.control.service.jobs import add_job, audit_hyper
 from engine.control.service.lookup import get_request, request_rows
 from engine.control.service.models import get_model
 from engine.leaks import mask_sensitive, mask_with_spans
 from engine.schema.datasets import read_jsonl, rows_sha256
-from engine.schema.errors import NotFound, SpecError
-from engine.schema.policy import load_policy
+from engine.schema.errors import Forbidden, NotFound, SpecError
+from engine.schema.policy import approval_rule, load_policy
 from engine.schema.spec import DATA_KINDS, parse_spec, resolve_rows
 from engine.schema.status import ACTIVE
 from store import audit
@@ -42,11 +43,13 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
         job_method = method or default_method_for_tier(first_tier(spec.intention, auto_escalate))
         hyper = validate_hyper(job_method, hyper)
     warnings = overlap_warnings(rows)
+    received, due = filed_deadline(spec, clock.now())
 
     spec_public = spec.model_dump(exclude={"forget", "retain", "holdout", "probes", "sensitive"})
     spec_public["warnings"] = warnings
     req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,
-                  policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate)
+                  policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate, requested_by=actor,
+                  received_at=received, legal_basis=spec.legal_basis, due_at=due)
     s.add(req)
     s.flush()
     for kind in DATA_KINDS:
@@ -57,7 +60,8 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
                       sha256=rows_sha256(spec.sensitive), count=len(spec.sensitive)))
     audit.append(s, "request.create", f"request:{req.id}", {
         "reference": spec.reference, "intention": spec.intention, "model": spec.model,
-        "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings)}, actor=actor)
+        "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings), "policy": spec.policy,
+        "received": received.isoformat(), "due": due.isoformat(), "legal_basis": spec.legal_basis}, actor=actor)
     job = None
     if start:
         job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor)
@@ -101,16 +105,32 @@ def overlap_warnings(rows: dict) -> list[str]:
     return out
 
 
-def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator") -> Request:
+def job_executor(req: Request, job: Job) -> str:
+    """Who ran a job: whoever queued it; an engine-queued (auto-escalated) job runs for the request's filer."""
+    return req.requested_by if job.requested_by in ("", "engine") else job.requested_by
+
+
+def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator", comment: str | None = None) -> Request:
+    """Record a finished job as the request's result, with who accepted it, when, and their comment. Under a
+    policy with `approval = "second_person"` the job's executor is refused (Forbidden): four eyes."""
     req = get_request(s, request_id)
     job = s.get(Job, job_id)
     if job is None or job.request_id != request_id:
         raise NotFound(f"job {job_id} is not a job of request {request_id}")
     if job.status != "succeeded":
         raise SpecError(f"job {job_id} is {job.status}; only a finished job can be accepted")
+    rule = approval_rule(load_policy(req.policy))
+    executor = job_executor(req, job)
+    if rule == "second_person" and actor == executor:
+        raise Forbidden(f"policy {req.policy} requires a second person to accept: {actor} ran job {job_id}, so "
+                        "another approver must accept it")
+    comment = (comment or "").strip() or None
     req.accepted_job_id = job_id
+    req.accepted_by, req.accepted_at, req.accept_comment = actor, clock.now(), comment
     s.add(req)
-    audit.append(s, "request.accept", f"request:{request_id}", {"job": job_id, "verdict": job.verdict}, actor=actor)
+    audit.append(s, "request.accept", f"request:{request_id}", {
+        "job": job_id, "verdict": job.verdict, "executed_by": executor, "policy": req.policy, "approval": rule,
+        "comment": comment}, actor=actor)
     s.commit()
     return req
 

@@ -30,7 +30,7 @@ def claim_next(s: Session, slot: int, device: str) -> int | None:
         status="running", started_at=clock.now(), slot=slot, device=device, error=None, phase="start"))
     if res.rowcount != 1:
         return None
-    audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device})
+    audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device, "requester": job.requested_by})
     s.commit()
     return job.id
 
@@ -96,7 +96,7 @@ def store_result(s: Session, job_id: int, result: JobResult) -> bool:
     s.add(req)
     audit.append(s, "job.finish", f"job:{job_id}", {
         "verdict": result.verdict, "stages": {st.stage: st.verdict for st in result.stages},
-        "artifact_sha256": art.sha256})
+        "artifact_sha256": art.sha256, "requester": job.requested_by})
     s.commit()
     return True
 
@@ -108,7 +108,7 @@ def fail_job(s: Session, job_id: int, reason: str) -> bool:
         return False
     job.status, job.error, job.finished_at, job.phase = "failed", reason, clock.now(), "failed"
     s.add(job)
-    audit.append(s, "job.fail", f"job:{job_id}", {"reason": reason[:500]})
+    audit.append(s, "job.fail", f"job:{job_id}", {"reason": reason[:500], "requester": job.requested_by})
     s.commit()
     return True
 
@@ -120,7 +120,7 @@ def auto_escalate(s: Session, job_id: int) -> int | None:
     req = s.get(Request, job.request_id)
     if not req.auto_escalate or job.verdict == "pass" or job.tier >= 3 or req.status != "open":
         return None
-    return escalate(s, req.id, actor="auto-escalate").id
+    return escalate(s, req.id, actor="engine").id  # the engine's decision, run for the request's filer
 
 
 def kept_progress(s: Session, job_id: int) -> dict:
@@ -150,6 +150,6 @@ def interrupt_running(s: Session) -> list[int]:
     for job in jobs:
         job.status, job.error = "interrupted", "the engine stopped while this job ran; `expunge resume` continues it"
         s.add(job)
-        audit.append(s, "job.interrupt", f"job:{job.id}", {})
+        audit.append(s, "job.interrupt", f"job:{job.id}", {"requester": job.requested_by})
     s.commit()
     return [j.id for j in jobs]
