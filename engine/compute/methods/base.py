@@ -38,6 +38,8 @@ class TrainHyper(Hyper):
     max_grad_norm: float = Field(default=1.0, gt=0, le=1000)
     checkpoint_every: int = Field(default=20, ge=1, le=100_000, description="steps between checkpoints")
     max_length: int = Field(default=128, ge=8, le=8192, description="tokens per row at most")
+    length_grouped: bool = Field(
+        default=True, description="batch rows of similar length together (less padding); False: uniform batches")
 
 
 class GradientHyper(TrainHyper):
