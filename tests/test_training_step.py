@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.compute.methods.unlearn import encode_rows
-from engine.compute.training import losses, loop
+from engine.compute.training import loop, losses
 from engine.compute.training.lora import trainable_copy
 
 
