@@ -10,7 +10,9 @@ A B B A ... so a load that comes and goes on a shared machine hits both alike. E
 optimizer steps per second after `--warmup` untimed steps, its peak RSS, the RSS after loading the model
 (so the training's own share can be told apart) and its CPU time over wall time (a child that got less
 than its threads' worth of CPU was competing with other processes). Both arms: constant learning rate
-1e-5, no warmup, AdamW (transformers' default: the fused kernel), gradient clipping at 1.0.
+1e-5, no warmup, AdamW (transformers' default: the fused kernel), gradient clipping at 1.0. expunge's arm
+groups rows by length (the `length_grouped` hyperparameter, off in the methods' defaults; packing drops
+most padding without it); `--no-length-grouping` times it with uniform batches.
 
 Definitions differ in one place only, and not in cost: open-unlearning's forget and retain NLLs are the
 model's token-mean loss over the batch, expunge's the mean over rows of each row's mean answer NLL."""
