@@ -4,6 +4,9 @@ forget / retain ROUGE-L recall after; graddiff both as a LoRA adapter and on ful
     .venv/bin/python bench/methods.py                 # the demo model if built, else the test-size one
     .venv/bin/python bench/methods.py --model DIR     # any HF model directory with a {"question","answer"} set
     .venv/bin/python bench/methods.py --forget f.jsonl --retain r.jsonl --methods graddiff,rmu
+    .venv/bin/python bench/methods.py --compare-trainer [--steps 8 --rounds 2 --out bench/results/trainer.md]
+                                                      # expunge's loop vs a transformers.Trainer GradDiff
+                                                      # on SmolLM2 (bench/trainer_compare.py)
 
 Peak memory is the process's resident-set peak (getrusage) on CPU, so later rows can only show the same
 or more than earlier ones; on a GPU it is torch.cuda.max_memory_allocated, reset per method."""
@@ -23,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-DEFAULT_RUNS = ["guard", "rmu", "ga", "graddiff", "graddiff:full", "npo", "simnpo", "idkdpo"]
+DEFAULT_RUNS = ["guard", "rmu", "ga", "graddiff", "graddiff:full", "npo", "simnpo", "idkdpo", "undial"]
 
 
 def find_model() -> tuple[Path, list[dict], str]:
@@ -59,6 +62,9 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--steps", type=int, help="override every method's default step count")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    ap.add_argument("--compare-trainer", action="store_true",
+                    help="instead: expunge's loop against a transformers.Trainer GradDiff on SmolLM2, side by side "
+                         "(options: bench/trainer_compare.py --help)")
     return ap, ap.parse_args(argv)
 
 
@@ -137,6 +143,11 @@ def print_table(label: str, device: str, forget: list, retain: list, f0: float, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--compare-trainer" in argv:  # its own arguments: see bench/trainer_compare.py
+        from bench.trainer_compare import main as compare_trainer
+
+        return compare_trainer([a for a in argv if a != "--compare-trainer"])
     ap, args = parse_args(argv)
 
     import torch

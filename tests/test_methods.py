@@ -12,7 +12,7 @@ import pytest
 from engine.compute.methods.base import RunContext, get_method, list_methods, validate_hyper
 from engine.schema.errors import SpecError
 
-GRADIENT_METHODS = ["ga", "graddiff", "npo", "simnpo", "idkdpo"]
+GRADIENT_METHODS = ["ga", "graddiff", "npo", "simnpo", "idkdpo", "undial"]
 
 
 def weights_digest(model) -> str:

@@ -48,7 +48,8 @@ class GradientAscent(Method):
             forget_data["labels"] = without_answer_ends(forget_data["labels"], ctx.tokenizer)
 
         def loss_fn(model, forget, retain):
-            f = losses.nll(model, forget)
+            s, n = losses.answer_scores(model, forget)
+            f = (-(s / n)).mean()
             return -f, {"forget_nll": f.detach()}
 
         result = unlearn.train(ctx, model, hp, loss_fn, forget_data=forget_data, use_retain=False)

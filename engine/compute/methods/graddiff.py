@@ -40,16 +40,20 @@ class GradDiff(Method):
 
     def run(self, ctx: RunContext, hp: GradDiffHyper):
         from engine.compute.methods import unlearn
-        from engine.compute.training import losses
         from engine.compute.training.lora import trainable_copy
 
         model = trainable_copy(ctx.model, hp)
-        base = ctx.model
-
-        def loss_fn(model, forget, retain):
-            f = losses.nll(model, forget)
-            r = losses.retain_term(hp.retain_loss, model, base, retain)
-            return hp.gamma * -f + hp.alpha * r, {"forget_nll": f.detach(), "retain": r.detach()}
-
-        result = unlearn.train(ctx, model, hp, loss_fn)
+        result = unlearn.train(ctx, model, hp, graddiff_loss(hp, ctx.model))
         return unlearn.candidate_for(model, hp, result)
+
+
+def graddiff_loss(hp: GradDiffHyper, base):
+    """GradDiff's loss_fn(model, forget, retain) (also what bench/methods.py --compare-trainer times)."""
+    from engine.compute.training import losses
+
+    def loss_fn(model, forget, retain):
+        s, n, r = losses.forget_scores_and_retain(hp.retain_loss, model, base, forget, retain)
+        f = (-(s / n)).mean()
+        return hp.gamma * -f + hp.alpha * r, {"forget_nll": f.detach(), "retain": r.detach()}
+
+    return loss_fn

@@ -58,11 +58,19 @@ class IdkDPO(Method):
         model = trainable_copy(ctx.model, hp)
 
         def loss_fn(model, forget, retain):
-            lose, _ = losses.answer_logprob(losses.logits_of(model, forget), forget["labels"])
-            win, _ = losses.answer_logprob(losses.logits_of(model, forget, "idk."), forget["idk.labels"])
+            # The answers, the refusals and (NLL retain term) the retain rows in one forward.
+            groups = [forget, {k[len("idk."):]: v for k, v in forget.items() if k.startswith("idk.")}]
+            if retain is not None and hp.retain_loss == "nll":
+                groups.append(retain)
+            both, parts = losses.joint(*groups)
+            s, n = losses.answer_scores(model, both)
+            lose, win = s[parts[0]], s[parts[1]]
+            if len(parts) == 3:
+                r = (-(s[parts[2]] / n[parts[2]])).mean()
+            else:
+                r = losses.retain_term(hp.retain_loss, model, base, retain)
             margin = (win - forget["ref_win"]) - (lose - forget["ref_lose"])
             f = -F.logsigmoid(hp.beta * margin).mean() * 2 / hp.beta
-            r = losses.retain_term(hp.retain_loss, model, base, retain)
             return hp.gamma * f + hp.alpha * r, {"dpo": f.detach(), "margin": margin.mean().detach(),
                                                  "retain": r.detach()}
 

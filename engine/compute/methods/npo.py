@@ -38,10 +38,9 @@ class NPO(Method):
         model = trainable_copy(ctx.model, hp)
 
         def loss_fn(model, forget, retain):
-            logp, _ = losses.answer_logprob(losses.logits_of(model, forget), forget["labels"])
+            logp, _, r = losses.forget_scores_and_retain(hp.retain_loss, model, base, forget, retain)
             ratio = logp - forget["ref_logp"]
             f = -F.logsigmoid(-hp.beta * ratio).mean() * 2 / hp.beta
-            r = losses.retain_term(hp.retain_loss, model, base, retain)
             return hp.gamma * f + hp.alpha * r, {"npo": f.detach(), "log_ratio": ratio.mean().detach(),
                                                  "retain": r.detach()}
 

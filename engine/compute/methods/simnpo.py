@@ -41,10 +41,9 @@ class SimNPO(Method):
         model = trainable_copy(ctx.model, hp)
 
         def loss_fn(model, forget, retain):
-            s, n = losses.answer_logprob(losses.logits_of(model, forget), forget["labels"])
+            s, n, r = losses.forget_scores_and_retain(hp.retain_loss, model, base, forget, retain)
             mean_nll = -s / n
             f = -F.logsigmoid(hp.beta * (mean_nll - hp.delta)).mean() * 2 / hp.beta
-            r = losses.retain_term(hp.retain_loss, model, base, retain)
             return hp.gamma * f + hp.alpha * r, {"simnpo": f.detach(), "forget_nll": mean_nll.mean().detach(),
                                                  "retain": r.detach()}
 

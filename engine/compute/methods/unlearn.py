@@ -36,7 +36,8 @@ def loop_config(hp: TrainHyper) -> loop.LoopConfig:
         steps=hp.steps, lr=hp.lr, seed=hp.seed, grad_accum=hp.grad_accum,
         warmup_steps=int(round(hp.warmup * hp.steps)),
         schedule=SCHEDULE_NAMES[getattr(hp, "schedule", "cosine")], weight_decay=hp.weight_decay,
-        max_grad_norm=hp.max_grad_norm, activation_checkpointing=bool(getattr(hp, "gradient_checkpointing", False)))
+        max_grad_norm=hp.max_grad_norm, activation_checkpointing=bool(getattr(hp, "gradient_checkpointing", False)),
+        fused_adamw=True)
 
 
 def _fingerprint(hp: TrainHyper, model, params) -> str:
@@ -66,9 +67,11 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
         retain_data = None
     elif retain_data is None and ctx.retain:
         retain_data = encode_rows(ctx.tokenizer, ctx.retain, hp.max_length)
-    sources = [loop.Cycler(forget_data, hp.batch_size, hp.seed)]
+    # Rows of similar length batched together, each batch trimmed to its longest row.
+    cycler = loop.LengthGroupedCycler if hp.length_grouped else loop.Cycler
+    sources = [cycler(forget_data, hp.batch_size, hp.seed)]
     if retain_data:
-        sources.append(loop.Cycler(retain_data, hp.batch_size, hp.seed + 1))
+        sources.append(cycler(retain_data, hp.batch_size, hp.seed + 1))
     if stop is None and getattr(hp, "stop_forget_rouge", None):
         from engine.compute.methods.stop import forget_rouge_stop
 

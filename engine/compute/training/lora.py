@@ -23,11 +23,23 @@ def add_lora(model, *, rank: int, alpha: float, targets: str | list[str], seed: 
         return get_peft_model(model, config)
 
 
+def shared_weights_copy(base):
+    """A copy of `base`'s module tree that shares every parameter and buffer with it: adapters can be
+    added to the copy's modules without touching the base's, at no memory cost. Its weights must never
+    be written in place (a LoRA adapter trains only its own matrices; merging copies first)."""
+    memo = {id(t): t for t in list(base.parameters()) + list(base.buffers())}
+    return copy.deepcopy(base, memo)
+
+
 def trainable_copy(base, hp):
-    """A private copy of `base` with a fresh LoRA adapter (hp.lora) or every weight trainable; `hp` is a
-    method's GradientHyper. The base stays untouched: it is the frozen reference the losses compare against."""
-    model = copy.deepcopy(base)
+    """A private trainable version of `base`: a fresh LoRA adapter on a shared-weights copy (hp.lora: the
+    frozen weights are the base's own tensors, so the base is not held twice and is itself the exact
+    reference the losses compare against), or a full copy with every weight trainable; `hp` is a
+    method's GradientHyper. The base stays untouched either way."""
     if not hp.lora:
+        model = copy.deepcopy(base)
         model.requires_grad_(True)
         return model
+    base.requires_grad_(False)  # shared with the copy: only the adapter trains
+    model = shared_weights_copy(base)
     return add_lora(model, rank=hp.lora_rank, alpha=hp.lora_alpha, targets=hp.lora_targets, seed=hp.seed)
