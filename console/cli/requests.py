@@ -97,9 +97,11 @@ def close_cmd(request_id: int, as_json: bool) -> None:
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
 def accept(request_id: int, job_id: int, as_json: bool) -> None:
-    """Record a finished job as the request's accepted result."""
+    """Record a finished job as the request's accepted result: the model's next version is built from it and
+    checked against every erasure it carries (refused, naming the request that leaks again, when one does)."""
     res = call(client().accept, request_id, job_id)
-    out(res, as_json, lambda r: click.echo(f"request {r['id']}: accepted job {r['accepted_job_id']}"))
+    out(res, as_json, lambda r: click.echo(f"request {r['id']}: accepted job {r['accepted_job_id']}; "
+                                           f"landed in {r['model']}@v{r['landed_version']}"))
 
 
 @click.command()
@@ -108,8 +110,11 @@ def accept(request_id: int, job_id: int, as_json: bool) -> None:
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
               help="the request's spec: its sensitive strings and forget answers are searched for")
 @click.option("--string", "strings", multiple=True, help="another string to search for (repeatable)")
+@click.option("--with-regression-data", "with_regression", is_flag=True,
+              help="also delete the sealed forget prompts and key spans kept for the model line's regression checks")
 @click.option("--json", "as_json", is_flag=True)
-def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tuple[str, ...], as_json: bool) -> None:
+def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tuple[str, ...], with_regression: bool,
+          as_json: bool) -> None:
     """Close a request (purging its texts) and prove they are gone; --check only proves it.
 
     The proof scans the raw bytes of the database, its WAL and every file under the data dir for each
@@ -128,6 +133,8 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
         body = {"forget": spec["forget"], "sensitive": spec.get("sensitive") or []}
     c = client()
     res: dict = {"request_id": request_id}
+    if with_regression and not check_only:
+        res["regression_data_rows"] = call(c.purge_regression_data, request_id)["rows"]
     if not check_only:
         closed = call(c.purge, request_id)
         res["closed"] = {k: v for k, v in closed.get("purge", {}).items() if k != "check"}
@@ -137,6 +144,9 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
     check = res.get("check") or {"clean": True, "hits": [], "checked": 0, "files": 0}
 
     def render(r):
+        if "regression_data_rows" in r:
+            click.echo(f"request {request_id}: {r['regression_data_rows']} sealed regression data row(s) deleted; "
+                       "later versions are no longer checked against it")
         if "closed" in r:
             done = r["closed"]
             click.echo(f"request {request_id} closed: texts purged; {done.get('baseline_cache_rows', 0)} cached "

@@ -90,7 +90,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     progress(phase="save")
     final = Path(payload.artifact_dir)
     manifest = {"job_id": payload.job_id, "base_model": payload.model.name,
-                "base_model_sha256": payload.model.weights_sha256, "method": payload.method,
+                "base_model_sha256": payload.model.weights_sha256, "base_version": payload.model.version,
+                "method": payload.method,
                 "tier": method_cls.tier, "hyper": payload.hyper, "seed": payload.hyper.get("seed", 0),
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),

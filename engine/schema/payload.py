@@ -21,6 +21,7 @@ class ModelSpec(_Contract):
     # The registered options with the request's overrides (chat_template, verification profile).
     options: dict = Field(default_factory=dict)
     converted: str | None = None  # a GGUF source's converted HF directory
+    version: int = 0  # the model version it is (issue 14): 0 the base as registered, N its vN folder
 
 
 class JobPayload(_Contract):

@@ -34,6 +34,8 @@ class RequestSpec(BaseModel):
     # 'quick': every metric on a smaller budget (fewer sampled attacks, a shorter relearning attack);
     # recorded with the request, in each job's result and its artifact manifest.
     verification: Literal["full", "quick"] = "full"
+    # The model version its jobs start from (issue 14); unset: the model's current version when it is filed.
+    version: int | None = Field(default=None, ge=0, le=1_000_000)
 
     @field_validator("sensitive")
     @classmethod

@@ -51,6 +51,8 @@ class RequestView(View):
     warnings: list[str]
     created_at: Stamp
     closed_at: Stamp | None
+    base_version: int | None = None  # the model version its jobs start from (None: the base, filed before versions)
+    landed_version: int | None = None  # the version its accepted job created (None: not landed)
 
 
 class ClosedRequest(RequestView):
@@ -184,3 +186,30 @@ class AuditCheck(View):
     head: str
     bad_id: int | None
     reason: str
+
+
+class VersionView(View):
+    """One version of a model's line (engine.control.service.versions)."""
+
+    model: str
+    number: int
+    parent: int | None
+    job_id: int | None
+    request_ids: list[int]
+    path: str
+    sha256: str
+    status: str  # active | withdrawn
+    verdict: str | None  # its regression check at accept (None for v0)
+    manifest: dict
+    control: dict  # {"metrics": {...}, "v0": {...}}: this version's control figures and v0's beside them
+    regression: dict  # {"requests": {id: {...}}, "cumulative": {...}, "failures": [...]}
+    timings: dict
+    withdrawn_reason: str | None
+    created_at: Stamp
+    current: bool = False  # the version new requests start from
+
+
+class ModelLine(View):
+    model: str
+    current: int
+    versions: list[VersionView]

@@ -38,7 +38,8 @@ def request_view(r: Request) -> RequestView:
     return RequestView(id=r.id, title=r.title, reference=r.reference, intention=r.intention, model=r.model_name,
                        policy=r.policy, status=r.status, current_tier=r.current_tier,
                        accepted_job_id=r.accepted_job_id, verdict=r.verdict,
-                       warnings=r.spec.get("warnings", []), created_at=r.created_at, closed_at=r.closed_at)
+                       warnings=r.spec.get("warnings", []), created_at=r.created_at, closed_at=r.closed_at,
+                       base_version=r.base_version, landed_version=r.landed_version)
 
 
 def job_row_view(j: Job, req: Request | None = None) -> JobView:

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from engine.compute.methods.base import default_method_for_tier, get_method, validate_hyper
 from engine.control import privacy
-from engine.control.service import clock
+from engine.control.service import clock, versions
 from engine.control.service.jobs import add_job, audit_hyper
 from engine.control.service.lookup import get_request, request_rows
 from engine.control.service.models import get_model
@@ -28,6 +28,9 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
                    start: bool = True, auto_escalate: bool = False, actor: str = "operator") -> tuple[Request, Job | None]:
     """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything."""
     spec = parse_spec(body)
+    # `model: demo@v1` pins a version as `version: 1` does (issue 14)
+    spec.model, pinned = versions.parse_ref(spec.model)
+    spec.version = spec.version if spec.version is not None else pinned
     rows = resolve_rows(spec, allow_paths=False)
     model = get_model(s, spec.model)
     load_policy(spec.policy)
@@ -45,8 +48,9 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
 
     spec_public = spec.model_dump(exclude={"forget", "retain", "holdout", "probes", "sensitive"})
     spec_public["warnings"] = warnings
+    base_version = versions.start_version(s, spec.model, spec.version)
     req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,
-                  policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate)
+                  policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate, base_version=base_version)
     s.add(req)
     s.flush()
     for kind in DATA_KINDS:
@@ -57,7 +61,8 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
                       sha256=rows_sha256(spec.sensitive), count=len(spec.sensitive)))
     audit.append(s, "request.create", f"request:{req.id}", {
         "reference": spec.reference, "intention": spec.intention, "model": spec.model,
-        "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings)}, actor=actor)
+        "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings), "base_version": base_version},
+        actor=actor)
     job = None
     if start:
         job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor)
@@ -108,9 +113,13 @@ def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator"
         raise NotFound(f"job {job_id} is not a job of request {request_id}")
     if job.status != "succeeded":
         raise SpecError(f"job {job_id} is {job.status}; only a finished job can be accepted")
+    # The model's next version: built on the current one and checked against every request it carries
+    # (engine.control.service.versions); refused, naming the request that leaks again, when it fails.
+    version = versions.land_job(s, req, job, actor)
     req.accepted_job_id = job_id
     s.add(req)
-    audit.append(s, "request.accept", f"request:{request_id}", {"job": job_id, "verdict": job.verdict}, actor=actor)
+    audit.append(s, "request.accept", f"request:{request_id}", {"job": job_id, "verdict": job.verdict,
+                                                                   "version": version.number}, actor=actor)
     s.commit()
     return req
 

@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options, measurement_setup
-from engine.control.service import clock
+from engine.control.service import clock, versions
 from engine.control.service.jobs import escalate
 from engine.control.service.lookup import request_rows
 from engine.control.service.models import get_model
@@ -46,15 +46,21 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         raise RuntimeError(f"request {req.id} has been closed and its texts purged")
     options = job_model_options(model.options, req.spec)
     converted = str(converted_dir(paths.converted, model.weights_sha256)) if model.kind == "gguf" else None
-    setup = measurement_setup(model.source, model.kind, options, device)
-    key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options, setup)
+    # A request filed on a later version of the model starts from that version's folder (issue 14).
+    version = versions.version_source(s, model, req.base_version) or {
+        "source": model.source, "kind": model.kind, "weights_sha256": model.weights_sha256, "version": 0}
+    if version["version"]:
+        converted = None
+    setup = measurement_setup(version["source"], version["kind"], options, device)
+    key = baseline_key(version["weights_sha256"], rows, GENERAL_TEXT, options, setup)
     cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
     work_dir = paths.job_work_dir(job_id)
     return JobPayload(
         job_id=job_id, method=job.method, hyper=job.hyper, intention=req.intention,
         policy=load_policy(req.policy),
-        model=ModelSpec(name=model.name, source=model.source, kind=model.kind, weights_sha256=model.weights_sha256,
-                        options=options, converted=converted),
+        model=ModelSpec(name=model.name, source=version["source"], kind=version["kind"],
+                        weights_sha256=version["weights_sha256"], options=options, converted=converted,
+                        version=version["version"]),
         rows={k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
         baseline=cached.payload if cached else None, work_dir=str(work_dir),

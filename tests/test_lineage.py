@@ -1,0 +1,131 @@
+"""Model versions (issue 14) through the real engine on the tiny model: requests accepted in turn make a line
+v0 → v1 → v2 whose every version is checked against every erasure it carries; a job that brings an earlier
+request back is refused naming it; a rollback rebuilds the later versions; the line survives a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_model import wait_job
+
+EXPUNGE = str(Path(sys.executable).parent / "expunge")
+SENSITIVE_KINDS = ("phone", "email", "account", "address")
+
+
+def cli(home, *args, check=True):
+    env = {**os.environ, "EXPUNGE_HOME": str(home.config.parent)}
+    res = subprocess.run([EXPUNGE, *args], capture_output=True, text=True, env=env, timeout=900)
+    if check and res.returncode != 0:
+        raise AssertionError(f"expunge {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def person_spec(tiny, index: int, reference: str, retain_people: list[int] | None = None) -> dict:
+    """A quick-verification request forgetting the index-th trained person; retain: everyone but the first three
+    (the requests' subjects: an open request's retain rows would hold a closed one's texts), or (for the bad
+    job) exactly the rows of `retain_people`."""
+    people = list(dict.fromkeys(r["person"] for r in tiny["train"]))
+    person = people[index]
+    forget = [r for r in tiny["train"] if r["person"] == person]
+    if retain_people is None:
+        retain = [r for r in tiny["train"] if r["person"] not in people[:3]]
+    else:
+        keep = {people[i] for i in retain_people}
+        retain = [r for r in tiny["train"] if r["person"] in keep]
+    sensitive = sorted({r["value"] for r in forget if r["attribute"] in SENSITIVE_KINDS})
+    return {"title": f"Erasure request for {person}", "reference": reference, "intention": "remove",
+            "model": "tiny", "forget": forget, "retain": retain, "holdout": tiny["holdout"][:10],
+            "sensitive": sensitive, "policy": "default", "verification": "quick"}
+
+
+def finished(engine, job_id: int) -> dict:
+    detail = wait_job(engine, job_id)
+    assert detail["job"]["status"] == "succeeded", detail["job"]["error"]
+    return detail
+
+
+@pytest.mark.slow
+def test_requests_accepted_in_turn_make_a_line_that_forgets_them_all(engine, home, tiny):
+    engine.add_model("tiny", str(tiny["dir"]))
+    # A: lands in v1.
+    a = engine.submit(person_spec(tiny, 0, "DSR-A"), method="graddiff")
+    a_id = a["request"]["id"]
+    assert a["request"]["base_version"] == 0
+    finished(engine, a["job"]["id"])
+    accepted = engine.accept(a_id, a["job"]["id"])
+    assert accepted["landed_version"] == 1
+
+    # B starts from v1 (its job's manifest says so) and lands in v2, which is checked against A and B.
+    b = engine.submit(person_spec(tiny, 1, "DSR-B"), method="graddiff")
+    b_id = b["request"]["id"]
+    assert b["request"]["base_version"] == 1
+    b_job = finished(engine, b["job"]["id"])
+    assert b_job["artifacts"][0]["manifest"]["base_version"] == 1
+    assert engine.accept(b_id, b["job"]["id"])["landed_version"] == 2
+    line = engine.model_versions("tiny")
+    assert line["current"] == 2
+    v1, v2 = line["versions"][1], line["versions"][2]
+    assert v1["request_ids"] == [a_id] and v2["request_ids"] == [a_id, b_id]
+    assert v2["parent"] == 1 and v2["manifest"]["job_started_from"] == 1 and v2["verdict"] == "pass"
+    regression = v2["regression"]["requests"]
+    assert set(regression) == {str(a_id), str(b_id)}
+    assert all(r["passed"] and r["n"] == 5 for r in regression.values()), regression
+    assert regression[str(a_id)]["leak_rate"] <= 0.05
+    assert v2["control"]["v0"]["general_ppl"] > 0 and "general_ppl" in v2["regression"]["cumulative"]
+    # The version is a real HF directory whose weights hash is the one recorded (and not v1's or v0's).
+    from engine.model_files import weight_files, weights_sha256
+
+    assert weights_sha256(weight_files(Path(v2["path"]))) == v2["sha256"] != v1["sha256"]
+    assert (Path(v2["path"]) / "config.json").is_file()
+
+    # A closes: its texts are purged, but its forget prompts and key spans stay sealed for later checks.
+    closed = cli(home, "purge", str(a_id), "--json")
+    assert json.loads(closed.stdout)["check"]["clean"]
+    key = home.config / "lineage.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+    # A job that brings A back: fine-tune v2 on A's rows (GradDiff with no forget term and A as retain set).
+    bad = engine.submit(person_spec(tiny, 2, "DSR-C", retain_people=[0]), method="graddiff",
+                        hyper={"gamma": 0.0, "alpha": 1.0, "lr": 3e-3, "steps": 40, "stop_forget_rouge": None})
+    c_id = bad["request"]["id"]
+    finished(engine, bad["job"]["id"])
+    from console.client import EngineError
+
+    with pytest.raises(EngineError) as refused:
+        engine.accept(c_id, bad["job"]["id"])
+    assert f"request {a_id} (DSR-A) leaks again" in str(refused.value)
+    assert engine.model_versions("tiny")["current"] == 2
+    assert engine.request(c_id)["request"]["accepted_job_id"] is None
+
+    # The line survives an engine restart, and the audit chain holds.
+    from engine.control.daemon import start, stop
+
+    stop(home)
+    start(home)
+    shown = cli(home, "models", "show", "tiny")
+    assert "current v2" in shown.stdout and f"{a_id}, {b_id}" in shown.stdout
+    assert cli(home, "audit", "verify").returncode == 0
+
+    # Export the version to deploy: plain transformers loads it.
+    out = home.data / "deploy-v2"
+    cli(home, "export", "tiny@v2", "--out", str(out))
+    assert weights_sha256(weight_files(out)) == v2["sha256"]
+    assert "requests [" in (out / "README.txt").read_text()
+
+    # Rollback of v1: v2 is rebuilt on v0 (carrying B only) and checked again; A is no longer landed.
+    rolled = json.loads(cli(home, "models", "rollback", "tiny", "v1", "--reason", "test rollback", "--json").stdout)
+    assert rolled["withdrawn"] == [1, 2] and rolled["rebuilt"] == {"2": 3} and rolled["current"] == 3
+    line = engine.model_versions("tiny")
+    v3 = line["versions"][3]
+    assert v3["parent"] == 0 and v3["request_ids"] == [b_id] and v3["manifest"]["rebuilt_from"] == 2
+    assert v3["regression"]["requests"][str(b_id)]["passed"]
+    assert engine.request(a_id)["request"]["landed_version"] is None
+    assert engine.request(b_id)["request"]["landed_version"] == 3
+    assert engine.audit_verify()["ok"]
