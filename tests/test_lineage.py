@@ -129,3 +129,60 @@ def test_requests_accepted_in_turn_make_a_line_that_forgets_them_all(engine, hom
     assert engine.request(a_id)["request"]["landed_version"] is None
     assert engine.request(b_id)["request"]["landed_version"] == 3
     assert engine.audit_verify()["ok"]
+
+
+def test_regression_data_is_sealed_under_a_private_key_outside_the_database(home):
+    from engine.control import sealed
+
+    token = sealed.seal({"prompts": [{"question": "What is Alma Rivera's phone number?"}], "spans": ["415-555-0142"]})
+    key = home.config / "lineage.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert "415-555-0142" not in token and "Alma" not in token
+    assert sealed.unseal(token)["spans"] == ["415-555-0142"]
+    os.chmod(key, 0o644)
+    with pytest.raises(sealed.SealError, match="readable by others"):
+        sealed.unseal(token)
+    key.unlink()
+    with pytest.raises(sealed.SealError, match="no key"):
+        sealed.unseal(token)
+    sealed.seal({"x": 1})  # a new key: the old token no longer opens
+    with pytest.raises(sealed.SealError, match="does not open"):
+        sealed.unseal(token)
+
+
+def test_the_judgement_names_the_request_that_leaks_again_and_the_metric_that_drifts():
+    from engine.control.lineage import judge
+
+    carried = [{"request_id": 1, "reference": "DSR-A", "limit": 0.05, "landed": 0.0, "incoming": False},
+               {"request_id": 2, "reference": "DSR-B", "limit": 0.05, "landed": 0.2, "incoming": True}]
+    measured = {"1": {"leaked": 3, "n": 5, "leak_rate": 0.6}, "2": {"leaked": 1, "n": 5, "leak_rate": 0.2}}
+    v0 = {"retain_rouge_l": 0.9, "general_ppl": 10.0}
+    out = judge(carried, measured, {"retain_rouge_l": 0.5, "general_ppl": 11.0}, v0, {"name": "default"})
+    assert out["verdict"] == "fail"
+    assert out["failures"][0].startswith("request 1 (DSR-A) leaks again: 3/5")
+    assert not out["requests"]["1"]["passed"] and out["requests"]["2"]["passed"]  # B is within its own job's 0.2
+    assert any(f.startswith("cumulative retain_rouge_l 0.500 against v0's 0.900") for f in out["failures"])
+    ok = judge(carried, {"1": {"leaked": 0, "n": 5, "leak_rate": 0.0}, "2": measured["2"]}, v0, v0,
+               {"name": "p", "cumulative": {"general_ppl": {"rule": "ratio_max", "threshold": 1.1}}})
+    assert ok["verdict"] == "pass" and list(ok["cumulative"]) == ["general_ppl"]
+
+
+def test_version_commands_refuse_bad_input_before_any_compute(engine, home, tiny):
+    engine.add_model("tiny", str(tiny["dir"]))
+    shown = json.loads(cli(home, "models", "show", "tiny", "--json").stdout)
+    assert shown["current"] == 0 and [v["number"] for v in shown["versions"]] == [0]
+    for args, message in ((("export", "tiny@vx", "--out", str(home.data / "x")), "written MODEL@vN"),
+                          (("export", "tiny@v3", "--out", str(home.data / "x")), "no version v3"),
+                          (("models", "rollback", "tiny", "v0", "--reason", "r"), "version: Input should be"),
+                          (("models", "rollback", "tiny", "v1", "--reason", "r"), "no version v1"),
+                          (("models", "show", "nope"), "unknown model 'nope'")):
+        res = cli(home, *args, check=False)
+        assert res.returncode != 0 and message in res.stderr, (args, res.stderr)
+    spec = person_spec(tiny, 0, "DSR-PIN")
+    from console.client import EngineError
+
+    with pytest.raises(EngineError, match="no version v4"):
+        engine.submit({**spec, "version": 4}, start=False)
+    with pytest.raises(EngineError, match="no version v2"):
+        engine.submit({**spec, "model": "tiny@v2"}, start=False)
+    assert not (home.data / "x").exists()

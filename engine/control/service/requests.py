@@ -106,7 +106,10 @@ def overlap_warnings(rows: dict) -> list[str]:
     return out
 
 
-def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator") -> Request:
+def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator", land: bool = True) -> Request:
+    """Accept a finished job: with `land` (always, through the API) the model's next version is built from it
+    and checked first; land=False records the acceptance alone, for fixture stores whose model files are never
+    loaded (as register_model's `inspect`)."""
     req = get_request(s, request_id)
     job = s.get(Job, job_id)
     if job is None or job.request_id != request_id:
@@ -115,11 +118,11 @@ def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator"
         raise SpecError(f"job {job_id} is {job.status}; only a finished job can be accepted")
     # The model's next version: built on the current one and checked against every request it carries
     # (engine.control.service.versions); refused, naming the request that leaks again, when it fails.
-    version = versions.land_job(s, req, job, actor)
+    version = versions.land_job(s, req, job, actor) if land else None
     req.accepted_job_id = job_id
     s.add(req)
-    audit.append(s, "request.accept", f"request:{request_id}", {"job": job_id, "verdict": job.verdict,
-                                                                   "version": version.number}, actor=actor)
+    audit.append(s, "request.accept", f"request:{request_id}", {"job": job_id, "verdict": job.verdict, **(
+        {"version": version.number} if version is not None else {})}, actor=actor)
     s.commit()
     return req
 
