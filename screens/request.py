@@ -33,6 +33,8 @@ class RequestScreen(EngineScreen):
         Binding("space", "mark", "Mark", tooltip="mark a job for compare", id="request.mark"),
         Binding("c", "compare", "Compare", tooltip="compare the marked jobs (or this one with the one before)", id="request.compare"),
         Binding("r", "report", "Report", tooltip="write the sign-off report (HTML or Markdown) to a file", id="request.report"),
+        Binding("m", "open_model", "Model", tooltip="the model's line of versions: which one to deploy, what it carries",
+                id="request.model"),
     ]
 
     def __init__(self, request_id: int) -> None:
@@ -95,6 +97,11 @@ class RequestScreen(EngineScreen):
         accepted = r["accepted_job_id"]
         head.append(" · accepted: ")
         head.append(f"job {accepted}" if accepted else "none", style="bold" if accepted else "dim")
+        # Model versions (issue 14): shown once the line has more than the base, so older views read as before.
+        if r.get("base_version"):
+            head.append(f" · started from {r['model']}@v{r['base_version']}")
+        if r.get("landed_version") is not None:
+            head.append(f" · landed in {r['model']}@v{r['landed_version']}", style="bold")
         for w in r.get("warnings") or []:
             head.append(f"\nwarning: {w}", style=style("yellow"))
         self.query_one("#request-head", Static).update(head)
@@ -245,6 +252,10 @@ class RequestScreen(EngineScreen):
             f"Close request {self.request_id}?",
             "Its forget, retain and other texts are purged for good; hashes, metrics and masked evidence are "
             "kept. No job can run on it afterwards.", yes="Close and purge", no="Keep open"), done)
+
+    def action_open_model(self) -> None:
+        if self.detail is not None:
+            self.app.open_model(self.detail["request"]["model"])
 
     def action_report(self) -> None:
         """Ask where to write the sign-off report, then have the engine render it and write it off the UI."""

@@ -45,6 +45,38 @@ def person_spec(tiny, index: int, reference: str, retain_people: list[int] | Non
             "sensitive": sensitive, "policy": "default", "verification": "quick"}
 
 
+async def console_shows_the_line(home, request_id: int, carried: list[int]) -> None:
+    """From the console alone: the request says where it landed; its model screen says which version to deploy,
+    what it carries and that none of it leaks; enter on a version opens the request that made it."""
+    from console.app import ExpungeApp
+    from console.widgets.lineage import ControlChart
+    from console.widgets.table import KeyedTable
+    from screens.model import ModelScreen
+    from tests.console_store import settle
+
+    app = ExpungeApp(paths=home, start_engine=False, open_request=request_id)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        head = str(app.screen.query_one("#request-head").render())
+        assert f"landed in tiny@v{len(carried)}" in head and "started from tiny@v1" in head, head
+        await pilot.press("m")
+        await settle(pilot)
+        assert isinstance(app.screen, ModelScreen)
+        head = str(app.screen.query_one("#model-head").render())
+        assert f"current version v{len(carried)}" in head and "none leaks" in head, head
+        assert ", ".join(f"request {r}" for r in carried) in head
+        assert list(app.screen.query_one("#versions", KeyedTable)._order) == ["2", "1", "0"]
+        from rich.console import Console
+
+        shown = Console(width=120, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        shown.print(app.screen.query_one(ControlChart).content)
+        chart = shown.export_text()
+        assert "general ppl ×v0" in chart and "v2*" in chart, chart
+        await pilot.press("enter")
+        await settle(pilot)
+        assert getattr(app.screen, "request_id", None) == carried[-1]
+
+
 def finished(engine, job_id: int) -> dict:
     detail = wait_job(engine, job_id)
     assert detail["job"]["status"] == "succeeded", detail["job"]["error"]
@@ -84,6 +116,9 @@ def test_requests_accepted_in_turn_make_a_line_that_forgets_them_all(engine, hom
 
     assert weights_sha256(weight_files(Path(v2["path"]))) == v2["sha256"] != v1["sha256"]
     assert (Path(v2["path"]) / "config.json").is_file()
+    import asyncio
+
+    asyncio.run(console_shows_the_line(home, b_id, [a_id, b_id]))
 
     # A closes: its texts are purged, but its forget prompts and key spans stay sealed for later checks.
     closed = cli(home, "purge", str(a_id), "--json")
