@@ -61,8 +61,8 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
                       sha256=rows_sha256(spec.sensitive), count=len(spec.sensitive)))
     audit.append(s, "request.create", f"request:{req.id}", {
         "reference": spec.reference, "intention": spec.intention, "model": spec.model,
-        "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings), "base_version": base_version},
-        actor=actor)
+        "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings),
+        **({"base_version": base_version} if base_version else {})}, actor=actor)
     job = None
     if start:
         job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor)
