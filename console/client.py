@@ -139,6 +139,10 @@ class EngineCalls:
                           {"forget": forget, "sensitive": sensitive, "strings": strings or []},
                           timeout=SCAN_TIMEOUT_S)
 
+    def batch(self, request_ids: list[int], method: str, hyper: dict | None = None):
+        """One job over several open requests on one model: [the jobs queued, the leader first]."""
+        return self._post("/batch", {"request_ids": request_ids, "method": method, "hyper": hyper})
+
     def model_versions(self, name: str):
         """A model's line of versions: {"model", "current", "versions": [...]}."""
         return self._get(f"/models/{name}/versions")

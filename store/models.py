@@ -89,6 +89,9 @@ class Job(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Revision 0006: a batched job (`expunge batch`): {"leader": job id, "jobs": [...], "requests": [...]}. The
+    # leader's worker runs one unlearning run over the union and verifies each member on its own request's data.
+    batch: dict | None = Field(default=None, sa_column=json_column("batch_json", nullable=True))
 
 
 class StageResult(SQLModel, table=True):

@@ -119,6 +119,10 @@ def test_requests_accepted_in_turn_make_a_line_that_forgets_them_all(engine, hom
     import asyncio
 
     asyncio.run(console_shows_the_line(home, b_id, [a_id, b_id]))
+    # The sign-off report states the version and the regression results at that accept.
+    report = engine.report(b_id, "md")
+    assert "landed in **tiny@v2**" in report and "started from `tiny@v1`" in report, report[-3000:]
+    assert f"| {a_id} | DSR-A | 0/5 |" in report and "encrypted (Fernet)" in report
 
     # A closes: its texts are purged, but its forget prompts and key spans stay sealed for later checks.
     closed = cli(home, "purge", str(a_id), "--json")
@@ -221,3 +225,33 @@ def test_version_commands_refuse_bad_input_before_any_compute(engine, home, tiny
     with pytest.raises(EngineError, match="no version v2"):
         engine.submit({**spec, "model": "tiny@v2"}, start=False)
     assert not (home.data / "x").exists()
+
+
+@pytest.mark.slow
+def test_a_batch_runs_once_over_two_requests_with_per_request_verdicts_and_lands_together(engine, home, tiny):
+    engine.add_model("tiny", str(tiny["dir"]))
+    ids = [engine.submit(person_spec(tiny, i, f"DSR-{i}"), start=False)["request"]["id"] for i in (0, 1)]
+    res = cli(home, "batch", *map(str, ids), "--method", "graddiff", "--wait", "--json")
+    details = json.loads(res.stdout)
+    assert [d["job"]["request_id"] for d in details] == ids
+    leader, member = details
+    for d, i in zip(details, (0, 1), strict=True):
+        assert d["job"]["status"] == "succeeded", d["job"]["error"]
+        assert [s["stage"] for s in d["stages"]] == ["unit", "control", "reconstruction"]
+        # Each request is verified on its own forget set: its evidence asks its own questions only.
+        own = {r["question"] for r in person_spec(tiny, i, "x")["forget"]}
+        direct = [e["prompt"] for e in d["evidence"] if e["attack"] == "direct"]
+        assert set(direct) == own, (i, direct)
+    # One run: one artifact, trained on the union of both forget sets.
+    assert leader["artifacts"][0]["sha256"] == member["artifacts"][0]["sha256"]
+    assert leader["artifacts"][0]["manifest"]["batch"]["forget_rows"] == 10
+    assert "train" not in member["job"]["phase"] and member["result"]["batch"]["jobs"] == [leader["job"]["id"],
+                                                                                            member["job"]["id"]]
+    # Accepting one member lands the batch together: one version carrying both.
+    accepted = engine.accept(ids[1], member["job"]["id"])
+    assert accepted["landed_version"] == 1
+    assert engine.request(ids[0])["request"]["landed_version"] == 1
+    assert engine.request(ids[0])["request"]["accepted_job_id"] == leader["job"]["id"]
+    v1 = engine.model_versions("tiny")["versions"][1]
+    assert v1["request_ids"] == ids and all(r["passed"] for r in v1["regression"]["requests"].values())
+    assert engine.audit_verify()["ok"]

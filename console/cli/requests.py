@@ -171,4 +171,34 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
     sys.exit(0 if check["clean"] else 1)
 
 
-COMMANDS = [submit, requests, escalate, close_cmd, accept, purge]
+@click.command()
+@click.argument("request_ids", nargs=-1, type=int, required=True)
+@click.option("--method", default="npo", show_default=True, help="the one method run over all of them")
+@click.option("--hyper", multiple=True, metavar="KEY=VALUE")
+@click.option("--wait", is_flag=True, help="wait for the run and print each request's verdicts")
+@click.option("--json", "as_json", is_flag=True)
+def batch(request_ids: tuple[int, ...], method: str, hyper: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Run several open requests on the same model as one job: one unlearning run over the union of their
+    forget sets, each request verified on its own (its own verdicts, evidence and report). Accepting any of
+    the jobs lands them all in one model version."""
+    from console.render import print_job
+
+    c = client()
+    jobs = call(c.batch, list(request_ids), method, parse_hyper(hyper))
+    if not wait:
+        out(jobs, as_json, lambda js: [click.echo(f"job {j['id']} queued for request {j['request_id']} "
+                                                  f"({j['method']}, batched with job {jobs[0]['id']})")
+                                       for j in js] and None)
+        return
+    wait_for(c, jobs[0]["id"], quiet=as_json)
+    details = [call(c.job, j["id"]) for j in jobs]
+
+    def render(ds):
+        for d in ds:
+            click.echo(f"request {d['job']['request_id']}:")
+            print_job(rich_console(), d)
+
+    out(details, as_json, render)
+
+
+COMMANDS = [submit, requests, escalate, close_cmd, accept, purge, batch]

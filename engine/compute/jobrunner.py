@@ -50,6 +50,10 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
 
     progress(phase="load", step=0, total=0)
     model, tokenizer = warm.get(payload.model, device)
+    if payload.batch:  # one run over several requests, each verified on its own (engine.compute.batchrun)
+        from engine.compute.batchrun import run_batch
+
+        return run_batch(payload, model, tokenizer, emit)
     rows = payload.rows
     forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
     holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])

@@ -126,12 +126,12 @@ def build(req: dict) -> dict:
         tokenizer.save_pretrained(out_dir)
         timings["materialise_s"] = round(time.perf_counter() - t, 3)
 
-    # The incoming request's answer budget, from its gold answers (kept with its sealed data for later checks).
+    # The incoming requests' answer budget, from their gold answers (kept with their sealed data for later checks).
     incoming = req.get("incoming")
     budget = budget_for(tokenizer, incoming["answers"]) if incoming else None
     t = time.perf_counter()
-    carried = [{**c, "max_new_tokens": budget} if incoming and c["request_id"] == incoming["request_id"] else c
-               for c in req["carried"]]
+    fresh = set(incoming["request_ids"]) if incoming else set()
+    carried = [{**c, "max_new_tokens": budget} if c["request_id"] in fresh else c for c in req["carried"]]
     reg = regression(model, tokenizer, guard, carried)
     timings["regression_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()

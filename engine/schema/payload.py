@@ -39,6 +39,9 @@ class JobPayload(_Contract):
     work_dir: str  # checkpoints and scratch, removed when the job succeeds
     resume: bool = False  # a checkpoint is there to continue from
     artifact_dir: str
+    # The other members of a batch (`expunge batch`): {job_id, request_id, intention, policy, rows, sensitive,
+    # baseline_key, baseline}. The method runs once over every member's rows; each member is verified on its own.
+    batch: list[dict] = Field(default_factory=list)
 
 
 class MetricOutcome(_Contract):
@@ -90,3 +93,5 @@ class JobResult(_Contract):
     device: str | None = None
     artifact: ArtifactOut
     result: dict = Field(default_factory=dict)  # timings, locate chart, method notes
+    # A batch leader's result carries each other member's: {"job_id": N, **a JobResult of that member}.
+    members: list[dict] = Field(default_factory=list)

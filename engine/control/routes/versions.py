@@ -1,17 +1,26 @@
-"""Model versions (issue 14): a model's line, rolling a version back, retiring the line, and purging a request's
-sealed regression data. Accepting a job (which makes a version) is routes.requests' accept."""
+"""Model versions (issue 14): a model's line, rolling a version back, retiring the line, purging a request's
+sealed regression data, and batched requests (one job over several). Accepting a job (which makes a version)
+is routes.requests' accept."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import APIRouter
 from pydantic import Field
 
 from engine.control.routes.bodies import BodyIn
-from engine.control.routes.deps import Db, Engine, Id
-from engine.control.service import versions
-from engine.schema.views import ModelLine
+from engine.control.routes.deps import MAX_ID, Db, Engine, Id
+from engine.control.service import batch, versions
+from engine.schema.views import JobView, ModelLine
 
 router = APIRouter()
+
+
+class BatchIn(BodyIn):
+    request_ids: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(min_length=2, max_length=100)
+    method: str = Field(min_length=1, max_length=64)
+    hyper: dict | None = None
 
 
 class RollbackIn(BodyIn):
@@ -41,3 +50,14 @@ def retire(name: str, s: Db, engine: Engine):
 @router.post("/requests/{request_id}/regression-data/purge")
 def purge_regression_data(request_id: Id, s: Db):
     return {"request_id": request_id, "rows": versions.purge_regression_data(s, request_id)}
+
+
+@router.post("/batch", status_code=201, response_model=list[JobView])
+def submit_batch(body: BatchIn, s: Db, engine: Engine):
+    """One job over several open requests on the same model: one unlearning run over the union, each request
+    verified on its own (engine.control.service.batch)."""
+    jobs = batch.submit_batch(s, body.request_ids, body.method, body.hyper)
+    shown = [engine.publish_job(s, j.id) for j in jobs]
+    for rid in body.request_ids:
+        engine.publish_request(rid)
+    return shown

@@ -64,10 +64,15 @@ def cancel_job(s: Session, job_id: int, actor: str = "operator") -> Job:
     job = get_job(s, job_id)
     if job.status in TERMINAL and job.status != "interrupted":
         return job
-    job.status, job.finished_at = "cancelled", clock.now()
-    job.error = job.error or "cancelled by the operator"
-    s.add(job)
-    audit.append(s, "job.cancel", f"job:{job_id}", {}, actor=actor)
+    batch = [get_job(s, j) for j in (job.batch or {}).get("jobs", [job_id])]  # a batch is one run: all go
+    for member in batch:
+        if member.id != job_id and (member.status in TERMINAL and member.status != "interrupted"):
+            continue
+        member.status, member.finished_at = "cancelled", clock.now()
+        member.error = member.error or "cancelled by the operator" + ("" if member.id == job_id else
+                                                                      f" (batched with job {job_id})")
+        s.add(member)
+        audit.append(s, "job.cancel", f"job:{member.id}", {}, actor=actor)
     s.commit()
     return job
 

@@ -118,11 +118,13 @@ def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator"
         raise SpecError(f"job {job_id} is {job.status}; only a finished job can be accepted")
     # The model's next version: built on the current one and checked against every request it carries
     # (engine.control.service.versions); refused, naming the request that leaks again, when it fails.
-    version = versions.land_job(s, req, job, actor) if land else None
-    req.accepted_job_id = job_id
-    s.add(req)
-    audit.append(s, "request.accept", f"request:{request_id}", {"job": job_id, "verdict": job.verdict, **(
-        {"version": version.number} if version is not None else {})}, actor=actor)
+    version, landing = versions.land_job(s, req, job, actor) if land else (None, [(req, job)])
+    for landed_req, landed_job in landing:  # a batch lands, and is accepted, together
+        landed_req.accepted_job_id = landed_job.id
+        s.add(landed_req)
+        audit.append(s, "request.accept", f"request:{landed_req.id}", {
+            "job": landed_job.id, "verdict": landed_job.verdict,
+            **({"version": version.number} if version is not None else {})}, actor=actor)
     s.commit()
     return req
 

@@ -9,6 +9,7 @@ from sqlmodel import Session, select
 
 from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options, measurement_setup
 from engine.control.service import clock, versions
+from engine.control.service.batch import is_follower, members
 from engine.control.service.jobs import escalate
 from engine.control.service.lookup import request_rows
 from engine.control.service.models import get_model
@@ -23,7 +24,9 @@ from store.paths import Paths
 def claim_next(s: Session, slot: int, device: str) -> int | None:
     """Mark the next queued job (highest priority, then oldest) running on this slot; its id, or None when
     nothing is queued or another slot took it first."""
-    job = s.exec(select(Job).where(Job.status == "queued").order_by(Job.priority.desc(), Job.id.asc()).limit(1)).first()
+    queued = s.exec(select(Job).where(Job.status == "queued").order_by(Job.priority.desc(), Job.id.asc()))
+    # A batch member other than its leader runs in its leader's worker (engine.control.service.batch).
+    job = next((j for j in queued if not is_follower(j)), None)
     if job is None:
         return None
     res = s.exec(update(Job).where(Job.id == job.id, Job.status == "queued").values(
@@ -31,6 +34,12 @@ def claim_next(s: Session, slot: int, device: str) -> int | None:
     if res.rowcount != 1:
         return None
     audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device})
+    for member in members(s, job)[1:]:
+        if member.status in ("queued", "interrupted", "failed"):
+            member.status, member.started_at, member.slot, member.device = "running", clock.now(), slot, device
+            member.error, member.phase = None, f"batched with job {job.id}"
+            s.add(member)
+            audit.append(s, "job.start", f"job:{member.id}", {"slot": slot, "device": device, "batch": job.id})
     s.commit()
     return job.id
 
@@ -55,6 +64,7 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
     key = baseline_key(version["weights_sha256"], rows, GENERAL_TEXT, options, setup)
     cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
     work_dir = paths.job_work_dir(job_id)
+    batch = [_member_payload(s, m, paths, device, model, options, version) for m in members(s, job)[1:]]
     return JobPayload(
         job_id=job_id, method=job.method, hyper=job.hyper, intention=req.intention,
         policy=load_policy(req.policy),
@@ -64,7 +74,22 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         rows={k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
         baseline=cached.payload if cached else None, work_dir=str(work_dir),
-        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)))
+        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), batch=batch)
+
+
+def _member_payload(s: Session, job: Job, paths: Paths, device: str, model, options: dict, version: dict) -> dict:
+    """What the leader's worker needs to verify one other member of its batch on that member's own data."""
+    req = s.get(Request, job.request_id)
+    rows = request_rows(s, req.id)
+    if rows.get("forget") is None:
+        raise RuntimeError(f"request {req.id} of the batch has been closed and its texts purged")
+    setup = measurement_setup(version["source"], version["kind"], options, device)
+    key = baseline_key(version["weights_sha256"], rows, GENERAL_TEXT, options, setup)
+    cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
+    return {"job_id": job.id, "request_id": req.id, "intention": req.intention, "policy": load_policy(req.policy),
+            "rows": {k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
+            "sensitive": rows.get("sensitive") or [], "baseline_key": key,
+            "baseline": cached.payload if cached else None}
 
 
 def store_baseline(s: Session, key: str, payload: dict) -> None:
@@ -112,9 +137,12 @@ def fail_job(s: Session, job_id: int, reason: str) -> bool:
     job = s.get(Job, job_id)
     if job is None or job.status != "running":
         return False
-    job.status, job.error, job.finished_at, job.phase = "failed", reason, clock.now(), "failed"
-    s.add(job)
-    audit.append(s, "job.fail", f"job:{job_id}", {"reason": reason[:500]})
+    for member in members(s, job):  # a batch fails as one: its members ran in this job's worker
+        if member.id != job_id and member.status != "running":
+            continue
+        member.status, member.error, member.finished_at, member.phase = "failed", reason, clock.now(), "failed"
+        s.add(member)
+        audit.append(s, "job.fail", f"job:{member.id}", {"reason": reason[:500]})
     s.commit()
     return True
 

@@ -169,11 +169,13 @@ def _incoming_data(s: Session, req: Request) -> tuple[dict, list[dict] | None]:
     return data, [{"answer": r["answer"]} for r in forget]
 
 
-def _carried(s: Session, parent: ModelVersion) -> tuple[list[dict], list[dict], list[int]]:
+def _carried(s: Session, parent: ModelVersion, landing: set[int]) -> tuple[list[dict], list[dict], list[int]]:
     """The build's regression entries and the judge's rows for the requests the parent carries; ids whose data
     was purged (`purge --with-regression-data`) are skipped and listed."""
     entries, meta, skipped = [], [], []
     for rid in parent.request_ids or []:
+        if rid in landing:
+            continue
         kept = s.exec(select(RegressionData).where(RegressionData.request_id == rid)).first()
         if kept is None:
             skipped.append(rid)
@@ -186,33 +188,40 @@ def _carried(s: Session, parent: ModelVersion) -> tuple[list[dict], list[dict], 
     return entries, meta, skipped
 
 
-def build_version(s: Session, model: ModelEntry, parent: ModelVersion, job: Job, req: Request) -> dict:
-    """Build and judge `parent` + `job`'s change in a private folder beside the versions; returns the build's
-    answer with `judgement`, `tmp` (the folder) and what the version row needs. Nothing is written to the
-    database here; the caller keeps or removes the folder."""
+def build_version(s: Session, model: ModelEntry, parent: ModelVersion, landing: list[tuple[Request, Job]]) -> dict:
+    """Build and judge `parent` + the change of the landing jobs (one job, or a batch's members, which share
+    one artifact) in a private folder beside the versions; returns the build's answer with `judgement`, `tmp`
+    (the folder) and what the version rows need. Nothing is written to the database here; the caller keeps or
+    removes the folder."""
+    job = landing[0][1]
     art = s.exec(select(Artifact).where(Artifact.job_id == job.id)).first()
     if art is None:
         raise SpecError(f"job {job.id} has no artifact to build a version from")
     if not (Path(art.path) / "PURGED.json").exists() and tree_sha256(Path(art.path)) != art.sha256:
         raise SpecError(f"job {job.id}'s artifact {art.path} has changed since it was written (sha256 mismatch)")
-    policy = load_policy(req.policy)
-    incoming, answers = _incoming_data(s, req)
-    limit = lineage.leak_limit(policy)
-    entries, meta, skipped = _carried(s, parent)
-    own_rate = _job_leak_rate(s, job.id)
-    entries.append({"request_id": req.id, "prompts": incoming["prompts"], "spans": incoming["spans"],
-                    "max_new_tokens": incoming.get("max_new_tokens")})
-    meta.append({"request_id": req.id, "reference": req.reference, "limit": limit, "landed": own_rate,
-                 "incoming": True})
+    policy = load_policy(landing[0][0].policy)
+    entries, meta, skipped = _carried(s, parent, {r.id for r, _ in landing})
+    incoming, answers = {}, []
+    for req, member in landing:
+        data, gold = _incoming_data(s, req)
+        own_rate = _job_leak_rate(s, member.id)
+        limit = lineage.leak_limit(load_policy(req.policy))
+        incoming[req.id] = {**data, "limit": limit, "own_rate": own_rate}
+        entries.append({"request_id": req.id, "prompts": data["prompts"], "spans": data["spans"],
+                        "max_new_tokens": data.get("max_new_tokens")})
+        meta.append({"request_id": req.id, "reference": req.reference, "limit": limit, "landed": own_rate,
+                     "incoming": True})
+        answers += gold or []
     v0 = line(s, model.name)[0]
     control_set, control_key = _control_set(model)
     v0_cached = (v0.control or {}).get("key") == control_key
     root = versions_root() / model.name
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    fresh = [rid for rid, d in incoming.items() if d.get("max_new_tokens") is None]
     request = {"options": model.options or {}, "parent": _ref(model, parent), "artifact_dir": art.path,
                "out_dir": str(tmp), "carried": entries,
-               "incoming": {"request_id": req.id, "answers": answers} if answers else None,
+               "incoming": {"request_ids": fresh, "answers": answers} if answers else None,
                "control": control_set, "v0": None if v0_cached else _ref(model, v0)}
     try:
         built = lineage.run_build(request)
@@ -222,12 +231,15 @@ def build_version(s: Session, model: ModelEntry, parent: ModelVersion, job: Job,
     v0_control = (v0.control or {}).get("metrics") if v0_cached else built["v0_control"]
     judgement = lineage.judge(meta, built["regression"], built["control"], v0_control or {}, policy)
     judgement["skipped"] = skipped
-    budget = built.get("max_new_tokens") or incoming.get("max_new_tokens")
-    landed = (built["regression"].get(str(req.id)) or {}).get("leak_rate")
+    kept = {}
+    for req, _ in landing:
+        d = incoming[req.id]
+        landed = (built["regression"].get(str(req.id)) or {}).get("leak_rate")
+        kept[req.id] = {"prompts": d["prompts"], "spans": d["spans"], "reference": req.reference,
+                        "max_new_tokens": d.get("max_new_tokens") or built.get("max_new_tokens"),
+                        "limit": d["limit"], "landed": max(landed or 0.0, d["own_rate"] or 0.0)}
     return {**built, "judgement": judgement, "tmp": tmp, "art": art, "v0": v0, "v0_control": v0_control,
-            "control_key": control_key, "policy": policy["name"],
-            "regression_data": {**incoming, "max_new_tokens": budget, "limit": limit,
-                                "landed": max(landed or 0.0, own_rate or 0.0), "reference": req.reference}}
+            "control_key": control_key, "policy": policy["name"], "regression_data": kept}
 
 
 def _seal_folder(tmp: Path, final: Path, built: dict, manifest: dict) -> tuple[str, dict]:
@@ -248,11 +260,11 @@ def _seal_folder(tmp: Path, final: Path, built: dict, manifest: dict) -> tuple[s
     return sha, manifest
 
 
-def _make_version(s: Session, model: ModelEntry, parent: ModelVersion, job: Job, req: Request,
+def _make_version(s: Session, model: ModelEntry, parent: ModelVersion, landing: list[tuple[Request, Job]],
                   actor: str, rebuilt_from: int | None = None) -> tuple[ModelVersion | None, dict]:
-    """Build, judge and (when it passes) record parent + job as the model's next version, in the caller's
-    transaction. (version, judgement); version None when refused (its folder removed)."""
-    built = build_version(s, model, parent, job, req)
+    """Build, judge and (when it passes) record parent + the landing jobs' change as the model's next version,
+    in the caller's transaction. (version, judgement); version None when refused (its folder removed)."""
+    built = build_version(s, model, parent, landing)
     judgement, tmp = built["judgement"], built["tmp"]
     if judgement["verdict"] != "pass":
         shutil.rmtree(tmp, ignore_errors=True)
@@ -265,10 +277,13 @@ def _make_version(s: Session, model: ModelEntry, parent: ModelVersion, job: Job,
     if v0 is not None and (v0.control or {}).get("key") != built["control_key"]:
         v0.control = {"key": built["control_key"], "metrics": built["v0_control"]}
         s.add(v0)
-    carried = [r for r in (parent.request_ids or []) if r != req.id] + [req.id]
+    landed_ids = [r.id for r, _ in landing]
+    job = landing[0][1]
+    carried = [r for r in (parent.request_ids or []) if r not in landed_ids] + landed_ids
     manifest = {"model": model.name, "version": number, "parent": parent.number, "parent_sha256": parent.sha256,
                 "base_model_sha256": model.weights_sha256, "job_id": job.id, "job_method": job.method,
-                "job_artifact_sha256": built["art"].sha256, "job_started_from": req.base_version or 0,
+                "jobs": [j.id for _, j in landing], "landed_requests": landed_ids,
+                "job_artifact_sha256": built["art"].sha256, "job_started_from": landing[0][0].base_version or 0,
                 "change_kind": built["kind"], "requests": carried, "rebuilt_from": rebuilt_from,
                 "device": built.get("device"), "policy": built["policy"]}
     final = versions_root() / model.name / f"v{number}"
@@ -279,39 +294,54 @@ def _make_version(s: Session, model: ModelEntry, parent: ModelVersion, job: Job,
                                                  "v0": built["v0_control"]},
                      regression=judgement, timings=built["timings"])
     s.add(v)
-    kept = s.exec(select(RegressionData).where(RegressionData.request_id == req.id)).first()
-    data = built["regression_data"]
-    if kept is None:
-        s.add(RegressionData(request_id=req.id, model_name=model.name, token=sealed.seal(data),
-                             prompts=len(data["prompts"]), spans=len(data["spans"])))
-    req.landed_version = number
-    s.add(req)
+    for req, _ in landing:
+        kept = s.exec(select(RegressionData).where(RegressionData.request_id == req.id)).first()
+        data = built["regression_data"][req.id]
+        if kept is None:
+            s.add(RegressionData(request_id=req.id, model_name=model.name, token=sealed.seal(data),
+                                 prompts=len(data["prompts"]), spans=len(data["spans"])))
+        req.landed_version = number
+        s.add(req)
     audit.append(s, "model.version", f"model:{model.name}", {
-        "version": number, "parent": parent.number, "job": job.id, "request": req.id, "requests": carried,
-        "sha256": sha, "regression": "pass", "rebuilt_from": rebuilt_from,
+        "version": number, "parent": parent.number, "jobs": [j.id for _, j in landing], "landed": landed_ids,
+        "requests": carried, "sha256": sha, "regression": "pass", "rebuilt_from": rebuilt_from,
         "leak_rates": {k: r["leak_rate"] for k, r in judgement["requests"].items()}}, actor=actor)
     return v, judgement
 
 
-def land_job(s: Session, req: Request, job: Job, actor: str = "operator") -> ModelVersion:
+def landing_of(s: Session, req: Request, job: Job) -> list[tuple[Request, Job]]:
+    """What accepting `job` lands: the job alone, or every member of its batch (one change, one version); each
+    member must have finished and none of their requests may have landed already."""
+    pairs = [(req, job)]
+    if job.batch:
+        pairs = [(s.get(Request, j.request_id), j) for j in (s.get(Job, jid) for jid in job.batch["jobs"])]
+    for r, j in pairs:
+        if r.landed_version is not None:
+            raise SpecError(f"request {r.id} already landed in {r.model_name}@v{r.landed_version}; "
+                            "roll that version back first (`expunge models rollback`)")
+        if j.status != "succeeded":
+            raise SpecError(f"job {j.id} of the batch is {j.status}; a batch lands only when every member finished")
+    return pairs
+
+
+def land_job(s: Session, req: Request, job: Job, actor: str = "operator") -> tuple[ModelVersion, list]:
     """Accepting `job` on `req`: build the model's next version and check it; SpecError naming the failing
-    request (or metric) when the regression check fails, after auditing the refusal. The caller commits."""
-    if req.landed_version is not None:
-        raise SpecError(f"request {req.id} already landed in {req.model_name}@v{req.landed_version}; "
-                        "roll that version back first (`expunge models rollback`)")
+    request (or metric) when the regression check fails, after auditing the refusal. (version, the landed
+    (request, job) pairs: a batch lands together.) The caller commits."""
+    landing = landing_of(s, req, job)
     model = get_model(s, req.model_name)
     with _lock(model.name):
         parent = current(s, model.name)
-        version, judgement = _make_version(s, model, parent, job, req, actor)
+        version, judgement = _make_version(s, model, parent, landing, actor)
         if version is None:
             s.rollback()
             audit.append(s, "model.version.refuse", f"model:{model.name}", {
-                "parent": parent.number, "job": job.id, "request": req.id, "failures": judgement["failures"]},
-                actor=actor)
+                "parent": parent.number, "jobs": [j.id for _, j in landing], "requests": [r.id for r, _ in landing],
+                "failures": judgement["failures"]}, actor=actor)
             s.commit()
             raise SpecError(f"accept refused: the new version of {model.name} (v{parent.number} + job {job.id}) "
                             f"fails its regression check: " + "; ".join(judgement["failures"]))
-        return version
+        return version, landing
 
 
 def rollback(s: Session, name: str, number: int, reason: str, actor: str = "operator") -> dict:
@@ -333,19 +363,21 @@ def rollback(s: Session, name: str, number: int, reason: str, actor: str = "oper
             v.status = "withdrawn"
             v.withdrawn_reason = reason if v is target else f"rebuilt after the rollback of v{number}: {reason}"
             s.add(v)
-        for rid in target.request_ids[-1:]:  # the request whose job made the withdrawn version
+        for rid in _landed_by(target):  # the requests whose job made the withdrawn version
             req = s.get(Request, rid)
             req.landed_version, req.accepted_job_id = None, None
             s.add(req)
         rebuilt, refused = {}, {}
         for old in later:
-            job = s.get(Job, old.job_id)
-            req = s.get(Request, job.request_id)
-            req.landed_version = None
-            version, judgement = _make_version(s, model, base, job, req, actor, rebuilt_from=old.number)
+            landing = [(s.get(Request, rid), s.get(Job, jid)) for rid, jid in
+                       zip(_landed_by(old), old.manifest.get("jobs") or [old.job_id], strict=True)]
+            for req, _ in landing:
+                req.landed_version = None
+            version, judgement = _make_version(s, model, base, landing, actor, rebuilt_from=old.number)
             if version is None:
-                req.accepted_job_id = None
-                s.add(req)
+                for req, _ in landing:
+                    req.accepted_job_id = None
+                    s.add(req)
                 refused[old.number] = judgement["failures"]
                 continue
             s.flush()
@@ -359,6 +391,11 @@ def rollback(s: Session, name: str, number: int, reason: str, actor: str = "oper
         return {"model": name, "withdrawn": [number] + [v.number for v in later],
                 "rebuilt": {str(k): v for k, v in rebuilt.items()},
                 "refused": {str(k): v for k, v in refused.items()}, "current": current(s, name).number}
+
+
+def _landed_by(v: ModelVersion) -> list[int]:
+    """The requests whose job (or batch) made version `v`."""
+    return list(v.manifest.get("landed_requests") or v.request_ids[-1:])
 
 
 def purge_regression_data(s: Session, request_id: int, actor: str = "operator") -> int:

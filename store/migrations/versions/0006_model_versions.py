@@ -60,9 +60,13 @@ def upgrade() -> None:
     with op.batch_alter_table('request', schema=None) as batch_op:
         batch_op.add_column(sa.Column('base_version', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('landed_version', sa.Integer(), nullable=True))
+    with op.batch_alter_table('job', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('batch_json', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('job', schema=None) as batch_op:
+        batch_op.drop_column('batch_json')
     with op.batch_alter_table('request', schema=None) as batch_op:
         batch_op.drop_column('landed_version')
         batch_op.drop_column('base_version')
