@@ -77,6 +77,31 @@ async def console_shows_the_line(home, request_id: int, carried: list[int]) -> N
         assert getattr(app.screen, "request_id", None) == carried[-1]
 
 
+async def console_batch(home, ids: list[int]) -> list[int]:
+    """On the dashboard: mark both requests (space), b, confirm; the jobs the engine queued."""
+    from console.app import ExpungeApp
+    from console.client import EngineClient
+    from console.widgets.table import KeyedTable
+    from tests.console_store import settle
+
+    app = ExpungeApp(paths=home, start_engine=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#requests", KeyedTable)
+        for row in range(2):
+            table.move_cursor(row=row)
+            await pilot.press("space")
+        await pilot.press("b")
+        await pilot.pause(0.3)
+        await pilot.press("y")
+        await pilot.pause(1.0)
+        assert app.screen.marked == []
+    with EngineClient(home) as client:
+        queued = client.jobs(sort="id", order="asc")["items"]
+    assert sorted(j["request_id"] for j in queued) == sorted(ids)
+    return [j["id"] for j in queued]
+
+
 def finished(engine, job_id: int) -> dict:
     detail = wait_job(engine, job_id)
     assert detail["job"]["status"] == "succeeded", detail["job"]["error"]
@@ -225,17 +250,30 @@ def test_version_commands_refuse_bad_input_before_any_compute(engine, home, tiny
     with pytest.raises(EngineError, match="no version v2"):
         engine.submit({**spec, "model": "tiny@v2"}, start=False)
     assert not (home.data / "x").exists()
+    a = engine.submit(spec, start=False)["request"]["id"]
+    b = engine.submit(person_spec(tiny, 1, "DSR-B"), start=False)["request"]["id"]
+    for args, message in (((str(a), str(a)), "at least two different requests"),
+                          ((str(a), "999"), "request 999 not found")):
+        res = cli(home, "batch", *args, check=False)
+        assert res.returncode != 0 and message in res.stderr, (args, res.stderr)
+    engine.close_request(b)
+    res = cli(home, "batch", str(a), str(b), check=False)
+    assert res.returncode != 0 and f"request {b} is closed" in res.stderr
+    assert engine.jobs()["total"] == 0
 
 
 @pytest.mark.slow
 def test_a_batch_runs_once_over_two_requests_with_per_request_verdicts_and_lands_together(engine, home, tiny):
     engine.add_model("tiny", str(tiny["dir"]))
     ids = [engine.submit(person_spec(tiny, i, f"DSR-{i}"), start=False)["request"]["id"] for i in (0, 1)]
-    res = cli(home, "batch", *map(str, ids), "--method", "graddiff", "--wait", "--json")
-    details = json.loads(res.stdout)
-    assert [d["job"]["request_id"] for d in details] == ids
-    leader, member = details
-    for d, i in zip(details, (0, 1), strict=True):
+    import asyncio
+
+    jobs = asyncio.run(console_batch(home, ids))
+    details = [wait_job(engine, j) for j in jobs]
+    by_request = {d["job"]["request_id"]: d for d in details}
+    assert set(by_request) == set(ids)
+    for rid, i in zip(ids, (0, 1), strict=True):
+        d = by_request[rid]
         assert d["job"]["status"] == "succeeded", d["job"]["error"]
         assert [s["stage"] for s in d["stages"]] == ["unit", "control", "reconstruction"]
         # Each request is verified on its own forget set: its evidence asks its own questions only.
@@ -243,15 +281,17 @@ def test_a_batch_runs_once_over_two_requests_with_per_request_verdicts_and_lands
         direct = [e["prompt"] for e in d["evidence"] if e["attack"] == "direct"]
         assert set(direct) == own, (i, direct)
     # One run: one artifact, trained on the union of both forget sets.
+    order = details[0]["result"]["batch"]["jobs"]
+    leader, member = (next(d for d in details if d["job"]["id"] == jid) for jid in order)
     assert leader["artifacts"][0]["sha256"] == member["artifacts"][0]["sha256"]
     assert leader["artifacts"][0]["manifest"]["batch"]["forget_rows"] == 10
-    assert "train" not in member["job"]["phase"] and member["result"]["batch"]["jobs"] == [leader["job"]["id"],
-                                                                                            member["job"]["id"]]
+    assert "timings" in member["result"] and member["job"]["phase"] == "done"
     # Accepting one member lands the batch together: one version carrying both.
-    accepted = engine.accept(ids[1], member["job"]["id"])
+    accepted = engine.accept(member["job"]["request_id"], member["job"]["id"])
     assert accepted["landed_version"] == 1
-    assert engine.request(ids[0])["request"]["landed_version"] == 1
-    assert engine.request(ids[0])["request"]["accepted_job_id"] == leader["job"]["id"]
+    other = engine.request(leader["job"]["request_id"])["request"]
+    assert other["landed_version"] == 1 and other["accepted_job_id"] == leader["job"]["id"]
     v1 = engine.model_versions("tiny")["versions"][1]
-    assert v1["request_ids"] == ids and all(r["passed"] for r in v1["regression"]["requests"].values())
+    assert sorted(v1["request_ids"]) == sorted(ids) and len(v1["regression"]["requests"]) == 2
+    assert all(r["passed"] for r in v1["regression"]["requests"].values()), v1["regression"]
     assert engine.audit_verify()["ok"]
