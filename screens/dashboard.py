@@ -102,9 +102,10 @@ class DashboardScreen(EngineScreen):
         Binding("c", "cancel", "Cancel", tooltip="cancel the selected queued job, or the running one", id="dashboard.cancel"),
         Binding("j", "open_running", "Running", tooltip="open the running job", id="dashboard.running"),
         Binding("r", "refresh", "Refresh", tooltip="reload everything from the engine", id="dashboard.refresh"),
-        Binding("space", "mark", "Mark", tooltip="mark a request for a batch", id="dashboard.mark"),
+        # Not in the key bar (at 80 columns they would push out Help, History and New): listed by ? and the README.
+        Binding("space", "mark", "Mark", tooltip="mark a request for a batch", id="dashboard.mark", show=False),
         Binding("b", "batch", "Batch", tooltip="run the marked requests as one job (one run over their union)",
-                id="dashboard.batch"),
+                id="dashboard.batch", show=False),
     ]
 
     def __init__(self) -> None:
