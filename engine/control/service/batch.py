@@ -1,8 +1,8 @@
 """Batched requests (issue 14): several open requests on the same model run as one job.
 
 `submit_batch` queues one job per request, all with the same method and hyperparameters, and marks them as one
-batch: the first is the leader. The scheduler claims only the leader (runs.claim_next marks the members running
-with it); its worker runs one unlearning run over the union of their forget sets and verifies each member on
+batch: the first is the leader. The scheduler claims only the leader (runs.claim_next skips the other members and
+marks them running with it); its worker runs one unlearning run over the union of their forget sets and verifies each member on
 its own request's data, so every request keeps its own verdicts, evidence and report. Accepting any member
 lands the whole batch in one model version (engine.control.service.versions)."""
 
@@ -52,11 +52,6 @@ def submit_batch(s: Session, request_ids: list[int], method: str, hyper: dict | 
     audit.append(s, "batch.queue", f"job:{jobs[0].id}", batch, actor=actor)
     s.commit()
     return jobs
-
-
-def is_follower(job: Job) -> bool:
-    """A batch member other than its leader: run by the leader's worker, never claimed on its own."""
-    return bool(job.batch) and job.batch.get("leader") != job.id
 
 
 def members(s: Session, job: Job) -> list[Job]:

@@ -82,6 +82,9 @@ def resume_job(s: Session, job_id: int, actor: str = "operator") -> Job:
     job = get_job(s, job_id)
     if job.status not in RESUMABLE:
         raise SpecError(f"job {job_id} is {job.status}; only an interrupted or failed job can be resumed")
+    leader = (job.batch or {}).get("leader", job_id)
+    if leader != job_id:  # a batch runs in its leader's worker: resuming the leader resumes the batch
+        raise SpecError(f"job {job_id} runs in the batch led by job {leader}; resume job {leader}")
     req = get_request(s, job.request_id)
     if req.status != "open":
         raise SpecError(f"request {req.id} is closed; its texts are purged and job {job_id} cannot run again")

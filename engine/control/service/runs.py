@@ -4,12 +4,12 @@ scheduler itself writes nothing."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, select
 
 from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options, measurement_setup
 from engine.control.service import clock, versions
-from engine.control.service.batch import is_follower, members
+from engine.control.service.batch import members
 from engine.control.service.jobs import escalate
 from engine.control.service.lookup import request_rows
 from engine.control.service.models import get_model
@@ -24,9 +24,10 @@ from store.paths import Paths
 def claim_next(s: Session, slot: int, device: str) -> int | None:
     """Mark the next queued job (highest priority, then oldest) running on this slot; its id, or None when
     nothing is queued or another slot took it first."""
-    queued = s.exec(select(Job).where(Job.status == "queued").order_by(Job.priority.desc(), Job.id.asc()))
     # A batch member other than its leader runs in its leader's worker (engine.control.service.batch).
-    job = next((j for j in queued if not is_follower(j)), None)
+    leads = or_(Job.__table__.c.batch_json.is_(None), func.json_extract(Job.__table__.c.batch_json, "$.leader") == Job.id)
+    job = s.exec(select(Job).where(Job.status == "queued", leads)
+                 .order_by(Job.priority.desc(), Job.id.asc()).limit(1)).first()
     if job is None:
         return None
     res = s.exec(update(Job).where(Job.id == job.id, Job.status == "queued").values(
@@ -64,7 +65,7 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
     key = baseline_key(version["weights_sha256"], rows, GENERAL_TEXT, options, setup)
     cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
     work_dir = paths.job_work_dir(job_id)
-    batch = [_member_payload(s, m, paths, device, model, options, version) for m in members(s, job)[1:]]
+    batch = [_member_payload(s, m, device, options, version) for m in members(s, job)[1:]]
     return JobPayload(
         job_id=job_id, method=job.method, hyper=job.hyper, intention=req.intention,
         policy=load_policy(req.policy),
@@ -77,7 +78,7 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), batch=batch)
 
 
-def _member_payload(s: Session, job: Job, paths: Paths, device: str, model, options: dict, version: dict) -> dict:
+def _member_payload(s: Session, job: Job, device: str, options: dict, version: dict) -> dict:
     """What the leader's worker needs to verify one other member of its batch on that member's own data."""
     req = s.get(Request, job.request_id)
     rows = request_rows(s, req.id)
