@@ -36,6 +36,7 @@ SCREEN_CLASSES = {
     "help": ("help", "screens.help:HelpScreen"),
     "confirm": ("confirmation", "screens.confirm:ConfirmScreen"),
     "escalate": ("escalation", "screens.confirm:EscalateScreen"),
+    "model": ("model", "screens.model:ModelScreen"),
 }
 
 
@@ -354,6 +355,10 @@ class ExpungeApp(App[None]):
 
     def open_job(self, job_id: int) -> None:
         self.push_screen(self.screen_class("job")(job_id))
+
+    def open_model(self, name: str) -> None:
+        """A model's line of versions (issue 14)."""
+        self.push_screen(self.screen_class("model")(name))
 
     def open_compare(self, job_a: int, job_b: int) -> None:
         """A is the earlier job, B the later one (s swaps them)."""

@@ -17,6 +17,9 @@ BASE = "http://expunge"
 ADD_MODEL_TIMEOUT_S = 1900.0  # the engine's own check gives up after 1800 s
 SCAN_TIMEOUT_S = 600.0  # a purge check reads every file under the data dir
 REPORT_TIMEOUT_S = 120.0
+# Accepting a job builds the model's next version and re-checks every erasure it carries (the engine's build
+# gives up after EXPUNGE_VERSION_BUILD_TIMEOUT, 3600 s by default); a rollback rebuilds several.
+VERSION_TIMEOUT_S = 3700.0
 
 
 class EngineError(RuntimeError):
@@ -103,7 +106,8 @@ class EngineCalls:
         return self._post(f"/requests/{request_id}/close")
 
     def accept(self, request_id: int, job_id: int, comment: str | None = None):
-        return self._post(f"/requests/{request_id}/accept", {"job_id": job_id, "comment": comment})
+        return self._post(f"/requests/{request_id}/accept", {"job_id": job_id, "comment": comment},
+                          timeout=VERSION_TIMEOUT_S)
 
     def extend(self, request_id: int, days: int, reason: str):
         """Move a request's due date later by `days`, with the reason (audited; at most 60 days in all)."""
@@ -156,6 +160,24 @@ class EngineCalls:
         return self._post(f"/requests/{request_id}/purge-check",
                           {"forget": forget, "sensitive": sensitive, "strings": strings or []},
                           timeout=SCAN_TIMEOUT_S)
+
+    def batch(self, request_ids: list[int], method: str, hyper: dict | None = None):
+        """One job over several open requests on one model: [the jobs queued, the leader first]."""
+        return self._post("/batch", {"request_ids": request_ids, "method": method, "hyper": hyper})
+
+    def model_versions(self, name: str):
+        """A model's line of versions: {"model", "current", "versions": [...]}."""
+        return self._get(f"/models/{name}/versions")
+
+    def rollback(self, name: str, version: int, reason: str):
+        return self._post(f"/models/{name}/rollback", {"version": version, "reason": reason},
+                          timeout=VERSION_TIMEOUT_S * 4)
+
+    def retire(self, name: str):
+        return self._post(f"/models/{name}/retire")
+
+    def purge_regression_data(self, request_id: int):
+        return self._post(f"/requests/{request_id}/regression-data/purge")
 
     def report(self, request_id: int, fmt: str = "html"):
         """The sign-off report of a request: a self-contained HTML page or Markdown, as text."""

@@ -95,3 +95,19 @@ def requests_table(items: list[dict]) -> Table:
         t.add_row(str(r["id"]), r["title"][:40], r["reference"], r["intention"], r["model"], str(r["current_tier"]),
                   r["status"], verdict_text(r["verdict"]), due_text(r))
     return t
+
+
+def version_rows(line: dict) -> list[str]:
+    """`expunge models show`: a model's line of versions, one per row, the current one marked *."""
+    rows = [f"{line['model']}: current v{line['current']} (new requests start from it; deploy it: "
+            f"expunge export {line['model']}@v{line['current']} --out DIR)",
+            f"{'version':<9}{'created':<18}{'requests':<14}{'sha256':<14}{'regression':<12}{'status'}"]
+    for v in line["versions"]:
+        name = f"v{v['number']}" + ("*" if v["current"] else "")
+        carried = ", ".join(str(r) for r in v["request_ids"]) or "—"
+        status = v["status"] + (f": {v['withdrawn_reason']}" if v.get("withdrawn_reason") else "")
+        if v["number"]:
+            status += f" (v{v['parent']} + job {v['job_id']})"
+        rows.append(f"{name:<9}{v['created_at'][:16].replace('T', ' '):<18}{carried:<14}{v['sha256'][:12] + '…':<14}"
+                    f"{(v['verdict'] or '—').upper():<12}{status}")
+    return rows

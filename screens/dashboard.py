@@ -102,9 +102,13 @@ class DashboardScreen(EngineScreen):
         Binding("c", "cancel", "Cancel", tooltip="cancel the selected queued job, or the running one", id="dashboard.cancel"),
         Binding("j", "open_running", "Running", tooltip="open the running job", id="dashboard.running"),
         Binding("r", "refresh", "Refresh", tooltip="reload everything from the engine", id="dashboard.refresh"),
+        # Not in the key bar (at 80 columns they would push out Help, History and New): listed by ? and the README.
+        Binding("space", "mark", "Mark", tooltip="mark a request for a batch", id="dashboard.mark", show=False),
+        Binding("b", "batch", "Batch", tooltip="run the marked requests as one job (one run over their union)",
+                id="dashboard.batch", show=False),
     ]
 
-    ROLE_OF_ACTION = {"cancel": "operator"}
+    ROLE_OF_ACTION = {"cancel": "operator", "batch": "operator"}
 
     def __init__(self) -> None:
         super().__init__(id="dashboard")
@@ -115,6 +119,7 @@ class DashboardScreen(EngineScreen):
         self.requests_total = 0
         self.queue_total = 0
         self.memory_timer = None
+        self.marked: list[int] = []  # requests marked for a batch
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
@@ -209,7 +214,8 @@ class DashboardScreen(EngineScreen):
         rows = []
         for r in self.requests:
             extra = [plain(r["model"]), when(r["created_at"])] if self.wide else []
-            rows.append((str(r["id"]), [str(r["id"]), plain(_cut(r["title"], width)), plain(_cut(r["reference"], 16)),
+            mark = "● " if r["id"] in self.marked else ""
+            rows.append((str(r["id"]), [mark + str(r["id"]), plain(_cut(r["title"], width)), plain(_cut(r["reference"], 16)),
                                         *([r["intention"]] if self.wide else []), str(r["current_tier"]),
                                         status(r["status"]),
                                         verdict(r["verdict"]), due(r), *extra]))
@@ -311,6 +317,40 @@ class DashboardScreen(EngineScreen):
         self.app.push_screen(ConfirmScreen(
             f"Cancel job {job['id']} (tier {job['tier']} {job['method']}) of request {job['request_id']}?",
             "A running job's worker is stopped; its progress is lost.", yes="Cancel job", no="Keep it"), done)
+
+    def action_mark(self) -> None:
+        key = self.query_one("#requests", KeyedTable).selected_key
+        if key is None:
+            return
+        rid = int(key)
+        self.marked = [m for m in self.marked if m != rid] if rid in self.marked else self.marked + [rid]
+        self.render_requests()
+
+    def action_batch(self) -> None:
+        """The marked requests as one job (issue 14): one unlearning run over their union, each verified on its
+        own; the method is tier 3's default, as an escalation would pick."""
+        from screens.confirm import ConfirmScreen
+
+        if len(self.marked) < 2:
+            self.notify("mark at least two open requests on the same model with space, then b")
+            return
+        ids = list(self.marked)
+
+        async def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            jobs = await self.app.api(self.app.client.batch, ids, "npo")
+            if jobs:
+                self.marked = []
+                self.notify(f"batch queued: jobs {', '.join(str(j['id']) for j in jobs)} (one run, led by job "
+                            f"{jobs[0]['id']})")
+                self.reload()
+
+        self.app.push_screen(ConfirmScreen(
+            f"Run requests {', '.join(map(str, ids))} as one batch?",
+            "One NPO run over the union of their forget sets; each request is verified on its own data and keeps "
+            "its own verdicts. Accepting any of its jobs lands them all in one model version.",
+            yes="Queue the batch", no="Not now"), done)
 
 
 def _cut(text: str | None, width: int) -> str:

@@ -33,6 +33,8 @@ class RequestScreen(EngineScreen):
         Binding("space", "mark", "Mark", tooltip="mark a job for compare", id="request.mark"),
         Binding("c", "compare", "Compare", tooltip="compare the marked jobs (or this one with the one before)", id="request.compare"),
         Binding("r", "report", "Report", tooltip="write the sign-off report (HTML or Markdown) to a file", id="request.report"),
+        Binding("m", "open_model", "Model", tooltip="the model's line of versions: which one to deploy, what it carries",
+                id="request.model"),
     ]
 
     # The role each key needs (shown disabled, with the role, to a caller without it).
@@ -101,6 +103,11 @@ class RequestScreen(EngineScreen):
         head.append(f"job {accepted}" if accepted else "none", style="bold" if accepted else "dim")
         if accepted and r.get("accepted_by"):
             head.append(f" by {r['accepted_by']} {when(r.get('accepted_at'))}")
+        # Model versions (issue 14): shown once the line has more than the base, so older views read as before.
+        if r.get("base_version"):
+            head.append(f" · started from {r['model']}@v{r['base_version']}")
+        if r.get("landed_version") is not None:
+            head.append(f" · landed in {r['model']}@v{r['landed_version']}", style="bold")
         head.append(f"\nfiled by {r.get('requested_by') or '—'} · received {(r.get('received_at') or '')[:10]} · "
                     f"{r.get('legal_basis') or 'no legal basis'} · due {(r.get('due_at') or '')[:10]} ")
         head.append_text(due(r))
@@ -267,6 +274,10 @@ class RequestScreen(EngineScreen):
             f"Close request {self.request_id}?",
             "Its forget, retain and other texts are purged for good; hashes, metrics and masked evidence are "
             "kept. No job can run on it afterwards.", yes="Close and purge", no="Keep open"), done)
+
+    def action_open_model(self) -> None:
+        if self.detail is not None:
+            self.app.open_model(self.detail["request"]["model"])
 
     def action_report(self) -> None:
         """Ask where to write the sign-off report, then have the engine render it and write it off the UI."""

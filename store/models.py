@@ -62,6 +62,10 @@ class Request(SQLModel, table=True):
     accepted_by: str | None = None
     accepted_at: datetime | None = None
     accept_comment: str | None = None
+    # Revision 0006 (model versions): the version of the model its jobs start from (pinned when filed: the
+    # model's current version, or the spec's), and the version its accepted job created (None: not landed).
+    base_version: int | None = None
+    landed_version: int | None = None
 
 
 class RequestData(SQLModel, table=True):
@@ -97,6 +101,9 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     requested_by: str = ""  # revision 0005: who queued it (the executor four-eyes acceptance excludes)
+    # Revision 0006: a batched job (`expunge batch`): {"leader": job id, "jobs": [...], "requests": [...]}. The
+    # leader's worker runs one unlearning run over the union and verifies each member on its own request's data.
+    batch: dict | None = Field(default=None, sa_column=json_column("batch_json", nullable=True))
 
 
 class StageResult(SQLModel, table=True):
@@ -195,3 +202,40 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     created_by: str = ""
     revoked_at: datetime | None = None
+class ModelVersion(SQLModel, table=True):
+    """A model's line (revision 0006): v0 is the base as registered; accepting a job makes the next version,
+    the parent plus that job's change, materialised once as an HF directory. Rows are never deleted: a
+    withdrawn version (rollback) keeps its row with the reason."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(index=True)
+    number: int
+    parent: int | None = None  # the version number it was built on (None for v0)
+    job_id: int | None = None  # the accepted job whose change it adds (None for v0)
+    request_ids: list = Field(default_factory=list, sa_column=json_column("request_ids_json"))  # carried
+    path: str = ""  # the HF directory (v0: the registered source)
+    sha256: str = ""  # of its weight files (v0: the registered hash)
+    status: str = "active"  # active | withdrawn
+    verdict: str | None = None  # pass | fail of its regression check at accept (None for v0)
+    manifest: dict = Field(default_factory=dict, sa_column=json_column("manifest_json"))
+    # Control metrics of this version, and v0's measured beside them, on the same control set
+    control: dict = Field(default_factory=dict, sa_column=json_column("control_json"))
+    # The regression check at its accept: per carried request, the leak rate on its forget prompts
+    regression: dict = Field(default_factory=dict, sa_column=json_column("regression_json"))
+    timings: dict = Field(default_factory=dict, sa_column=json_column("timings_json"))
+    withdrawn_reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RegressionData(SQLModel, table=True):
+    """What a landed request keeps after its close, for the regression checks of later versions (revision
+    0006): its forget prompts and key spans, Fernet-encrypted with a key kept outside the database (the
+    config folder's lineage.key). Deleted when the model line is retired or with `purge --with-regression-data`."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(index=True, unique=True)
+    model_name: str = Field(index=True)
+    token: str  # Fernet token of {"prompts": [...], "spans": [...], "leak_rate": landed}
+    prompts: int = 0
+    spans: int = 0
+    created_at: datetime = Field(default_factory=utcnow)

@@ -224,7 +224,7 @@ def prefill(paths: Paths) -> dict:
         sched._store_result(job2, result_message(BEFORE, AFTER_GUARD, policy, "suppress",
                                                  evidence("Alma Rivera", set()), {}, job2))
         with session(db) as s:
-            service.accept_job(s, req2, job2)
+            service.accept_job(s, req2, job2, land=False)
             service.close_request(s, req2)
 
         # 3. An interrupted job (the engine stopped mid-training), resumable.

@@ -122,7 +122,7 @@ def fill_store(home, accept: bool = True) -> tuple[object, int, str]:
                                                             "artifact_sha256": manifest["artifact_sha256"]})
             s.commit()
         if accept:
-            service.accept_job(s, req.id, 3)
+            service.accept_job(s, req.id, 3, land=False)
         head = audit.verify(s).head
     return db, req.id, head
 

@@ -89,4 +89,55 @@ def policies(as_json: bool, show_name: str | None) -> None:
     out(items, as_json, render)
 
 
+@models.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def models_show(name: str, as_json: bool) -> None:
+    """A model's line of versions: each version, when it was made, the requests it carries, its weights hash
+    and its regression verdict. The current version (marked *) is what new requests start from and what to
+    deploy; `expunge export NAME@vN --out DIR` writes it out."""
+    from console.render import version_rows
+
+    line = call(client().model_versions, name)
+    out(line, as_json, lambda ln: click.echo("\n".join(version_rows(ln))))
+
+
+@models.command("rollback")
+@click.argument("name")
+@click.argument("version")
+@click.option("--reason", required=True, help="why the version is withdrawn (kept in the audit chain)")
+@click.option("--json", "as_json", is_flag=True)
+def models_rollback(name: str, version: str, reason: str, as_json: bool) -> None:
+    """Withdraw VERSION (vN) of NAME: the versions after it are rebuilt on its parent by re-applying their
+    jobs, each checked again; a rebuild that fails its check leaves its request unlanded."""
+    digits = version[1:] if version[:1] in ("v", "V") else version
+    if not digits.isdigit():
+        raise click.BadParameter(f"'{version}' is not a version like v2", param_hint="VERSION")
+    res = call(client().rollback, name, int(digits), reason)
+
+    def render(r):
+        click.echo(f"{name}: withdrew " + ", ".join(f"v{n}" for n in r["withdrawn"]) + f"; current v{r['current']}")
+        for old, new in r["rebuilt"].items():
+            click.echo(f"  v{old} rebuilt as v{new} (regression check passed)")
+        for old, why in r["refused"].items():
+            click.echo(f"  v{old} NOT rebuilt: " + "; ".join(why))
+
+    out(res, as_json, render)
+
+
+@models.command("retire")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do it (without: say what it would do)")
+@click.option("--json", "as_json", is_flag=True)
+def models_retire(name: str, yes: bool, as_json: bool) -> None:
+    """Retire NAME's line: every version after v0 withdrawn and its folder deleted, and the sealed regression
+    data of its requests deleted. New requests start from v0 again."""
+    if not yes:
+        raise click.ClickException(f"this withdraws every version of {name} after v0 and deletes their folders "
+                                   "and regression data; run again with --yes")
+    res = call(client().retire, name)
+    out(res, as_json, lambda r: click.echo(f"{name}: line retired; withdrew {len(r['withdrawn'])} version(s), "
+                                           f"deleted {r['regression_data_rows']} regression data row(s)"))
+
+
 COMMANDS = [models, methods, policies]

@@ -29,10 +29,45 @@ def report(request_id: int, out_path: Path | None, fmt: str | None, as_json: boo
 
 
 @click.command("export")
-@click.argument("job_id", type=int)
+@click.argument("target")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def export_cmd(job_id: int, out_dir: Path) -> None:
-    """Write a job's result as a standalone HF model directory (adapter or delta merged) plus its guard."""
+def export_cmd(target: str, out_dir: Path) -> None:
+    """Write a standalone HF model directory: TARGET is a model version (MODEL@vN, e.g. demo@v2: the line's
+    version as deployed, with its guard) or a job id (that job's result alone on the base: adapter or delta
+    merged, plus its guard)."""
+    if "@" in target:
+        _export_version(target, out_dir)
+        return
+    if not target.isdigit():
+        raise click.BadParameter(f"'{target}' is neither a job id nor MODEL@vN", param_hint="TARGET")
+    _export_job(int(target), out_dir)
+
+
+def _export_version(ref: str, out_dir: Path) -> None:
+    from engine.control.service.versions import parse_ref
+    from engine.control.version_export import export_version
+    from engine.schema.errors import SpecError
+
+    try:
+        name, number = parse_ref(ref)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+    line = call(client().model_versions, name)
+    number = line["current"] if number is None else number
+    version = next((v for v in line["versions"] if v["number"] == number), None)
+    if version is None:
+        raise click.ClickException(f"model {name} has no version v{number} (it has v0 to "
+                                   f"v{max(v['number'] for v in line['versions'])})")
+    if version["status"] != "active":
+        click.echo(f"warning: {name}@v{number} was withdrawn ({version['withdrawn_reason']})", err=True)
+    try:
+        path = export_version(version, out_dir)
+    except (FileExistsError, FileNotFoundError, SpecError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"exported {name}@v{number} (carries requests {version['request_ids'] or 'none'}) to {path}")
+
+
+def _export_job(job_id: int, out_dir: Path) -> None:
     from engine.compute.export import export
 
     c = client()

@@ -104,10 +104,11 @@ def close_cmd(request_id: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def accept(request_id: int, job_id: int, comment: str | None, as_json: bool) -> None:
     """Record a finished job as the request's accepted result (needs the approver role; under a policy with
-    approval = "second_person", someone other than the job's executor)."""
+    approval = "second_person", someone other than the job's executor): the model's next version is built from
+    it and checked against every erasure it carries (refused, naming the request that leaks again, when one does)."""
     res = call(client().accept, request_id, job_id, comment)
     out(res, as_json, lambda r: click.echo(f"request {r['id']}: accepted job {r['accepted_job_id']} by "
-                                           f"{r['accepted_by']}"))
+                                           f"{r['accepted_by']}; landed in {r['model']}@v{r['landed_version']}"))
 
 
 @click.command()
@@ -128,8 +129,11 @@ def extend(request_id: int, days: int, reason: str, as_json: bool) -> None:
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
               help="the request's spec: its sensitive strings and forget answers are searched for")
 @click.option("--string", "strings", multiple=True, help="another string to search for (repeatable)")
+@click.option("--with-regression-data", "with_regression", is_flag=True,
+              help="also delete the sealed forget prompts and key spans kept for the model line's regression checks")
 @click.option("--json", "as_json", is_flag=True)
-def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tuple[str, ...], as_json: bool) -> None:
+def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tuple[str, ...], with_regression: bool,
+          as_json: bool) -> None:
     """Close a request (purging its texts) and prove they are gone; --check only proves it.
 
     The proof scans the raw bytes of the database, its WAL and every file under the data dir for each
@@ -148,6 +152,8 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
         body = {"forget": spec["forget"], "sensitive": spec.get("sensitive") or []}
     c = client()
     res: dict = {"request_id": request_id}
+    if with_regression and not check_only:
+        res["regression_data_rows"] = call(c.purge_regression_data, request_id)["rows"]
     if not check_only:
         closed = call(c.purge, request_id)
         res["closed"] = {k: v for k, v in closed.get("purge", {}).items() if k != "check"}
@@ -157,6 +163,9 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
     check = res.get("check") or {"clean": True, "hits": [], "checked": 0, "files": 0}
 
     def render(r):
+        if "regression_data_rows" in r:
+            click.echo(f"request {request_id}: {r['regression_data_rows']} sealed regression data row(s) deleted; "
+                       "later versions are no longer checked against it")
         if "closed" in r:
             done = r["closed"]
             click.echo(f"request {request_id} closed: texts purged; {done.get('baseline_cache_rows', 0)} cached "
@@ -181,4 +190,34 @@ def purge(request_id: int, check_only: bool, spec_file: Path | None, strings: tu
     sys.exit(0 if check["clean"] else 1)
 
 
-COMMANDS = [submit, requests, escalate, close_cmd, accept, purge, extend]
+@click.command()
+@click.argument("request_ids", nargs=-1, type=int, required=True)
+@click.option("--method", default="npo", show_default=True, help="the one method run over all of them")
+@click.option("--hyper", multiple=True, metavar="KEY=VALUE")
+@click.option("--wait", is_flag=True, help="wait for the run and print each request's verdicts")
+@click.option("--json", "as_json", is_flag=True)
+def batch(request_ids: tuple[int, ...], method: str, hyper: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Run several open requests on the same model as one job: one unlearning run over the union of their
+    forget sets, each request verified on its own (its own verdicts, evidence and report). Accepting any of
+    the jobs lands them all in one model version."""
+    from console.render import print_job
+
+    c = client()
+    jobs = call(c.batch, list(request_ids), method, parse_hyper(hyper))
+    if not wait:
+        out(jobs, as_json, lambda js: [click.echo(f"job {j['id']} queued for request {j['request_id']} "
+                                                  f"({j['method']}, batched with job {jobs[0]['id']})")
+                                       for j in js] and None)
+        return
+    wait_for(c, jobs[0]["id"], quiet=as_json)
+    details = [call(c.job, j["id"]) for j in jobs]
+
+    def render(ds):
+        for d in ds:
+            click.echo(f"request {d['job']['request_id']}:")
+            print_job(rich_console(), d)
+
+    out(details, as_json, render)
+
+
+COMMANDS = [submit, requests, escalate, close_cmd, accept, purge, extend, batch]

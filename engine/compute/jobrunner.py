@@ -50,6 +50,10 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
 
     progress(phase="load", step=0, total=0)
     model, tokenizer = warm.get(payload.model, device)
+    if payload.batch:  # one run over several requests, each verified on its own (engine.compute.batchrun)
+        from engine.compute.batchrun import run_batch
+
+        return run_batch(payload, model, tokenizer, emit)
     rows = payload.rows
     forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
     holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
@@ -90,7 +94,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     progress(phase="save")
     final = Path(payload.artifact_dir)
     manifest = {"job_id": payload.job_id, "base_model": payload.model.name,
-                "base_model_sha256": payload.model.weights_sha256, "method": payload.method,
+                "base_model_sha256": payload.model.weights_sha256, "base_version": payload.model.version,
+                "method": payload.method,
                 "tier": method_cls.tier, "hyper": payload.hyper, "seed": payload.hyper.get("seed", 0),
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),

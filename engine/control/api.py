@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from engine.control.events import EventBus
-from engine.control.routes import audit, events, identity, jobs, models, requests
+from engine.control.routes import audit, events, identity, jobs, models, requests, versions
 from engine.control.routes.deps import EngineState
 from engine.schema.errors import Forbidden, NotFound, SpecError
 
@@ -21,7 +21,7 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 def create_app(db, bus: EventBus, scheduler=None) -> FastAPI:
     app = FastAPI(title="expunge engine", version="0.1.0")
     app.state.engine = EngineState(db=db, bus=bus, scheduler=scheduler)
-    for area in (models, requests, jobs, events, audit, identity):
+    for area in (models, requests, jobs, events, audit, identity, versions):
         app.include_router(area.router)
     app.middleware("http")(limit_body)
     app.add_exception_handler(SpecError, bad_input)

@@ -32,7 +32,7 @@ from sqlmodel import Session, select
 from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options, measurement_setup
 from engine.leaks import mask_sensitive
 from engine.schema.datasets import as_qa
-from store.models import Artifact, BaselineCache, Job, ModelEntry, Request
+from store.models import Artifact, BaselineCache, Job, ModelEntry, ModelVersion, Request
 from store.paths import Paths, get_paths
 
 # Shorter strings ("yes", "42") match by chance in binary files: reported as not checkable instead.
@@ -156,9 +156,15 @@ def purge_request(s: Session, request_id: int, rows: dict, paths: Paths | None =
     keys = set()
     if model is not None:
         options = job_model_options(model.options, req.spec)
+        sources = [(model.source, model.kind, model.weights_sha256)]
+        if req.base_version:  # a request filed on a later model version measured its 'before' on that version
+            v = s.exec(select(ModelVersion).where(ModelVersion.model_name == model.name,
+                                                  ModelVersion.number == req.base_version)).first()
+            sources += [(v.path, "hf", v.sha256)] if v is not None else []
         for device in ("cpu", "cuda"):  # the key holds the device type the 'before' was measured on
-            setup = measurement_setup(model.source, model.kind, options, device)
-            keys.add(baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options, setup))
+            for source, kind, sha in sources:
+                setup = measurement_setup(source, kind, options, device)
+                keys.add(baseline_key(sha, rows, GENERAL_TEXT, options, setup))
     for row in s.exec(select(BaselineCache)):
         if row.key in keys or (pattern is not None and pattern.search(json.dumps(row.payload).encode("utf-8"))):
             s.delete(row)

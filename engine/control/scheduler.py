@@ -216,6 +216,12 @@ class Scheduler:
         result = JobResult.model_validate({k: v for k, v in msg.items() if k not in ("type", "job_id")})
         with session(self.db) as s:
             stored = runs.store_result(s, job_id, result)
+            for member in result.members if stored else []:  # a batch: each member's own verdicts
+                member_id = member["job_id"]
+                runs.store_result(s, member_id, JobResult.model_validate(
+                    {k: v for k, v in member.items() if k != "job_id"}))
+        for member in result.members if stored else []:
+            self._publish_job(member["job_id"])
         if not stored:  # cancelled while finishing: the operator's decision stands
             return
         log.info("job %d succeeded: verdict %s", job_id, result.verdict)

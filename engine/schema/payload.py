@@ -21,6 +21,7 @@ class ModelSpec(_Contract):
     # The registered options with the request's overrides (chat_template, verification profile).
     options: dict = Field(default_factory=dict)
     converted: str | None = None  # a GGUF source's converted HF directory
+    version: int = 0  # the model version it is (issue 14): 0 the base as registered, N its vN folder
 
 
 class JobPayload(_Contract):
@@ -38,6 +39,9 @@ class JobPayload(_Contract):
     work_dir: str  # checkpoints and scratch, removed when the job succeeds
     resume: bool = False  # a checkpoint is there to continue from
     artifact_dir: str
+    # The other members of a batch (`expunge batch`): {job_id, request_id, intention, policy, rows, sensitive,
+    # baseline_key, baseline}. The method runs once over every member's rows; each member is verified on its own.
+    batch: list[dict] = Field(default_factory=list)
 
 
 class MetricOutcome(_Contract):
@@ -89,3 +93,5 @@ class JobResult(_Contract):
     device: str | None = None
     artifact: ArtifactOut
     result: dict = Field(default_factory=dict)  # timings, locate chart, method notes
+    # A batch leader's result carries each other member's: {"job_id": N, **a JobResult of that member}.
+    members: list[dict] = Field(default_factory=list)

@@ -52,6 +52,8 @@ class RequestSpec(BaseModel):
             return date.fromisoformat(value.strip()).isoformat()
         except ValueError:
             raise ValueError(f"'{value[:40]}' is not a date (YYYY-MM-DD)") from None
+    # The model version its jobs start from (issue 14); unset: the model's current version when it is filed.
+    version: int | None = Field(default=None, ge=0, le=1_000_000)
 
     @field_validator("sensitive")
     @classmethod

@@ -64,6 +64,8 @@ class RequestView(View):
     accepted_by: str | None = None
     accepted_at: Stamp | None = None
     accept_comment: str | None = None
+    base_version: int | None = None  # the model version its jobs start from (None: the base, filed before versions)
+    landed_version: int | None = None  # the version its accepted job created (None: not landed)
 
 
 class ClosedRequest(RequestView):
@@ -211,3 +213,28 @@ def due_text(request: dict) -> str:
     if left < 0:
         return f"OVERDUE {-left}d"
     return "due today" if left == 0 else f"{left}d left"
+class VersionView(View):
+    """One version of a model's line (engine.control.service.versions)."""
+
+    model: str
+    number: int
+    parent: int | None
+    job_id: int | None
+    request_ids: list[int]
+    path: str
+    sha256: str
+    status: str  # active | withdrawn
+    verdict: str | None  # its regression check at accept (None for v0)
+    manifest: dict
+    control: dict  # {"metrics": {...}, "v0": {...}}: this version's control figures and v0's beside them
+    regression: dict  # {"requests": {id: {...}}, "cumulative": {...}, "failures": [...]}
+    timings: dict
+    withdrawn_reason: str | None
+    created_at: Stamp
+    current: bool = False  # the version new requests start from
+
+
+class ModelLine(View):
+    model: str
+    current: int
+    versions: list[VersionView]

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from engine.control import service
+from engine.control.report.lineage import collect_lineage
 from engine.schema.datasets import as_qa
 from store import audit
 from store.models import ModelEntry
@@ -87,6 +88,7 @@ def collect(s: Session, request_id: int) -> dict:
         "n_forget": data.get("forget", {}).get("count", 0), "n_retain": data.get("retain", {}).get("count", 0),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "version": _version(),
+        "lineage": collect_lineage(s, req, mask),
     }
 
 

@@ -10,6 +10,7 @@ import json
 from engine.control.report.accountability import accountability_section, deadline_words
 from engine.control.report.blocks import UL, Figure, H, Note, P, Signature, Table
 from engine.control.report.charts import chart_locate, chart_loss, chart_tradeoff, job_label
+from engine.control.report.lineage import version_section
 from engine.control.report.prose import (
     INTENTION_TEXT,
     METRICS,
@@ -38,7 +39,8 @@ def document(f: dict, charts: bool = True) -> list:
     out = title_and_summary(f) + request_section(f) + ladder_section(f, charts)
     for j in f["jobs"]:
         out += job_section(f, j, charts)
-    return (out + policy_section(f) + artifact_section(f) + audit_section(f) + accountability_section(f)
+    return (out + policy_section(f) + artifact_section(f) + version_section(f) + audit_section(f)
+            + accountability_section(f)
             + signoff_section(f))
 
 

@@ -42,9 +42,9 @@ def job_detail(job_id: Id, s: Db, _who: Viewer, evidence_limit: int = Query(defa
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
 def cancel(job_id: Id, s: Db, engine: Engine, who: Operator):
-    service.cancel_job(s, job_id, actor=who.name)
-    if engine.scheduler is not None:
-        engine.scheduler.cancel(job_id)
+    job = service.cancel_job(s, job_id, actor=who.name)
+    if engine.scheduler is not None:  # a batch member runs in its leader's worker
+        engine.scheduler.cancel((job.batch or {}).get("leader", job_id))
     return engine.publish_job(s, job_id)
 
 

@@ -65,10 +65,15 @@ def cancel_job(s: Session, job_id: int, actor: str = "operator") -> Job:
     job = get_job(s, job_id)
     if job.status in TERMINAL and job.status != "interrupted":
         return job
-    job.status, job.finished_at = "cancelled", clock.now()
-    job.error = job.error or "cancelled by the operator"
-    s.add(job)
-    audit.append(s, "job.cancel", f"job:{job_id}", {}, actor=actor)
+    batch = [get_job(s, j) for j in (job.batch or {}).get("jobs", [job_id])]  # a batch is one run: all go
+    for member in batch:
+        if member.id != job_id and (member.status in TERMINAL and member.status != "interrupted"):
+            continue
+        member.status, member.finished_at = "cancelled", clock.now()
+        member.error = member.error or "cancelled by the operator" + ("" if member.id == job_id else
+                                                                      f" (batched with job {job_id})")
+        s.add(member)
+        audit.append(s, "job.cancel", f"job:{member.id}", {}, actor=actor)
     s.commit()
     return job
 
@@ -78,6 +83,9 @@ def resume_job(s: Session, job_id: int, actor: str = "operator") -> Job:
     job = get_job(s, job_id)
     if job.status not in RESUMABLE:
         raise SpecError(f"job {job_id} is {job.status}; only an interrupted or failed job can be resumed")
+    leader = (job.batch or {}).get("leader", job_id)
+    if leader != job_id:  # a batch runs in its leader's worker: resuming the leader resumes the batch
+        raise SpecError(f"job {job_id} runs in the batch led by job {leader}; resume job {leader}")
     req = get_request(s, job.request_id)
     if req.status != "open":
         raise SpecError(f"request {req.id} is closed; its texts are purged and job {job_id} cannot run again")

@@ -46,7 +46,8 @@ def request_view(r: Request) -> RequestView:
                        requested_by=r.requested_by, received_at=received, legal_basis=r.legal_basis, due_at=due,
                        days_left=left, overdue=left is not None and left < 0, extension_days=r.extension_days,
                        extension_reason=r.extension_reason, on_time=answered_on_time(r), accepted_by=r.accepted_by,
-                       accepted_at=r.accepted_at, accept_comment=r.accept_comment)
+                       accepted_at=r.accepted_at, accept_comment=r.accept_comment,
+                       base_version=r.base_version, landed_version=r.landed_version)
 
 
 def job_row_view(j: Job, req: Request | None = None) -> JobView:

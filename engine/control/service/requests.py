@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from engine.compute.methods.base import default_method_for_tier, get_method, validate_hyper
 from engine.control import privacy
-from engine.control.service import clock
+from engine.control.service import clock, versions
 from engine.control.service.deadlines import filed_deadline
 from engine.control.service.jobs import add_job, audit_hyper
 from engine.control.service.lookup import get_request, request_rows
@@ -29,6 +29,9 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
                    start: bool = True, auto_escalate: bool = False, actor: str = "operator") -> tuple[Request, Job | None]:
     """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything."""
     spec = parse_spec(body)
+    # `model: demo@v1` pins a version as `version: 1` does (issue 14)
+    spec.model, pinned = versions.parse_ref(spec.model)
+    spec.version = spec.version if spec.version is not None else pinned
     rows = resolve_rows(spec, allow_paths=False)
     model = get_model(s, spec.model)
     load_policy(spec.policy)
@@ -47,9 +50,10 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
 
     spec_public = spec.model_dump(exclude={"forget", "retain", "holdout", "probes", "sensitive"})
     spec_public["warnings"] = warnings
+    base_version = versions.start_version(s, spec.model, spec.version)
     req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,
                   policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate, requested_by=actor,
-                  received_at=received, legal_basis=spec.legal_basis, due_at=due)
+                  received_at=received, legal_basis=spec.legal_basis, due_at=due, base_version=base_version)
     s.add(req)
     s.flush()
     for kind in DATA_KINDS:
@@ -61,7 +65,8 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
     audit.append(s, "request.create", f"request:{req.id}", {
         "reference": spec.reference, "intention": spec.intention, "model": spec.model,
         "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings), "policy": spec.policy,
-        "received": received.isoformat(), "due": due.isoformat(), "legal_basis": spec.legal_basis}, actor=actor)
+        "received": received.isoformat(), "due": due.isoformat(), "legal_basis": spec.legal_basis,
+        **({"base_version": base_version} if base_version else {})}, actor=actor)
     job = None
     if start:
         job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor)
@@ -110,9 +115,12 @@ def job_executor(req: Request, job: Job) -> str:
     return req.requested_by if job.requested_by in ("", "engine") else job.requested_by
 
 
-def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator", comment: str | None = None) -> Request:
+def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator", comment: str | None = None,
+               land: bool = True) -> Request:
     """Record a finished job as the request's result, with who accepted it, when, and their comment. Under a
-    policy with `approval = "second_person"` the job's executor is refused (Forbidden): four eyes."""
+    policy with `approval = "second_person"` the job's executor is refused (Forbidden): four eyes. With `land`
+    (always, through the API) the model's next version is built from it and checked first; land=False records
+    the acceptance alone, for fixture stores whose model files are never loaded (as register_model's `inspect`)."""
     req = get_request(s, request_id)
     job = s.get(Job, job_id)
     if job is None or job.request_id != request_id:
@@ -125,12 +133,17 @@ def accept_job(s: Session, request_id: int, job_id: int, actor: str = "operator"
         raise Forbidden(f"policy {req.policy} requires a second person to accept: {actor} ran job {job_id}, so "
                         "another approver must accept it")
     comment = (comment or "").strip() or None
-    req.accepted_job_id = job_id
-    req.accepted_by, req.accepted_at, req.accept_comment = actor, clock.now(), comment
-    s.add(req)
-    audit.append(s, "request.accept", f"request:{request_id}", {
-        "job": job_id, "verdict": job.verdict, "executed_by": executor, "policy": req.policy, "approval": rule,
-        "comment": comment}, actor=actor)
+    # The model's next version: built on the current one and checked against every request it carries
+    # (engine.control.service.versions); refused, naming the request that leaks again, when it fails.
+    version, landing = versions.land_job(s, req, job, actor) if land else (None, [(req, job)])
+    for landed_req, landed_job in landing:  # a batch lands, and is accepted, together
+        landed_req.accepted_job_id = landed_job.id
+        landed_req.accepted_by, landed_req.accepted_at, landed_req.accept_comment = actor, clock.now(), comment
+        s.add(landed_req)
+        audit.append(s, "request.accept", f"request:{landed_req.id}", {
+            "job": landed_job.id, "verdict": landed_job.verdict, "executed_by": job_executor(landed_req, landed_job),
+            "policy": landed_req.policy, "approval": rule, "comment": comment,
+            **({"version": version.number} if version is not None else {})}, actor=actor)
     s.commit()
     return req
 

@@ -4,11 +4,12 @@ scheduler itself writes nothing."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, select
 
 from engine.control.baseline import GENERAL_TEXT, baseline_key, job_model_options, measurement_setup
-from engine.control.service import clock
+from engine.control.service import clock, versions
+from engine.control.service.batch import members
 from engine.control.service.jobs import escalate
 from engine.control.service.lookup import request_rows
 from engine.control.service.models import get_model
@@ -23,7 +24,10 @@ from store.paths import Paths
 def claim_next(s: Session, slot: int, device: str) -> int | None:
     """Mark the next queued job (highest priority, then oldest) running on this slot; its id, or None when
     nothing is queued or another slot took it first."""
-    job = s.exec(select(Job).where(Job.status == "queued").order_by(Job.priority.desc(), Job.id.asc()).limit(1)).first()
+    # A batch member other than its leader runs in its leader's worker (engine.control.service.batch).
+    leads = or_(Job.__table__.c.batch_json.is_(None), func.json_extract(Job.__table__.c.batch_json, "$.leader") == Job.id)
+    job = s.exec(select(Job).where(Job.status == "queued", leads)
+                 .order_by(Job.priority.desc(), Job.id.asc()).limit(1)).first()
     if job is None:
         return None
     res = s.exec(update(Job).where(Job.id == job.id, Job.status == "queued").values(
@@ -31,6 +35,13 @@ def claim_next(s: Session, slot: int, device: str) -> int | None:
     if res.rowcount != 1:
         return None
     audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device, "requester": job.requested_by})
+    for member in members(s, job)[1:]:
+        if member.status in ("queued", "interrupted", "failed"):
+            member.status, member.started_at, member.slot, member.device = "running", clock.now(), slot, device
+            member.error, member.phase = None, f"batched with job {job.id}"
+            s.add(member)
+            audit.append(s, "job.start", f"job:{member.id}", {"slot": slot, "device": device, "batch": job.id,
+                                                             "requester": member.requested_by})
     s.commit()
     return job.id
 
@@ -46,19 +57,41 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         raise RuntimeError(f"request {req.id} has been closed and its texts purged")
     options = job_model_options(model.options, req.spec)
     converted = str(converted_dir(paths.converted, model.weights_sha256)) if model.kind == "gguf" else None
-    setup = measurement_setup(model.source, model.kind, options, device)
-    key = baseline_key(model.weights_sha256, rows, GENERAL_TEXT, options, setup)
+    # A request filed on a later version of the model starts from that version's folder (issue 14).
+    version = versions.version_source(s, model, req.base_version) or {
+        "source": model.source, "kind": model.kind, "weights_sha256": model.weights_sha256, "version": 0}
+    if version["version"]:
+        converted = None
+    setup = measurement_setup(version["source"], version["kind"], options, device)
+    key = baseline_key(version["weights_sha256"], rows, GENERAL_TEXT, options, setup)
     cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
     work_dir = paths.job_work_dir(job_id)
+    batch = [_member_payload(s, m, device, options, version) for m in members(s, job)[1:]]
     return JobPayload(
         job_id=job_id, method=job.method, hyper=job.hyper, intention=req.intention,
         policy=load_policy(req.policy),
-        model=ModelSpec(name=model.name, source=model.source, kind=model.kind, weights_sha256=model.weights_sha256,
-                        options=options, converted=converted),
+        model=ModelSpec(name=model.name, source=version["source"], kind=version["kind"],
+                        weights_sha256=version["weights_sha256"], options=options, converted=converted,
+                        version=version["version"]),
         rows={k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
         baseline=cached.payload if cached else None, work_dir=str(work_dir),
-        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)))
+        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), batch=batch)
+
+
+def _member_payload(s: Session, job: Job, device: str, options: dict, version: dict) -> dict:
+    """What the leader's worker needs to verify one other member of its batch on that member's own data."""
+    req = s.get(Request, job.request_id)
+    rows = request_rows(s, req.id)
+    if rows.get("forget") is None:
+        raise RuntimeError(f"request {req.id} of the batch has been closed and its texts purged")
+    setup = measurement_setup(version["source"], version["kind"], options, device)
+    key = baseline_key(version["weights_sha256"], rows, GENERAL_TEXT, options, setup)
+    cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
+    return {"job_id": job.id, "request_id": req.id, "intention": req.intention, "policy": load_policy(req.policy),
+            "rows": {k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
+            "sensitive": rows.get("sensitive") or [], "baseline_key": key,
+            "baseline": cached.payload if cached else None}
 
 
 def store_baseline(s: Session, key: str, payload: dict) -> None:
@@ -106,9 +139,12 @@ def fail_job(s: Session, job_id: int, reason: str) -> bool:
     job = s.get(Job, job_id)
     if job is None or job.status != "running":
         return False
-    job.status, job.error, job.finished_at, job.phase = "failed", reason, clock.now(), "failed"
-    s.add(job)
-    audit.append(s, "job.fail", f"job:{job_id}", {"reason": reason[:500], "requester": job.requested_by})
+    for member in members(s, job):  # a batch fails as one: its members ran in this job's worker
+        if member.id != job_id and member.status != "running":
+            continue
+        member.status, member.error, member.finished_at, member.phase = "failed", reason, clock.now(), "failed"
+        s.add(member)
+        audit.append(s, "job.fail", f"job:{member.id}", {"reason": reason[:500], "requester": member.requested_by})
     s.commit()
     return True
 
