@@ -47,6 +47,8 @@ class Request(SQLModel, table=True):
     current_tier: int = 0
     accepted_job_id: int | None = None
     auto_escalate: bool = False  # the engine climbs the ladder itself until the verdicts pass
+    # Revision 0007: tune each tier's job before climbing ({"trials", "minutes", "seed"}; None: untuned).
+    tune: dict | None = Field(default=None, sa_column=json_column("tune_json", nullable=True))
     verdict: str | None = None  # pass | fail of the latest finished job
     spec: dict = Field(default_factory=dict, sa_column=json_column("spec_json"))  # the spec without its texts
     created_at: datetime = Field(default_factory=utcnow, index=True)
@@ -85,6 +87,8 @@ class Job(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Revision 0007: `escalate --tune`'s budget ({"trials", "minutes", "seed"}); None for an untuned job.
+    tune: dict | None = Field(default=None, sa_column=json_column("tune_json", nullable=True))
 
 
 class StageResult(SQLModel, table=True):
@@ -170,3 +174,24 @@ class AuditEvent(SQLModel, table=True):
     detail_json: str = "{}"
     prev_hash: str
     hash: str
+
+
+class TuningTrial(SQLModel, table=True):
+    """One trial of a tuning job (revision 0007): the hyperparameters it tried, the proxy's metrics on the
+    validation split, and how it ended (running | complete | pruned | failed | cancelled)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    number: int  # Optuna's trial number, from 0
+    state: str = "running"
+    params: dict = Field(default_factory=dict, sa_column=json_column("params_json"))  # the values tried
+    metrics: dict = Field(default_factory=dict, sa_column=json_column("metrics_json"))  # the proxy's, after
+    stages: dict = Field(default_factory=dict, sa_column=json_column("stages_json"))  # proxy verdict per stage
+    passed: bool = False  # passes every stage's proxy
+    score: float | None = None  # control lost on the validation slice (lower is better)
+    objective: float | None = None  # what the sampler minimised
+    steps: int | None = None  # optimizer steps the trial took (its early stop)
+    seconds: float = 0.0
+    reason: str | None = None  # why it stopped, was pruned or failed
+    winner: bool = False  # the trial whose hyperparameters the job ran and verified in full
+    created_at: datetime = Field(default_factory=utcnow)

@@ -38,6 +38,8 @@ class JobPayload(_Contract):
     work_dir: str  # checkpoints and scratch, removed when the job succeeds
     resume: bool = False  # a checkpoint is there to continue from
     artifact_dir: str
+    # `escalate --tune`: {"trials": N, "minutes": M, "seed": S}; None for an untuned job.
+    tune: dict | None = None
 
 
 class MetricOutcome(_Contract):

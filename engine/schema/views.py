@@ -80,6 +80,7 @@ class JobView(View):
     finished_at: Stamp | None
     request_title: str | None = None
     model: str | None = None
+    tune: dict | None = None  # `escalate --tune`'s budget; None for an untuned job
 
 
 class MetricView(View):
@@ -154,6 +155,23 @@ class ArtifactView(View):
     manifest: dict
 
 
+class TrialView(View):
+    """One tuning trial of a job: what it tried, the proxy's metrics on the validation split, how it ended."""
+
+    number: int
+    state: str  # running | complete | pruned | failed | cancelled
+    params: dict
+    metrics: dict
+    stages: dict
+    passed: bool
+    score: float | None
+    objective: float | None
+    steps: int | None
+    seconds: float
+    reason: str | None
+    winner: bool
+
+
 class JobDetail(View):
     job: JobView
     stages: list[StageView]
@@ -161,6 +179,7 @@ class JobDetail(View):
     result: dict
     evidence: list[EvidenceView]
     artifacts: list[ArtifactView]
+    trials: list[TrialView] = []  # a tuning job's trials, by number
 
 
 class RequestPage(View):

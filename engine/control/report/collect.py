@@ -102,6 +102,7 @@ def _job_facts(s: Session, job_id: int, mask) -> dict:
         "evidence": [{**e, "prompt": mask(e["prompt"]), "output_before": mask(e["output_before"]),
                       "output_after": mask(e["output_after"])} for e in jd["evidence"]],
         "artifacts": [{**a, "manifest": mask(a["manifest"])} for a in jd["artifacts"]],
+        "trials": jd.get("trials") or [],  # a tuned job's trials: hyperparameters and proxy metrics, no texts
     }
 
 

@@ -42,7 +42,8 @@ def window(since: str | None, until: str | None):
 
 @router.post("/requests", status_code=201, response_model=RequestCreated)
 def create_request(body: RequestIn, s: Db, engine: Engine):
-    req, job = service.create_request(s, body.spec, body.method, body.hyper, body.start, body.auto_escalate)
+    req, job = service.create_request(s, body.spec, body.method, body.hyper, body.start, body.auto_escalate,
+                                      tune=body.tune.model_dump() if body.tune else None)
     engine.publish_request(req.id)
     return RequestCreated(request=service.request_view(req),
                           job=engine.publish_job(s, job.id) if job is not None else None)
@@ -66,7 +67,8 @@ def request_detail(request_id: Id, s: Db):
 
 @router.post("/requests/{request_id}/escalate", status_code=201, response_model=JobView)
 def escalate(request_id: Id, body: EscalateIn, s: Db, engine: Engine):
-    job = service.escalate(s, request_id, body.method, body.hyper)
+    job = service.escalate(s, request_id, body.method, body.hyper,
+                           tune=body.tune.model_dump() if body.tune else None)
     shown = engine.publish_job(s, job.id)
     engine.publish_request(request_id)
     return shown

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from engine.compute.methods.base import default_method_for_tier, get_method, validate_hyper
 from engine.control import privacy
 from engine.control.service import clock
-from engine.control.service.jobs import add_job, audit_hyper
+from engine.control.service.jobs import add_job, audit_hyper, tune_budget
 from engine.control.service.lookup import get_request, request_rows
 from engine.control.service.models import get_model
 from engine.leaks import mask_sensitive, mask_with_spans
@@ -25,9 +25,12 @@ from store.models import Evidence, Job, Request, RequestData
 
 
 def create_request(s: Session, body: dict, method: str | None = None, hyper: dict | None = None,
-                   start: bool = True, auto_escalate: bool = False, actor: str = "operator") -> tuple[Request, Job | None]:
-    """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything."""
+                   start: bool = True, auto_escalate: bool = False, actor: str = "operator",
+                   tune: dict | None = None) -> tuple[Request, Job | None]:
+    """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything. `tune`:
+    tune the first job, and with auto_escalate every tier the request climbs to."""
     spec = parse_spec(body)
+    tune = tune_budget(tune)
     rows = resolve_rows(spec, allow_paths=False)
     model = get_model(s, spec.model)
     load_policy(spec.policy)
@@ -46,7 +49,7 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
     spec_public = spec.model_dump(exclude={"forget", "retain", "holdout", "probes", "sensitive"})
     spec_public["warnings"] = warnings
     req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,
-                  policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate)
+                  policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate, tune=tune)
     s.add(req)
     s.flush()
     for kind in DATA_KINDS:
@@ -60,7 +63,7 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
         "forget_sha256": rows_sha256(rows["forget"]), "warnings": len(warnings)}, actor=actor)
     job = None
     if start:
-        job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor)
+        job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor, tune=tune)
     s.commit()
     return req, job
 

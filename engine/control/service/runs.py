@@ -58,7 +58,7 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         rows={k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
         baseline=cached.payload if cached else None, work_dir=str(work_dir),
-        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)))
+        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), tune=job.tune)
 
 
 def store_baseline(s: Session, key: str, payload: dict) -> None:
@@ -120,7 +120,7 @@ def auto_escalate(s: Session, job_id: int) -> int | None:
     req = s.get(Request, job.request_id)
     if not req.auto_escalate or job.verdict == "pass" or job.tier >= 3 or req.status != "open":
         return None
-    return escalate(s, req.id, actor="auto-escalate").id
+    return escalate(s, req.id, actor="auto-escalate", tune=req.tune).id
 
 
 def kept_progress(s: Session, job_id: int) -> dict:
