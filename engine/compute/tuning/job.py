@@ -24,7 +24,7 @@ class Tuned:
     hyper: dict  # the winner's full hyperparameters (the job's own when nothing was tuned)
     retain_train: list[dict]  # the winner's run trains its retain term on these
     retain_judged: list[dict]  # control's final verdict is judged on these (the validation slice held apart)
-    stop: ControlWatch | None  # the winner's run stops on the unit targets, backs off on the validation slice
+    stop: ControlWatch | None  # the winner's run stops on the unit targets with the validation slice intact
     summary: dict  # for the job's result, the artifact manifest and the report
 
 
@@ -66,13 +66,13 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
     elif winner is None:
         summary["note"] = "no trial passed every stage's proxy: the closest one was run and verified in full"
     final_hyper = {**hyper, **(chosen.params if chosen else {})}
-    # The winner's run stops once the unit targets hold on every forget row (what the unit stage judges), and
-    # backs off when the validation retain slice falls below control's rules.
+    # The winner's run stops once the unit targets hold on every forget row (what the unit stage judges) with the
+    # validation retain slice within control's rules; it does not back off (ControlWatch: back_off).
     final_rows = proxy.ProxyRows(tokenizer, forget, split.retain_validation, sensitive, max_new_tokens)
     final_before = {**before, **proxy.measure_forget(base_model, final_rows)}
     final_hp = method_cls.Hyper.model_construct(**final_hyper)
     stop = ControlWatch(base_model, final_rows, final_before, policy, every=getattr(final_hp, "stop_every", 2),
-                        grace=final_hp.steps // 2)
+                        grace=final_hp.steps // 2, steps=final_hp.steps, back_off=False)
     judged = [r for r in retain if r not in split.retain_validation] or retain
     return Tuned(hyper=final_hyper, retain_train=split.retain_train, retain_judged=judged, stop=stop,
                  summary=summary)

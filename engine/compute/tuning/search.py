@@ -174,7 +174,7 @@ class Search:
             every = getattr(hp, "stop_every", 2)
             trial.set_user_attr("steps", hp.steps)
             watch = ControlWatch(self.base_model, self.rows, self.before, self.policy, every=every, report=report,
-                                 grace=hp.steps // 2)
+                                 grace=hp.steps // 2, steps=hp.steps)
             ctx = RunContext(model=self.base_model, tokenizer=self.tokenizer, forget=self.split.forget_train,
                              retain=self.split.retain_train, sensitive=self.sensitive, device=self.device,
                              work_dir=self.work_dir / f"trial-{trial.number}", progress=lambda **event: None,

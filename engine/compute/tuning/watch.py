@@ -3,13 +3,18 @@
 (engine.compute.tuning.proxy) on the forget rows the unit stage will judge and on the validation retain slice:
 
 - the first check where every unit rule holds and the retain slice is still within control's rules stops the run;
-- after the grace period (the first half of the run's steps), a check where the retain slice falls below control's
-  rules backs off: the trainable weights go back to the last check where control held (or, before any, the run
-  just ends there) and the run stops, saying why.
+- after the grace period (the first half of the run's steps), a check where the retain slice is below control's
+  rules and has lost more than at either of the two checks before (it is getting worse, not climbing back), or at
+  the run's last step, backs off: the trainable weights go back to the last check where control held (or, before
+  any, the run just ends there) and the run stops, saying why.
+
+`back_off=False` only watches (the winner's own run: its hyperparameters were chosen on the validation slice, and
+its verdict is the full verification's): it still stops at the unit targets with control intact.
 
 The grace period is there because a retain term pulls the retain slice back only once the forget term has moved
 the model: on the tiny demo model NPO's defaults fail control's retain ROUGE-L from step 6 to 16 of 40 and pass
-it (and unit) from step 18 on; backing off at step 6 would have thrown the run away.
+it (and unit) from step 18 on; backing off at step 6 would have thrown the run away. For the same reason a slice
+still climbing back (its control loss wobbles by a few hundredths from one check to the next) is left to climb.
 
 `report(step, metrics, control_ok)` sees every check first (tuning's pruner: it may raise to end a trial);
 control_ok is False only for a failure past the grace period."""
@@ -26,10 +31,14 @@ if TYPE_CHECKING:
 
 class ControlWatch:
     def __init__(self, base, rows: proxy.ProxyRows, before: dict, policy: dict, every: int = 1,
-                 report: Callable | None = None, grace: int = 0) -> None:
+                 report: Callable | None = None, grace: int = 0, steps: int | None = None,
+                 back_off: bool = True) -> None:
         self.base, self.rows, self.before, self.policy = base, rows, before, policy
         self.every = max(1, int(every))
         self.grace = grace  # steps during which a control failure is watched, not acted on
+        self.steps = steps  # the run's last step: a failure there is acted on even while recovering
+        self.back_off = back_off
+        self.lost: list[float] = []  # control lost at each check so far (proxy.control_score)
         self.report = report
         self.snapshot: dict | None = None  # trainable tensors at the last check where control held
         self.snapshot_step = 0
@@ -46,10 +55,14 @@ class ControlWatch:
         stages = proxy.judge(self.before, metrics, self.policy)
         self.last = {"step": step, "metrics": metrics, "stages": stages}
         control_ok = stages["control"]["verdict"] == "pass"
+        lost = proxy.control_score(self.before, metrics)
+        recent, self.lost = self.lost[-2:], [*self.lost, lost]
+        recovering = bool(recent) and lost <= max(recent) and step != self.steps
+        tolerated = control_ok or step <= self.grace or recovering or not self.back_off
         if self.report is not None:
-            self.report(step, metrics, control_ok or step <= self.grace)
+            self.report(step, metrics, tolerated)
         if not control_ok:
-            if step <= self.grace:
+            if tolerated:
                 return None
             self.outcome = self._back_off(model, step, stages["control"]["failed"])
             return self.outcome
