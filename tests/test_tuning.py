@@ -131,12 +131,13 @@ def test_the_early_stop_ends_at_the_unit_targets_and_backs_off_when_control_fail
     restored = proxy.judge(before, backed.measure(candidate.model), policy)
     assert restored["control"]["verdict"] == "pass"
 
-    # With the grace period (half the steps) the retain term pulls the slice back, and the first check where the
-    # unit targets hold with control intact ends the run.
-    met = ControlWatch(model, rows, before, policy, every=2, grace=30)
-    train = run_with(met, steps=60).info["train"]
+    # With control's retain rules at half the base's, the first check where the unit targets hold ends the run.
+    looser = {**policy, "control": {"retain_rouge_l": {"rule": "ratio_min", "threshold": 0.5},
+                                    "retain_prob": {"rule": "ratio_min", "threshold": 0.5}}}
+    met = ControlWatch(model, rows, before, looser, every=2, grace=20)
+    train = run_with(met, steps=40).info["train"]
     assert met.outcome["watch"] == "unit-met", met.outcome
-    assert train["stopped_early"] and train["steps"] < 60
+    assert train["stopped_early"] and train["steps"] < 40
     assert met.last["stages"]["unit"]["verdict"] == "pass" and met.last["stages"]["control"]["verdict"] == "pass"
 
 
