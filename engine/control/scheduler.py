@@ -329,8 +329,12 @@ class ProgressTracker:
 
 def recover(db) -> list[int]:
     """At engine start: jobs that were running when the engine died are marked interrupted."""
+    from engine.control.service import trials
+
     with session(db) as s:
         interrupted = runs.interrupt_running(s)
+        for job_id in interrupted:  # a tuning job's running trial ended with the engine; its finished ones stay
+            trials.close_running(s, job_id, "failed", "the engine stopped during this trial")
     for job_id in interrupted:
         log.warning("job %d interrupted: the engine stopped while it ran; `expunge resume %d` continues it",
                     job_id, job_id)

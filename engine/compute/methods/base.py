@@ -168,7 +168,8 @@ def list_methods() -> list[dict]:
     for cls in sorted(REGISTRY.values(), key=lambda c: (c.tier, c.name)):
         out.append({"name": cls.name, "tier": cls.tier, "description": cls.description,
                     "default": cls.name == default_method_for_tier(cls.tier),
-                    "defaults": cls.Hyper().model_dump(), "schema": cls.Hyper.model_json_schema()})
+                    "defaults": cls.Hyper().model_dump(), "schema": cls.Hyper.model_json_schema(),
+                    "tune_space": cls.Hyper.search_space()})
     return out
 
 
