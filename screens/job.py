@@ -204,7 +204,10 @@ class JobScreen(EngineScreen):
         grid.add_row("started", when(job["started_at"]))
         grid.add_row("finished", when(job["finished_at"]))
         grid.add_row("device", job.get("device") or "—")
-        for key, value in sorted(job["hyper"].items()):
+        tuned = ((d.get("result") or {}).get("tuning") or {}).get("hyper")
+        if tuned:  # a tuned job ran the winning trial's hyperparameters, not the ones it was queued with
+            grid.add_row("hyperparameters", f"the winner's (trial {d['result']['tuning'].get('winner')})")
+        for key, value in sorted((tuned or job["hyper"]).items()):
             grid.add_row(f"  {key}", json.dumps(value))
         for key, value in ((d.get("result") or {}).get("timings") or {}).items():
             grid.add_row(f"  {key}", duration(value) if isinstance(value, int | float) else str(value))
