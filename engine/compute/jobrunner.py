@@ -78,7 +78,6 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
         hyper = tuned.hyper
         hp = method_cls.Hyper.model_construct(**hyper)
         before = _control_before(before, tuned, model, ev_common)
-        ev_common["retain"] = tuned.retain_judged
     ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=tuned.retain_train if tuned else retain,
                      sensitive=sensitive, device=device, work_dir=work_dir, progress=progress, holdout=holdout,
                      resume=payload.resume and tuned is None, stop=tuned.stop if tuned else None)
@@ -87,7 +86,13 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     timings["method_s"] = round(time.time() - t, 2)
 
     t = time.time()
-    after = measure_all(EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common))
+    after_input = EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common)
+    if tuned is None:
+        after = measure_all(after_input)
+    else:  # Optuna is imported only by a tuning job
+        from engine.compute.tuning.job import measure_tuned
+
+        after = measure_tuned(after_input, tuned.retain_judged)
     timings["verify_s"] = round(time.time() - t, 2)
     stages = judge(before, after, payload.policy, payload.intention)
     evidence = []

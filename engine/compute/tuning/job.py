@@ -76,3 +76,21 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
     judged = [r for r in retain if r not in split.retain_validation] or retain
     return Tuned(hyper=final_hyper, retain_train=split.retain_train, retain_judged=judged, stop=stop,
                  summary=summary)
+
+
+def measure_tuned(ev, retain_judged: list[dict]) -> dict[str, dict]:
+    """measure_all for a tuned job: the control stage judges the retain rows held apart from the validation slice;
+    every other stage sees the request's rows as its cached 'before' did (the relearning attack on retain rows too)."""
+    import dataclasses
+
+    from engine.compute.verify.stages import STAGE_ORDER, stage_module
+
+    out = {}
+    for name in STAGE_ORDER:
+        if ev.progress:
+            ev.progress(phase=f"verify:{name}")
+        started = time.perf_counter()
+        m = stage_module(name).measure(dataclasses.replace(ev, retain=retain_judged) if name == "control" else ev)
+        out[name] = {"metrics": m.metrics, "evidence": m.evidence, "stats": m.stats, "notes": m.notes,
+                     "timings": {**m.timings, "total": round(time.perf_counter() - started, 3)}}
+    return out
