@@ -88,9 +88,11 @@ class EngineCalls:
         return self._get("/policies")
 
     def submit(self, spec: dict, method: str | None = None, hyper: dict | None = None, start: bool = True,
-               auto_escalate: bool = False):
-        return self._post("/requests", {"spec": spec, "method": method, "hyper": hyper, "start": start,
-                                        "auto_escalate": auto_escalate})
+               auto_escalate: bool = False, tune: dict | None = None):
+        body = {"spec": spec, "method": method, "hyper": hyper, "start": start, "auto_escalate": auto_escalate}
+        if tune is not None:  # tune the first job (and, with auto_escalate, every tier climbed)
+            body["tune"] = tune
+        return self._post("/requests", body)
 
     def requests(self, **filters):
         """A page of requests: {"items", "total"}; filters: status, q, limit, offset, sort, order, since, until."""
@@ -99,8 +101,16 @@ class EngineCalls:
     def request(self, request_id: int):
         return self._get(f"/requests/{request_id}")
 
-    def escalate(self, request_id: int, method: str | None = None, hyper: dict | None = None):
-        return self._post(f"/requests/{request_id}/escalate", {"method": method, "hyper": hyper})
+    def escalate(self, request_id: int, method: str | None = None, hyper: dict | None = None,
+                 tune: dict | None = None):
+        body = {"method": method, "hyper": hyper}
+        if tune is not None:  # {"trials", "minutes", "seed"}: search the method's hyperparameters first
+            body["tune"] = tune
+        return self._post(f"/requests/{request_id}/escalate", body)
+
+    def trials(self, job_id: int):
+        """A tuning job's trials, by number."""
+        return self._get(f"/jobs/{job_id}/trials")
 
     def close_request(self, request_id: int):
         return self._post(f"/requests/{request_id}/close")

@@ -72,8 +72,26 @@ def print_job(console: Console, detail: dict) -> None:
         for row in locate:
             t.add_row(str(row["layer"]), fmt(row.get("prob")), fmt(row.get("rank")), fmt(row.get("top1")))
         console.print(t)
+    print_trials(console, detail)
     for art in detail.get("artifacts", []):
         console.print(f"artifact: {art['kind']} {art['path']} sha256 {art['sha256'][:16]}…")
+
+
+def print_trials(console: Console, detail: dict) -> None:
+    """A tuning job's trials (★ the winner) and how the winner was chosen."""
+    from engine.schema.tuning import TRIAL_COLUMNS, trial_row, tuning_lines
+
+    trials = detail.get("trials") or []
+    if not trials:
+        return
+    t = Table(title="tuning trials — the proxy on the validation split (★ winner)", title_justify="left")
+    for col in TRIAL_COLUMNS:
+        t.add_column(col)
+    for trial in trials:
+        t.add_row(*trial_row(trial))
+    console.print(t)
+    for line in tuning_lines(detail.get("result") or {}):
+        console.print(line)
 
 
 def jobs_table(items: list[dict]) -> Table:

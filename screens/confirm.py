@@ -11,10 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from console.client import EngineError
 from console.widgets.keybar import KeyBar
+from engine.schema.tuning import DEFAULT_TRIALS as DEFAULT_TUNE_TRIALS
 from screens.base import steady_cursors
 
 
@@ -139,6 +140,15 @@ class EscalateScreen(ModalScreen[dict | None]):
                          allow_blank=False, id="method", compact=True)
             yield Static("", id="method-description", classes="detail")
             yield VerticalScroll(id="hyper")
+            # `escalate --tune`: search the method's declared hyperparameters first, within a budget.
+            with Horizontal(id="tune-row"):
+                yield Checkbox("tune first", id="tune", compact=True,
+                               tooltip="search the method's sensitive hyperparameters (Optuna) on a validation split, "
+                                       "then run and verify the winner")
+                yield Label(" trials ", classes="tune-label")
+                yield Input(str(DEFAULT_TUNE_TRIALS), id="tune-trials", compact=True, classes="tune-value")
+                yield Label(" or minutes ", classes="tune-label")
+                yield Input("", id="tune-minutes", compact=True, classes="tune-value", placeholder="—")
             yield Label("", id="escalate-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Run (ctrl+s)", id="run", variant="warning", compact=True)
@@ -219,13 +229,28 @@ class EscalateScreen(ModalScreen[dict | None]):
     def action_run(self) -> None:
         self.run_worker(self._run, exclusive=True, group="escalate")
 
+    def tune(self) -> tuple[dict | None, list[str]]:
+        """The tuning budget when "tune first" is ticked: trials, or minutes when those are given instead."""
+        if not self.query_one("#tune", Checkbox).value:
+            return None, []
+        trials, minutes = self.query_one("#tune-trials", Input).value.strip(), \
+            self.query_one("#tune-minutes", Input).value.strip()
+        try:
+            if minutes:
+                return {"minutes": float(minutes)}, []
+            return {"trials": int(trials) if trials else DEFAULT_TUNE_TRIALS}, []
+        except ValueError:
+            return None, ["tune: trials must be a whole number and minutes a number"]
+
     async def _run(self) -> None:
         hyper, errors = self.values()
+        tune, tune_errors = self.tune()
+        errors += tune_errors
         if errors:
             self.query_one("#escalate-error", Label).update(Text("; ".join(errors)))
             return
         try:
-            job = await self.app.client.escalate(self.request["id"], self.method, hyper)
+            job = await self.app.client.escalate(self.request["id"], self.method, hyper, tune)
         except EngineError as exc:
             self.query_one("#escalate-error", Label).update(Text(str(exc)))
             return

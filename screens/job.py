@@ -71,6 +71,7 @@ class JobScreen(EngineScreen):
         self.detail: dict | None = None
         self.policy: dict | None = None
         self.request: dict | None = None
+        self._tune_step: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
@@ -123,6 +124,7 @@ class JobScreen(EngineScreen):
         if live and job["status"] == "running" and live.loss is not None:
             self.query_one(LossChart).add_points([(live.step, live.loss)])
         self.render_metrics()
+        self.render_trials()
         self.query_one(LocateChart).show((d.get("result") or {}).get("locate"), d.get("result"))
         self.query_one(EvidenceViewer).show(d.get("evidence") or [])
         self.render_details()
@@ -172,6 +174,27 @@ class JobScreen(EngineScreen):
                         policy_rule_text(rule), Text("pending", style="dim"), ""]))
         self.query_one("#metric-table", KeyedTable).sync(rows)
 
+    def render_trials(self) -> None:
+        """A tuned job gets a Trials tab (added on first sight: an untuned job's screen is as it was)."""
+        if not self.detail["job"].get("tune"):
+            return
+        from console.widgets.trials import TrialsView
+
+        views = self.query(TrialsView)
+        if views:
+            views.first().show(self.detail.get("trials") or [], self.detail.get("result"))
+            return
+        tabs = self.query_one(TabbedContent)
+        view = TrialsView(id="trials-view")
+        done = tabs.add_pane(TabPane("Trials", view, id="trials"))
+        detail = self.detail
+
+        async def fill() -> None:
+            await done
+            view.show(detail.get("trials") or [], detail.get("result"))
+
+        self.run_worker(fill, group="trials")
+
     def render_details(self) -> None:
         d = self.detail
         job = d["job"]
@@ -182,7 +205,10 @@ class JobScreen(EngineScreen):
         grid.add_row("started", when(job["started_at"]))
         grid.add_row("finished", when(job["finished_at"]))
         grid.add_row("device", job.get("device") or "—")
-        for key, value in sorted(job["hyper"].items()):
+        tuned = ((d.get("result") or {}).get("tuning") or {}).get("hyper")
+        if tuned:  # a tuned job ran the winning trial's hyperparameters, not the ones it was queued with
+            grid.add_row("hyperparameters", f"the winner's (trial {d['result']['tuning'].get('winner')})")
+        for key, value in sorted((tuned or job["hyper"]).items()):
             grid.add_row(f"  {key}", json.dumps(value))
         for key, value in ((d.get("result") or {}).get("timings") or {}).items():
             grid.add_row(f"  {key}", duration(value) if isinstance(value, int | float) else str(value))
@@ -209,6 +235,9 @@ class JobScreen(EngineScreen):
                 return
             self.render_head()
         p = update.progress.get(self.job_id)
+        if p is not None and p.phase == "tune" and p.step != self._tune_step:
+            self._tune_step = p.step  # a trial ended and the next began: its row is in the store now
+            self.reload()
         if p is not None:
             live = self.app.live.get(self.job_id, p)  # accumulated: a verify event carries only its phase
             self.query_one(JobProgressView).show(live.phase, live.step, live.total, live.loss, live.eta, "running")
@@ -219,7 +248,8 @@ class JobScreen(EngineScreen):
 
     def action_next_tab(self) -> None:
         tabs = self.query_one(TabbedContent)
-        tabs.active = TABS[(TABS.index(tabs.active) + 1) % len(TABS)]
+        order = TABS + (("trials",) if self.query("#trials") else ())
+        tabs.active = order[(order.index(tabs.active) + 1) % len(order)]
 
     def action_open_request(self) -> None:
         if self.detail:

@@ -47,6 +47,8 @@ class Request(SQLModel, table=True):
     current_tier: int = 0
     accepted_job_id: int | None = None
     auto_escalate: bool = False  # the engine climbs the ladder itself until the verdicts pass
+    # Revision 0007: tune each tier's job before climbing ({"trials", "minutes", "seed"}; None: untuned).
+    tune: dict | None = Field(default=None, sa_column=json_column("tune_json", nullable=True))
     verdict: str | None = None  # pass | fail of the latest finished job
     spec: dict = Field(default_factory=dict, sa_column=json_column("spec_json"))  # the spec without its texts
     created_at: datetime = Field(default_factory=utcnow, index=True)
@@ -104,6 +106,8 @@ class Job(SQLModel, table=True):
     # Revision 0006: a batched job (`expunge batch`): {"leader": job id, "jobs": [...], "requests": [...]}. The
     # leader's worker runs one unlearning run over the union and verifies each member on its own request's data.
     batch: dict | None = Field(default=None, sa_column=json_column("batch_json", nullable=True))
+    # Revision 0007: `escalate --tune`'s budget ({"trials", "minutes", "seed"}); None for an untuned job.
+    tune: dict | None = Field(default=None, sa_column=json_column("tune_json", nullable=True))
 
 
 class StageResult(SQLModel, table=True):
@@ -202,6 +206,8 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     created_by: str = ""
     revoked_at: datetime | None = None
+
+
 class ModelVersion(SQLModel, table=True):
     """A model's line (revision 0006): v0 is the base as registered; accepting a job makes the next version,
     the parent plus that job's change, materialised once as an HF directory. Rows are never deleted: a
@@ -238,4 +244,25 @@ class RegressionData(SQLModel, table=True):
     token: str  # Fernet token of {"prompts": [...], "spans": [...], "leak_rate": landed}
     prompts: int = 0
     spans: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TuningTrial(SQLModel, table=True):
+    """One trial of a tuning job (revision 0007): the hyperparameters it tried, the proxy's metrics on the
+    validation split, and how it ended (running | complete | pruned | failed | cancelled)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    number: int  # Optuna's trial number, from 0
+    state: str = "running"
+    params: dict = Field(default_factory=dict, sa_column=json_column("params_json"))  # the values tried
+    metrics: dict = Field(default_factory=dict, sa_column=json_column("metrics_json"))  # the proxy's, after
+    stages: dict = Field(default_factory=dict, sa_column=json_column("stages_json"))  # proxy verdict per stage
+    passed: bool = False  # passes every stage's proxy
+    score: float | None = None  # control lost on the validation slice (lower is better)
+    objective: float | None = None  # what the sampler minimised
+    steps: int | None = None  # optimizer steps the trial took (its early stop)
+    seconds: float = 0.0
+    reason: str | None = None  # why it stopped, was pruned or failed
+    winner: bool = False  # the trial whose hyperparameters the job ran and verified in full
     created_at: datetime = Field(default_factory=utcnow)

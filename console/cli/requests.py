@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from console.cli.common import call, client, listing_options, out, parse_hyper, rich_console, wait_for
+from console.cli.tune import tune_body, tune_options
 
 REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "title", "reference", "intention", "tier",
                  "due")
@@ -18,9 +19,12 @@ REQUEST_SORTS = ("id", "created", "updated", "status", "verdict", "model", "titl
 @click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--method", help="method for the first job (default: tier 1 for suppress, tier 3 for remove)")
 @click.option("--hyper", multiple=True, metavar="KEY=VALUE", help="hyperparameter override (repeatable)")
+@click.option("--auto-escalate", is_flag=True, help="climb the ladder from tier 1 until the verdicts pass")
+@tune_options
 @click.option("--wait", is_flag=True, help="wait for the job and print its verdicts")
 @click.option("--json", "as_json", is_flag=True)
-def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], wait: bool, as_json: bool) -> None:
+def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], auto_escalate: bool, tune: bool,
+           trials: int | None, minutes: float | None, tune_seed: int, wait: bool, as_json: bool) -> None:
     """File an erasure request from a spec (YAML or JSON) and queue its first job."""
     from engine.schema.errors import SpecError
     from engine.schema.spec import load_spec_file
@@ -30,7 +34,8 @@ def submit(spec_file: Path, method: str | None, hyper: tuple[str, ...], wait: bo
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
     c = client()
-    res = call(c.submit, body, method, parse_hyper(hyper))
+    res = call(c.submit, body, method, parse_hyper(hyper), True, auto_escalate,
+               tune_body(tune, trials, minutes, tune_seed))
     if wait and res["job"]:
         wait_for(c, res["job"]["id"], quiet=as_json)
         res["job_detail"] = call(c.job, res["job"]["id"])
@@ -72,14 +77,17 @@ def requests(status, query, limit, due, sort, order, since, until, as_json) -> N
 @click.argument("request_id", type=int)
 @click.option("--method", help="a named method instead of the next tier's default")
 @click.option("--hyper", multiple=True, metavar="KEY=VALUE")
+@tune_options
 @click.option("--wait", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def escalate(request_id: int, method: str | None, hyper: tuple[str, ...], wait: bool, as_json: bool) -> None:
-    """Run the next tier of the ladder on a request (each tier starts from the base model)."""
+def escalate(request_id: int, method: str | None, hyper: tuple[str, ...], tune: bool, trials: int | None,
+             minutes: float | None, tune_seed: int, wait: bool, as_json: bool) -> None:
+    """Run the next tier of the ladder on a request (each tier starts from the base model); with --tune, search the
+    method's sensitive hyperparameters first and run the winner."""
     from console.render import print_job
 
     c = client()
-    job = call(c.escalate, request_id, method, parse_hyper(hyper))
+    job = call(c.escalate, request_id, method, parse_hyper(hyper), tune_body(tune, trials, minutes, tune_seed))
     if wait:
         wait_for(c, job["id"], quiet=as_json)
         detail = call(c.job, job["id"])

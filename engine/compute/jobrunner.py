@@ -76,15 +76,27 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     method_cls = get_method(payload.method)
     # Validated when the job was submitted (engine.control.service.jobs): the payload carries the result.
     hp = method_cls.Hyper.model_construct(**payload.hyper)
-    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive,
-                     device=device, work_dir=work_dir, progress=progress, holdout=holdout,
-                     resume=payload.resume)
+    hyper, tuned = payload.hyper, None
+    if payload.tune is not None:  # `escalate --tune`: search first, then run the winner (engine.compute.tuning)
+        tuned = _tune(payload, method_cls, model, tokenizer, device, work_dir, ev_common, emit, progress)
+        hyper = tuned.hyper
+        hp = method_cls.Hyper.model_construct(**hyper)
+        before = _control_before(before, tuned, model, ev_common)
+    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=tuned.retain_train if tuned else retain,
+                     sensitive=sensitive, device=device, work_dir=work_dir, progress=progress, holdout=holdout,
+                     resume=payload.resume and tuned is None, stop=tuned.stop if tuned else None)
     t = time.time()
     candidate = method_cls().run(ctx, hp)
     timings["method_s"] = round(time.time() - t, 2)
 
     t = time.time()
-    after = measure_all(EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common))
+    after_input = EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common)
+    if tuned is None:
+        after = measure_all(after_input)
+    else:  # Optuna is imported only by a tuning job
+        from engine.compute.tuning.job import measure_tuned
+
+        after = measure_tuned(after_input, tuned.retain_judged)
     timings["verify_s"] = round(time.time() - t, 2)
     stages = judge(before, after, payload.policy, payload.intention)
     evidence = []
@@ -96,11 +108,13 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     manifest = {"job_id": payload.job_id, "base_model": payload.model.name,
                 "base_model_sha256": payload.model.weights_sha256, "base_version": payload.model.version,
                 "method": payload.method,
-                "tier": method_cls.tier, "hyper": payload.hyper, "seed": payload.hyper.get("seed", 0),
+                "tier": method_cls.tier, "hyper": hyper, "seed": hyper.get("seed", 0),
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
                 "method_info": candidate.info, "generation_oom_backoff": generation.backoff()}
+    if tuned is not None:
+        manifest["tuning"] = tuned.summary
     manifest = write_atomically(final, candidate.save, manifest)
     info = dict(candidate.info)
     del candidate
@@ -114,7 +128,34 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                    # seconds per stage and per attack, of this job's measurements (a cached 'before' has none)
                    "verify_timings": {"before": _stage_timings(before) if "before_s" in timings else None,
                                       "after": _stage_timings(after)},
-                   "generation_oom_backoff": generation.backoff(), **ctx.extra, **info}})
+                   "generation_oom_backoff": generation.backoff(), **ctx.extra, **info,
+                   **({"tuning": {**tuned.summary, "hyper": hyper}} if tuned else {})}})
+
+
+def _tune(payload: JobPayload, method_cls, model, tokenizer, device: str, work_dir: Path, ev_common: dict, emit,
+          progress):
+    from engine.compute.tuning.job import tune
+
+    return tune(method_cls=method_cls, hyper=payload.hyper, tune=payload.tune, base_model=model, tokenizer=tokenizer,
+                forget=ev_common["forget"], retain=ev_common["retain"], holdout=ev_common["holdout"],
+                sensitive=ev_common["sensitive"], policy=payload.policy, device=device, work_dir=work_dir,
+                max_new_tokens=ev_common["max_new_tokens"],
+                emit_trial=lambda trial: emit({"type": "trial", "job_id": payload.job_id, "trial": trial}),
+                progress=progress)
+
+
+def _control_before(before: dict, tuned, model, ev_common: dict) -> dict:
+    """The base's control stage on the rows the tuned job's control is judged on (the validation slice held
+    apart): measured here in seconds; the cached 'before' of the other stages stands."""
+    if tuned.retain_judged == ev_common["retain"]:
+        return before
+    from engine.compute.verify.stages import stage_module
+
+    started = time.time()
+    m = stage_module("control").measure(EvalInput(model=model, **{**ev_common, "retain": tuned.retain_judged}))
+    control = {"metrics": m.metrics, "evidence": m.evidence, "stats": m.stats, "notes": m.notes,
+               "timings": {**m.timings, "total": round(time.time() - started, 3)}}
+    return {**before, "control": control}
 
 
 def _stage_timings(measured: dict[str, dict]) -> dict[str, dict]:

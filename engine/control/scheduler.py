@@ -172,6 +172,8 @@ class Scheduler:
                 tracker.update(msg)
             elif kind == "baseline":
                 self._store_baseline(msg["key"], msg["payload"])
+            elif kind == "trial":  # a tuning trial started, ended, or won
+                self._store_trial(job_id, msg["trial"])
             elif kind == "result":
                 tracker.finish()
                 self._store_result(job_id, msg)
@@ -187,6 +189,7 @@ class Scheduler:
         if job_id in slot.cancelled:
             slot.cancelled.discard(job_id)
             log.info("job %d cancelled: its worker was stopped", job_id)
+            self._close_trials(job_id, "cancelled", "the job was cancelled during this trial")
             self._publish_job(job_id)
             return
         why = f"killed by {signal_name(code)}" if code < 0 else f"exited with status {code}"
@@ -242,7 +245,21 @@ class Scheduler:
         self._publish_job(next_id)
         self.wake.set()
 
+    def _store_trial(self, job_id: int, trial: dict) -> None:
+        from engine.control.service import trials
+
+        with session(self.db) as s:
+            trials.store_trial(s, job_id, trial)
+        self.bus.publish("trial", job_id=job_id, trial=trial)
+
+    def _close_trials(self, job_id: int, state: str, reason: str) -> None:
+        from engine.control.service import trials
+
+        with session(self.db) as s:
+            trials.close_running(s, job_id, state, reason)
+
     def _fail(self, job_id: int, reason: str) -> None:
+        self._close_trials(job_id, "failed", "the job failed during this trial")
         with session(self.db) as s:
             failed = runs.fail_job(s, job_id, reason)
         if failed:
@@ -318,8 +335,12 @@ class ProgressTracker:
 
 def recover(db) -> list[int]:
     """At engine start: jobs that were running when the engine died are marked interrupted."""
+    from engine.control.service import trials
+
     with session(db) as s:
         interrupted = runs.interrupt_running(s)
+        for job_id in interrupted:  # a tuning job's running trial ended with the engine; its finished ones stay
+            trials.close_running(s, job_id, "failed", "the engine stopped during this trial")
     for job_id in interrupted:
         log.warning("job %d interrupted: the engine stopped while it ran; `expunge resume %d` continues it",
                     job_id, job_id)

@@ -42,6 +42,8 @@ class JobPayload(_Contract):
     # The other members of a batch (`expunge batch`): {job_id, request_id, intention, policy, rows, sensitive,
     # baseline_key, baseline}. The method runs once over every member's rows; each member is verified on its own.
     batch: list[dict] = Field(default_factory=list)
+    # `escalate --tune`: {"trials": N, "minutes": M, "seed": S}; None for an untuned job.
+    tune: dict | None = None
 
 
 class MetricOutcome(_Contract):

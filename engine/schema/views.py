@@ -96,6 +96,7 @@ class JobView(View):
     requested_by: str = ""  # who queued it (issue 15)
     request_title: str | None = None
     model: str | None = None
+    tune: dict | None = None  # `escalate --tune`'s budget; None for an untuned job
 
 
 class MetricView(View):
@@ -170,6 +171,23 @@ class ArtifactView(View):
     manifest: dict
 
 
+class TrialView(View):
+    """One tuning trial of a job: what it tried, the proxy's metrics on the validation split, how it ended."""
+
+    number: int
+    state: str  # running | complete | pruned | failed | cancelled
+    params: dict
+    metrics: dict
+    stages: dict
+    passed: bool
+    score: float | None
+    objective: float | None
+    steps: int | None
+    seconds: float
+    reason: str | None
+    winner: bool
+
+
 class JobDetail(View):
     job: JobView
     stages: list[StageView]
@@ -177,6 +195,7 @@ class JobDetail(View):
     result: dict
     evidence: list[EvidenceView]
     artifacts: list[ArtifactView]
+    trials: list[TrialView] = []  # a tuning job's trials, by number
 
 
 class RequestPage(View):

@@ -20,14 +20,35 @@ if TYPE_CHECKING:
 
 
 class Hyper(BaseModel):
-    """Hyperparameters shared by every method; a method subclasses this with its own fields and ranges."""
+    """Hyperparameters shared by every method; a method subclasses this with its own fields and ranges.
+
+    `tune_space` declares the sensitive ones and the range `expunge escalate --tune` searches for each (one
+    class's entries add to, or override, its parents'): {"type": "float", "low", "high", "log"},
+    {"type": "int", "low", "high", "step"}, {"type": "categorical", "choices"}, or {"type": "layer"} (a
+    decoder block of the model being tuned)."""
 
     model_config = ConfigDict(extra="forbid")
+    tune_space: ClassVar[dict[str, dict]] = {}
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="random seed")
+
+    @classmethod
+    def search_space(cls) -> dict[str, dict]:
+        """The ranges tuning searches, merged from the base class down."""
+        space: dict[str, dict] = {}
+        for klass in reversed(cls.__mro__):
+            space.update(klass.__dict__.get("tune_space", {}))
+        return space
 
 
 class TrainHyper(Hyper):
     """The shared training loop's knobs (tiers 2 and 3)."""
+
+    # Every method is sensitive to these (open-unlearning issues #141, #167); steps is the most a trial may
+    # take: the early stop ends it once the unit targets are met.
+    tune_space: ClassVar[dict[str, dict]] = {
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+        "steps": {"type": "int", "low": 10, "high": 120, "step": 10},
+    }
 
     steps: int = Field(default=60, ge=1, le=100_000, description="optimizer steps")
     lr: float = Field(default=1e-3, gt=0, le=1.0, description="peak learning rate")
@@ -46,6 +67,8 @@ class TrainHyper(Hyper):
 
 class GradientHyper(TrainHyper):
     """Knobs of every tier-3 method: the shared loop's, plus the LoRA adapter (the default) or full weights."""
+
+    tune_space: ClassVar[dict[str, dict]] = {"lora_rank": {"type": "categorical", "choices": [4, 8, 16, 32]}}
 
     lora: bool = Field(default=True, description="train a LoRA adapter (False: update every weight)")
     lora_rank: int = Field(default=8, ge=1, le=1024, description="LoRA rank r")
@@ -77,6 +100,8 @@ class GradientHyper(TrainHyper):
 class RetainMixin(GradientHyper):
     """Loss weights of methods with a retain term: gamma * forget + alpha * retain."""
 
+    tune_space: ClassVar[dict[str, dict]] = {"alpha": {"type": "float", "low": 0.1, "high": 10.0, "log": True}}
+
     gamma: float = Field(default=1.0, ge=0, le=1e4, description="weight of the forget term")
     alpha: float = Field(default=1.0, ge=0, le=1e4, description="weight of the retain term")
     retain_loss: Literal["nll", "kl"] = Field(
@@ -101,6 +126,9 @@ class RunContext:
     holdout: list[dict] = field(default_factory=list)
     resume: bool = False
     extra: dict = field(default_factory=dict)  # e.g. {"locate": [...]} from an earlier phase
+    # A stop rule the caller imposes on the training loop (tuning's watch on the unit targets and on the
+    # validation retain slice); it replaces the hyperparameters' own stop rule.
+    stop: Callable | None = None
 
 
 class Method:
@@ -144,7 +172,8 @@ def list_methods() -> list[dict]:
     for cls in sorted(REGISTRY.values(), key=lambda c: (c.tier, c.name)):
         out.append({"name": cls.name, "tier": cls.tier, "description": cls.description,
                     "default": cls.name == default_method_for_tier(cls.tier),
-                    "defaults": cls.Hyper().model_dump(), "schema": cls.Hyper.model_json_schema()})
+                    "defaults": cls.Hyper().model_dump(), "schema": cls.Hyper.model_json_schema(),
+                    "tune_space": cls.Hyper.search_space()})
     return out
 
 

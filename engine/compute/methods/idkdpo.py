@@ -23,6 +23,7 @@ def refusals() -> list[str]:
 
 
 class IdkDPOHyper(RetainMixin):
+    tune_space: ClassVar[dict[str, dict]] = {"beta": {"type": "float", "low": 0.01, "high": 0.5, "log": True}}
     # The literature's 0.1 saturates on a model that has never seen a refusal: the loss is satisfied by
     # raising the refusal far above its (tiny) reference probability, margin ~100 nats within five
     # steps, while the forget answer stays the greedy one. 0.05 keeps the pressure on the answer.

@@ -13,6 +13,7 @@ from engine.compute.methods.base import Method, RetainMixin, RunContext, registe
 
 
 class NPOHyper(RetainMixin):
+    tune_space: ClassVar[dict[str, dict]] = {"beta": {"type": "float", "low": 0.05, "high": 1.0, "log": True}}
     beta: float = Field(default=0.1, gt=0, le=100, description="inverse temperature of the preference loss")
     steps: int = Field(default=40, ge=1, le=100_000, description="optimizer steps")
     lr: float = Field(default=5e-3, gt=0, le=1.0, description="peak learning rate (LoRA on a tiny model)")

@@ -30,6 +30,10 @@ DOWN_PROJ_NAMES = ("mlp.down_proj", "mlp.c_proj", "mlp.fc2", "mlp.dense_4h_to_h"
 
 
 class RMUHyper(TrainHyper):
+    # The layer steered is searched over the model's decoder blocks, as well as how hard and how much retain.
+    tune_space: ClassVar[dict[str, dict]] = {"layer": {"type": "layer"},
+                                             "steer": {"type": "float", "low": 1.0, "high": 20.0, "log": True},
+                                             "alpha": {"type": "float", "low": 1.0, "high": 200.0, "log": True}}
     layer: int | None = Field(default=None, ge=0, le=1000,
                               description="decoder block to steer (0-based); None = picked by locate")
     steer: float = Field(default=4.0, gt=0, le=1000,

@@ -14,6 +14,8 @@ from engine.compute.methods.base import Method, RetainMixin, RunContext, registe
 
 
 class SimNPOHyper(RetainMixin):
+    tune_space: ClassVar[dict[str, dict]] = {"beta": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
+                                             "delta": {"type": "float", "low": 0.0, "high": 2.0}}
     beta: float = Field(default=4.5, gt=0, le=100, description="inverse temperature")
     delta: float = Field(default=0.0, ge=0, le=100, description="reward margin (the SimNPO paper's gamma)")
     # open-unlearning weights the forget term 0.125 for 7B models; on the tiny model 1.0 forgets

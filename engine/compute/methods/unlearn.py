@@ -72,6 +72,7 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
     sources = [cycler(forget_data, hp.batch_size, hp.seed)]
     if retain_data:
         sources.append(cycler(retain_data, hp.batch_size, hp.seed + 1))
+    stop = stop or ctx.stop
     if stop is None and getattr(hp, "stop_forget_rouge", None):
         from engine.compute.methods.stop import forget_rouge_stop
 

@@ -96,7 +96,8 @@ def _job_facts(s: Session, job_id: int, mask) -> dict:
     """One job with its stages, progress, result, evidence (all of it) and artifacts, texts masked."""
     jd = service.job_detail(s, job_id, evidence_limit=100_000)
     job = dict(jd["job"])
-    job["hyper"] = mask(job["hyper"])
+    # A tuned job ran the winning trial's hyperparameters, not the ones it was queued with.
+    job["hyper"] = mask(((jd["result"] or {}).get("tuning") or {}).get("hyper") or job["hyper"])
     job["error"] = mask(job["error"]) if job["error"] else None
     job["request_title"] = None
     return {
@@ -104,6 +105,7 @@ def _job_facts(s: Session, job_id: int, mask) -> dict:
         "evidence": [{**e, "prompt": mask(e["prompt"]), "output_before": mask(e["output_before"]),
                       "output_after": mask(e["output_after"])} for e in jd["evidence"]],
         "artifacts": [{**a, "manifest": mask(a["manifest"])} for a in jd["artifacts"]],
+        "trials": jd.get("trials") or [],  # a tuned job's trials: hyperparameters and proxy metrics, no texts
     }
 
 

@@ -27,6 +27,7 @@ from engine.control.report.prose import (
     stage_sentence,
     verdict_word,
 )
+from engine.control.report.trials import trials_blocks
 from engine.schema.errors import SpecError
 from engine.schema.status import STAGES
 
@@ -214,7 +215,7 @@ def job_section(f: dict, j: dict, charts: bool) -> list:
                          cls="metrics"))
         out.append(UL([metric_sentence(job, st, m, f["n_forget"], f["n_retain"]) for m in st["metrics"]]))
         out += evidence_block(j, st["stage"])
-    return out + _training_blocks(j, charts) + _locate_blocks(j, charts)
+    return out + _training_blocks(j, charts) + _locate_blocks(j, charts) + trials_blocks(j, charts)
 
 
 def _training_blocks(j: dict, charts: bool) -> list:

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.control.routes.deps import MAX_ID
 from engine.schema.datasets import lone_surrogate
+from engine.schema.tuning import TuneSpec
 
 
 class BodyIn(BaseModel):
@@ -36,6 +37,8 @@ class RequestIn(BodyIn):
     hyper: dict | None = None
     start: bool = True
     auto_escalate: bool = False
+    # Tune each job of this request ({"trials", "minutes", "seed"}); with auto_escalate, every tier it climbs.
+    tune: TuneSpec | None = None
 
 
 class JobIn(BodyIn):
@@ -47,6 +50,7 @@ class JobIn(BodyIn):
 class EscalateIn(BodyIn):
     method: str | None = None
     hyper: dict | None = None
+    tune: TuneSpec | None = None  # `escalate --tune`: search the method's hyperparameters first
 
 
 class AcceptIn(BodyIn):

@@ -8,7 +8,7 @@ from engine.control import service
 from engine.control.routes.bodies import JobIn
 from engine.control.routes.deps import MAX_ID, Db, Engine, Id, Operator, Viewer
 from engine.control.routes.requests import WHEN, window
-from engine.schema.views import JobDetail, JobPage, JobView
+from engine.schema.views import JobDetail, JobPage, JobView, TrialView
 
 router = APIRouter()
 
@@ -38,6 +38,14 @@ def create_job(body: JobIn, s: Db, engine: Engine, who: Operator):
 @router.get("/jobs/{job_id}", response_model=JobDetail)
 def job_detail(job_id: Id, s: Db, _who: Viewer, evidence_limit: int = Query(default=200, ge=0, le=10_000)):
     return service.job_detail(s, job_id, evidence_limit)
+
+
+@router.get("/jobs/{job_id}/trials", response_model=list[TrialView])
+def job_trials(job_id: Id, s: Db):
+    """A tuning job's trials: hyperparameters, the proxy's metrics on the validation split, state, the winner."""
+    from engine.control.service.trials import job_trials
+
+    return job_trials(s, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)

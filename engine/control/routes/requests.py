@@ -64,7 +64,7 @@ def window(since: str | None, until: str | None):
 @router.post("/requests", status_code=201, response_model=RequestCreated)
 def create_request(body: RequestIn, s: Db, engine: Engine, who: Operator):
     req, job = service.create_request(s, body.spec, body.method, body.hyper, body.start, body.auto_escalate,
-                                      actor=who.name)
+                                      actor=who.name, tune=body.tune.model_dump() if body.tune else None)
     engine.publish_request(req.id)
     return RequestCreated(request=service.request_view(req),
                           job=engine.publish_job(s, job.id) if job is not None else None)
@@ -90,7 +90,8 @@ def request_detail(request_id: Id, s: Db, _who: Viewer):
 
 @router.post("/requests/{request_id}/escalate", status_code=201, response_model=JobView)
 def escalate(request_id: Id, body: EscalateIn, s: Db, engine: Engine, who: Operator):
-    job = service.escalate(s, request_id, body.method, body.hyper, actor=who.name)
+    job = service.escalate(s, request_id, body.method, body.hyper, actor=who.name,
+                           tune=body.tune.model_dump() if body.tune else None)
     shown = engine.publish_job(s, job.id)
     engine.publish_request(request_id)
     return shown

@@ -14,17 +14,22 @@ from store import audit
 from store.models import Job, Request
 
 
-def add_job(s: Session, req: Request, tier: int, method: str, hyper: dict, actor: str) -> Job:
-    """Queue a job in the caller's transaction; `hyper` is already validated (validate_hyper)."""
+def add_job(s: Session, req: Request, tier: int, method: str, hyper: dict, actor: str,
+            tune: dict | None = None) -> Job:
+    """Queue a job in the caller's transaction; `hyper` is already validated (validate_hyper), `tune` too
+    (engine.schema.tuning.TuneSpec.budget)."""
     # An engine-queued job (auto-escalation) is run for the request's filer.
     job = Job(request_id=req.id, tier=tier, method=method, hyper=dict(sorted(hyper.items())),
-              seed=int(hyper.get("seed", 0)), requested_by=req.requested_by if actor == "engine" else actor)
+              seed=int(hyper.get("seed", 0)), requested_by=req.requested_by if actor == "engine" else actor,
+              tune=tune)
     s.add(job)
     req.current_tier = max(req.current_tier, tier)
     s.add(req)
     s.flush()
-    audit.append(s, "job.queue", f"job:{job.id}", {"request": req.id, "tier": tier, "method": method,
-                                                     "hyper": audit_hyper(hyper)}, actor=actor)
+    detail = {"request": req.id, "tier": tier, "method": method, "hyper": audit_hyper(hyper)}
+    if tune is not None:
+        detail["tune"] = tune
+    audit.append(s, "job.queue", f"job:{job.id}", detail, actor=actor)
     return job
 
 
@@ -35,20 +40,21 @@ def audit_hyper(hyper: dict) -> dict:
             for k, v in hyper.items()}
 
 
-def submit_job(s: Session, request_id: int, method: str, hyper: dict | None, actor: str = "operator") -> Job:
+def submit_job(s: Session, request_id: int, method: str, hyper: dict | None, actor: str = "operator",
+               tune: dict | None = None) -> Job:
     """Queue a job on an open request. Its hyperparameters are validated here, once: the job row and the
     worker's payload carry the complete, validated values."""
     req = get_request(s, request_id)
     if req.status != "open":
         raise SpecError(f"request {request_id} is closed; its texts are purged and no job can run on it")
     hyper = validate_hyper(method, hyper)
-    job = add_job(s, req, get_method(method).tier, method, hyper, actor)
+    job = add_job(s, req, get_method(method).tier, method, hyper, actor, tune=tune_budget(tune))
     s.commit()
     return job
 
 
 def escalate(s: Session, request_id: int, method: str | None = None, hyper: dict | None = None,
-             actor: str = "operator") -> Job:
+             actor: str = "operator", tune: dict | None = None) -> Job:
     """The next tier's default method (or the named one); each tier's job starts from the base model."""
     req = get_request(s, request_id)
     if method is None:
@@ -56,7 +62,22 @@ def escalate(s: Session, request_id: int, method: str | None = None, hyper: dict
         if tier > 3:
             raise SpecError(f"request {request_id} is already at the top tier (3)")
         method = default_method_for_tier(tier)
-    return submit_job(s, request_id, method, hyper, actor)
+    return submit_job(s, request_id, method, hyper, actor, tune=tune)
+
+
+def tune_budget(tune: dict | None) -> dict | None:
+    """A tuning request ({"trials", "minutes", "seed"}, each optional) as stored: checked, trials filled in."""
+    if tune is None:
+        return None
+    from pydantic import ValidationError
+
+    from engine.schema.spec import format_validation_error
+    from engine.schema.tuning import TuneSpec
+
+    try:
+        return TuneSpec.model_validate(tune).budget()
+    except ValidationError as exc:
+        raise SpecError(f"tune: {format_validation_error(exc)}") from None
 
 
 def cancel_job(s: Session, job_id: int, actor: str = "operator") -> Job:

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from engine.control.service.deadlines import answered_on_time, days_left, received_and_due
 from engine.control.service.lookup import get_job, get_request
+from engine.control.service.trials import trial_views
 from engine.schema.errors import SpecError
 from engine.schema.views import (
     ArtifactView,
@@ -229,4 +230,5 @@ def job_detail(s: Session, job_id: int, evidence_limit: int = 200) -> dict:
     artifacts = s.exec(select(Artifact).where(Artifact.job_id == job_id))
     return JobDetail(job=job_row_view(job, req), stages=stage_views(s, job_id), progress=job.progress,
                      result=job.result, evidence=[evidence_view(e) for e in evidence],
-                     artifacts=[ArtifactView.model_validate(a) for a in artifacts]).model_dump()
+                     artifacts=[ArtifactView.model_validate(a) for a in artifacts],
+                     trials=trial_views(s, job_id)).model_dump()

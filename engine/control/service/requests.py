@@ -12,7 +12,7 @@ from engine.compute.methods.base import default_method_for_tier, get_method, val
 from engine.control import privacy
 from engine.control.service import clock, versions
 from engine.control.service.deadlines import filed_deadline
-from engine.control.service.jobs import add_job, audit_hyper
+from engine.control.service.jobs import add_job, audit_hyper, tune_budget
 from engine.control.service.lookup import get_request, request_rows
 from engine.control.service.models import get_model
 from engine.leaks import mask_sensitive, mask_with_spans
@@ -26,12 +26,15 @@ from store.models import Evidence, Job, Request, RequestData
 
 
 def create_request(s: Session, body: dict, method: str | None = None, hyper: dict | None = None,
-                   start: bool = True, auto_escalate: bool = False, actor: str = "operator") -> tuple[Request, Job | None]:
-    """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything."""
+                   start: bool = True, auto_escalate: bool = False, actor: str = "operator",
+                   tune: dict | None = None) -> tuple[Request, Job | None]:
+    """Validate everything (spec, files, model, method, hyperparameters, policy) before writing anything. `tune`:
+    tune the first job, and with auto_escalate every tier the request climbs to."""
     spec = parse_spec(body)
     # `model: demo@v1` pins a version as `version: 1` does (issue 14)
     spec.model, pinned = versions.parse_ref(spec.model)
     spec.version = spec.version if spec.version is not None else pinned
+    tune = tune_budget(tune)
     rows = resolve_rows(spec, allow_paths=False)
     model = get_model(s, spec.model)
     load_policy(spec.policy)
@@ -53,7 +56,8 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
     base_version = versions.start_version(s, spec.model, spec.version)
     req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,
                   policy=spec.policy, spec=spec_public, auto_escalate=auto_escalate, requested_by=actor,
-                  received_at=received, legal_basis=spec.legal_basis, due_at=due, base_version=base_version)
+                  received_at=received, legal_basis=spec.legal_basis, due_at=due, base_version=base_version,
+                  tune=tune)
     s.add(req)
     s.flush()
     for kind in DATA_KINDS:
@@ -69,7 +73,7 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
         **({"base_version": base_version} if base_version else {})}, actor=actor)
     job = None
     if start:
-        job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor)
+        job = add_job(s, req, get_method(job_method).tier, job_method, hyper, actor, tune=tune)
     s.commit()
     return req, job
 

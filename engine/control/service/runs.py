@@ -76,7 +76,8 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         rows={k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
         baseline=cached.payload if cached else None, work_dir=str(work_dir),
-        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), batch=batch)
+        resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), batch=batch,
+        tune=job.tune)
 
 
 def _member_payload(s: Session, job: Job, device: str, options: dict, version: dict) -> dict:
@@ -156,7 +157,7 @@ def auto_escalate(s: Session, job_id: int) -> int | None:
     req = s.get(Request, job.request_id)
     if not req.auto_escalate or job.verdict == "pass" or job.tier >= 3 or req.status != "open":
         return None
-    return escalate(s, req.id, actor="engine").id  # the engine's decision, run for the request's filer
+    return escalate(s, req.id, actor="engine", tune=req.tune).id  # the engine's decision, run for the request's filer
 
 
 def kept_progress(s: Session, job_id: int) -> dict:
