@@ -41,7 +41,7 @@ def job_detail(job_id: Id, s: Db, _who: Viewer, evidence_limit: int = Query(defa
 
 
 @router.get("/jobs/{job_id}/trials", response_model=list[TrialView])
-def job_trials(job_id: Id, s: Db):
+def job_trials(job_id: Id, s: Db, _who: Viewer):
     """A tuning job's trials: hyperparameters, the proxy's metrics on the validation split, state, the winner."""
     from engine.control.service.trials import job_trials
 
