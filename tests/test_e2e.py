@@ -36,6 +36,16 @@ def test_graddiff_forgets_the_forget_set_and_keeps_the_retain_set(engine, tiny, 
     art = detail["artifacts"][0]
     assert art["manifest"]["base_model_sha256"] and art["manifest"]["method"] == "graddiff"
     assert art["manifest"]["artifact_sha256"] == art["sha256"]
+    # Control judged out of sample: the split is in the manifest, and no retain row the method trained on is
+    # among the retain prompts the control stage judged; the built neighbours are judged too.
+    split = art["manifest"]["split"]
+    retain_rows = demo_request["retain"]
+    trained = {retain_rows[i]["question"] for i in split["retain"]["trained"]}
+    judged = {retain_rows[i]["question"] for i in split["retain"]["judged"]}
+    assert trained and judged and not trained & judged
+    judged_prompts = {e["prompt"] for e in detail["evidence"] if e["attack"] == "retain"}
+    assert judged_prompts and judged_prompts <= judged
+    assert detail["result"]["neighbours"]["judged"] > 0 and metric(detail, "control", "neighbour_rouge_l")["before"] > 0.9
     # The second job on the same model and data reuses the cached 'before' metrics.
     res2 = engine.submit_job(res["request"]["id"], "graddiff", {"steps": 2})
     detail2 = wait_job(engine, res2["id"])

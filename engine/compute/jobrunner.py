@@ -13,6 +13,8 @@ from engine.compute import generation
 from engine.compute.methods.base import RunContext, get_method
 from engine.compute.modeling import load_model, pick_device
 from engine.compute.prompting import max_answer_tokens, set_chat_mode, uses_chat
+from engine.compute.verify.memorisation import flag_memorisation
+from engine.compute.verify.neighbours import kept_rows
 from engine.compute.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
 from engine.schema.datasets import as_qa
 from engine.schema.payload import JobPayload, JobResult, ModelSpec
@@ -54,10 +56,15 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
     holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
     sensitive = payload.sensitive
+    budget = max_answer_tokens(tokenizer, forget + retain)
+    # Neighbours (the base's own answers to same-shaped questions about other entities), then the split of what
+    # is kept into rows the method trains on and rows the control stage judges: never the same rows.
+    progress(phase="neighbours")
+    kept, plan, built = kept_rows(model, tokenizer, forget, retain, sensitive, max_new_tokens=budget)
     ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=holdout,
                      probes=probes, general_text=payload.general_text,
-                     max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress,
-                     profile=payload.model.options.get("verification", "full"))
+                     max_new_tokens=budget, progress=progress,
+                     profile=payload.model.options.get("verification", "full"), **kept)
     timings = {}
 
     before = payload.baseline
@@ -72,7 +79,10 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     method_cls = get_method(payload.method)
     # Validated when the job was submitted (engine.control.service.jobs): the payload carries the result.
     hp = method_cls.Hyper.model_construct(**payload.hyper)
-    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive,
+    # The methods keep the trained retain rows (gold answers) and the trained neighbours (the base's answers).
+    trained = kept["retain_trained"] + [{"question": r["question"], "answer": r["answer"]}
+                                        for r in kept["neighbours_trained"]]
+    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=trained, sensitive=sensitive,
                      device=device, work_dir=work_dir, progress=progress, holdout=holdout,
                      resume=payload.resume)
     t = time.time()
@@ -83,6 +93,7 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     after = measure_all(EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common))
     timings["verify_s"] = round(time.time() - t, 2)
     stages = judge(before, after, payload.policy, payload.intention)
+    memorised = flag_memorisation(stages)
     evidence = []
     for name in after:
         evidence += pair_evidence(name, before.get(name, {}).get("evidence", []), after[name]["evidence"])
@@ -95,7 +106,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
-                "method_info": candidate.info, "generation_oom_backoff": generation.backoff()}
+                "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
+                "split": plan, "neighbours": built}
     manifest = write_atomically(final, candidate.save, manifest)
     info = dict(candidate.info)
     del candidate
@@ -109,7 +121,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                    # seconds per stage and per attack, of this job's measurements (a cached 'before' has none)
                    "verify_timings": {"before": _stage_timings(before) if "before_s" in timings else None,
                                       "after": _stage_timings(after)},
-                   "generation_oom_backoff": generation.backoff(), **ctx.extra, **info}})
+                   "generation_oom_backoff": generation.backoff(), "split": plan, "neighbours": built,
+                   "memorisation": memorised, **ctx.extra, **info}})
 
 
 def _stage_timings(measured: dict[str, dict]) -> dict[str, dict]:
