@@ -46,6 +46,9 @@ def test_graddiff_forgets_the_forget_set_and_keeps_the_retain_set(engine, tiny, 
     judged_prompts = {e["prompt"] for e in detail["evidence"] if e["attack"] == "retain"}
     assert judged_prompts and judged_prompts <= judged
     assert detail["result"]["neighbours"]["judged"] > 0 and metric(detail, "control", "neighbour_rouge_l")["before"] > 0.9
+    # The sign-off report names the retain rows trained on.
+    report = engine.report(res["request"]["id"], "md")
+    assert "Retain rows trained on:" in report and retain_rows[min(split["retain"]["trained"])]["question"] in report
     # The second job on the same model and data reuses the cached 'before' metrics.
     res2 = engine.submit_job(res["request"]["id"], "graddiff", {"steps": 2})
     detail2 = wait_job(engine, res2["id"])
