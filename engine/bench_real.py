@@ -80,7 +80,10 @@ def peak_rss_mb() -> float:
 
 
 def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), requests: int | None = None,
-        policy: str = "default", profile: str = "quick", tune: bool = False, progress=print) -> dict:
+        policy: str = "default", profile: str = "quick", tune: bool = False, progress=print,
+        out: Path | None = None) -> dict:
+    """Run the requests; with `out`, the Markdown result is rewritten after every job (a cut-short run keeps
+    what it measured, marked partial)."""
     if tune and TUNE_HOOK is None:  # refused before anything is loaded
         raise SpecError("--tune: per-tier tuning (issue 13 item 1) is not in this build; engine/bench_real.py "
                         "TUNE_HOOK is where it plugs in")
@@ -113,6 +116,15 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
         progress(f"dropped {d['entity']}: {d['reason']}")
     kept = kept[:requests] if requests else kept
     rows, job_id = [], 0
+    planned = len(kept) * len(tiers)
+
+    def result(partial: bool) -> dict:
+        return {"model": SMOLLM2, "policy": policy, "verification": profile, "tiers": list(tiers), "tune": tune,
+                "requests": [{"entity": r["entity"], "forget": len(r["forget"]), "retain": len(r["retain"]),
+                              "holdout": len(r["holdout"]), "unknown_rows_dropped": r["unknown"]} for r in kept],
+                "dropped": dropped, "knowledge_check_s": check_s, "rows": list(rows),
+                "total_s": round(time.time() - started, 1), "machine": machine(), "load_before": load_before,
+                "load_after": os.getloadavg(), "commit": commit(), "partial": partial, "planned_jobs": planned}
     with tempfile.TemporaryDirectory(prefix="bench-real-") as scratch:
         for req in kept:
             before = None
@@ -126,11 +138,15 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
                           "probes": None},
                     baseline_key="bench-real", baseline=before, work_dir=f"{scratch}/work-{job_id}",
                     artifact_dir=f"{scratch}/artifact-{job_id}")
-                captured = {}
+                captured: dict = {"started": time.time()}
 
                 def emit(event: dict, captured=captured) -> None:
                     if event.get("type") == "baseline":
                         captured["before"] = event["payload"]
+                    phase = event.get("phase")
+                    if phase and phase != captured.get("phase"):  # one line per phase, not per step
+                        captured["phase"] = phase
+                        progress(f"  {phase} ({time.time() - captured['started']:.0f} s)")
 
                 progress(f"{req['entity']}: tier {tier} ({method})…")
                 t = time.time()
@@ -140,12 +156,12 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
                 row = summarise(req, tier, method, result.model_dump(mode="json"), wall)
                 rows.append(row)
                 progress(format_row(row))
-    return {"model": SMOLLM2, "policy": policy, "verification": profile, "tiers": list(tiers), "tune": tune,
-            "requests": [{"entity": r["entity"], "forget": len(r["forget"]), "retain": len(r["retain"]),
-                          "holdout": len(r["holdout"]), "unknown_rows_dropped": r["unknown"]} for r in kept],
-            "dropped": dropped, "knowledge_check_s": check_s, "rows": rows,
-            "total_s": round(time.time() - started, 1), "machine": machine(), "load_before": load_before,
-            "load_after": os.getloadavg(), "commit": commit()}
+                if out is not None and len(rows) < planned:
+                    write_markdown(result(partial=True), out)
+    final = result(partial=False)
+    if out is not None:
+        write_markdown(final, out)
+    return final
 
 
 def summarise(req: dict, tier: int, method: str, result: dict, wall: float) -> dict:
@@ -224,7 +240,7 @@ Load average (1/5/15 min) {_load(result["load_before"])} at the start and {_load
 end: the machine was shared with other sessions running their own tests, so wall times are upper bounds.
 
 Requests run: {req}. Dropped at the knowledge check: {dropped}. Knowledge check: {result["knowledge_check_s"]} s.
-Total: {result["total_s"]} s. Peak RSS is the benchmark process's high-water mark so far (model, training and
+{_partial(result)}Total: {result["total_s"]} s. Peak RSS is the benchmark process's high-water mark so far (model, training and
 verification in one process).
 
 {format_table(result)}
@@ -232,6 +248,13 @@ verification in one process).
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, lambda fh: fh.write(text.encode()))
+
+
+def _partial(result: dict) -> str:
+    if not result.get("partial"):
+        return ""
+    return (f"**Partial**: {len(result['rows'])} of the {result['planned_jobs']} planned jobs had finished when "
+            "this was written (the run was still going, or was stopped).\n")
 
 
 def _load(values) -> str:

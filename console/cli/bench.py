@@ -89,7 +89,7 @@ COMMANDS = [finetune, bench]
 def bench_real(tiers: str, entities: tuple[str, ...], requests: int | None, policy: str, verification: str,
                tune: bool, out_path: Path | None, as_json: bool) -> None:
     """Entity-level requests about facts SmolLM2-135M-Instruct really knows, through the ladder's tier defaults."""
-    from engine.bench_real import format_table, run, write_markdown
+    from engine.bench_real import format_table, run
     from engine.schema.errors import SpecError
 
     try:
@@ -100,9 +100,7 @@ def bench_real(tiers: str, entities: tuple[str, ...], requests: int | None, poli
         raise click.BadParameter("tiers are 1, 2 and 3", param_hint="--tiers")
     try:
         result = run(list(entities) or None, tier_list, requests, policy, verification, tune,
-                     progress=lambda s: click.echo(s, err=True))
+                     progress=lambda s: click.echo(s, err=True), out=out_path)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    if out_path is not None:
-        write_markdown(result, out_path)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_table(result))
