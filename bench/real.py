@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+# First on the path: this script's own folder holds a console.py that would shadow the console package.
+sys.path.insert(0, str(REPO))
 
 from console.cli.bench import bench_real  # noqa: E402
 
