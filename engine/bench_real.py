@@ -71,7 +71,8 @@ def checked_requests(model, tokenizer, entities: list[str]) -> tuple[list[dict],
                             f"forget and {len(retain)}/{len(req['retain'])} retain rows correctly"})
             continue
         kept.append({**req, "entity": entity, "forget": forget, "retain": retain,
-                     "unknown": len(req["forget"]) - len(forget) + len(req["retain"]) - len(retain)})
+                     "unknown": len(req["forget"]) - len(forget) + len(req["retain"]) - len(retain),
+                     "known": f"{len(forget)}/{len(req['forget'])} forget, {len(retain)}/{len(req['retain'])} retain"})
     return kept, dropped
 
 
@@ -117,14 +118,20 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
     kept = kept[:requests] if requests else kept
     rows, job_id = [], 0
     planned = len(kept) * len(tiers)
+    for r in kept:
+        progress(f"{r['entity']}: the model knows {r['known']} rows")
 
     def result(partial: bool) -> dict:
         return {"model": SMOLLM2, "policy": policy, "verification": profile, "tiers": list(tiers), "tune": tune,
                 "requests": [{"entity": r["entity"], "forget": len(r["forget"]), "retain": len(r["retain"]),
-                              "holdout": len(r["holdout"]), "unknown_rows_dropped": r["unknown"]} for r in kept],
+                              "holdout": len(r["holdout"]), "unknown_rows_dropped": r["unknown"],
+                              "known": r["known"]} for r in kept],
                 "dropped": dropped, "knowledge_check_s": check_s, "rows": list(rows),
                 "total_s": round(time.time() - started, 1), "machine": machine(), "load_before": load_before,
                 "load_after": os.getloadavg(), "commit": commit(), "partial": partial, "planned_jobs": planned}
+
+    if out is not None and planned:  # the knowledge check is a result of its own, before any job ends
+        write_markdown(result(partial=True), out)
     with tempfile.TemporaryDirectory(prefix="bench-real-") as scratch:
         for req in kept:
             before = None
@@ -204,6 +211,8 @@ HEADER = ("| request | tier, method | verdict | unit | control | reconstruction 
 
 
 def format_table(result: dict) -> str:
+    if not result["tiers"]:
+        return "Knowledge check only: " + "; ".join(f"{r['entity']}: {r.get('known', '?')}" for r in result["requests"])
     lines = [HEADER, *(format_row(r) for r in result["rows"])]
     passed = sum(r["verdict"] == "pass" for r in result["rows"])
     lines.append(f"\n{passed} of {len(result['rows'])} jobs pass every stage under `{result['policy']}`.")
@@ -228,12 +237,12 @@ def write_markdown(result: dict, path: Path, note: str = "") -> None:
     from store.files import replace_file
 
     m = result["machine"]
-    req = ", ".join(f"{r['entity']} ({r['forget']} forget / {r['retain']} retain / {r['holdout']} holdout)"
-                    for r in result["requests"])
+    req = ", ".join(f"{r['entity']} ({r['forget']} forget / {r['retain']} retain / {r['holdout']} holdout; "
+                    f"known: {r.get('known', '?')})" for r in result["requests"])
     dropped = "; ".join(f"{d['entity']}: {d['reason']}" for d in result["dropped"]) or "none"
     text = f"""# Real-knowledge benchmark (SmolLM2-135M-Instruct)
 
-`expunge bench real --tiers {",".join(map(str, result["tiers"]))} --policy {result["policy"]} --verification \
+`expunge bench real --tiers {",".join(map(str, result["tiers"])) or "- (--check-only)"} --policy {result["policy"]} --verification \
 {result["verification"]}{" --tune" if result["tune"] else ""}` (untuned tier defaults{", tuned" if result["tune"] else ""}),
 commit `{result["commit"]}`, on {m["platform"]}, {m["cpus"]} CPUs ({m["processor"]}), Python {m["python"]}.
 Load average (1/5/15 min) {_load(result["load_before"])} at the start and {_load(result["load_after"])} at the
