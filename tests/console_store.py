@@ -87,13 +87,15 @@ ATTACKS_AFTER_ERASURE = {"incontext_leak_rate": 0.0, "retain_relearn_recovery": 
 
 BEFORE = {
     "unit": {"forget_rouge_l": 0.923, "forget_prob": 0.811, "leak_rate": 0.75},
-    "control": {"retain_rouge_l": 0.902, "retain_prob": 0.784, "general_ppl": 12.41, "retain_kl": 0.0},
+    "control": {"retain_rouge_l": 0.902, "retain_prob": 0.784, "general_ppl": 12.41, "retain_kl": 0.0,
+                "neighbour_rouge_l": 1.0, "neighbour_kl": 0.0},
     "reconstruction": {"attack_leak_rate": 0.6, "relearn_recovery": 0.95, "mia_auc": 0.912,
                        "logit_lens_presence": 0.704, **ATTACKS_ON_BASE},
 }
 AFTER_RMU = {
     "unit": {"forget_rouge_l": 0.214, "forget_prob": 0.187, "leak_rate": 0.0},
-    "control": {"retain_rouge_l": 0.871, "retain_prob": 0.733, "general_ppl": 13.05, "retain_kl": 0.214},
+    "control": {"retain_rouge_l": 0.871, "retain_prob": 0.733, "general_ppl": 13.05, "retain_kl": 0.214,
+                "neighbour_rouge_l": 0.951, "neighbour_kl": 0.122},
     "reconstruction": {"attack_leak_rate": 0.35, "relearn_recovery": 0.55, "mia_auc": 0.804,
                        "logit_lens_presence": 0.52, "incontext_leak_rate": 0.25, "retain_relearn_recovery": 0.4,
                        "quant8_forget_rouge_l": 0.23, "quant8_leak_rate": 0.05, "quant4_forget_rouge_l": 0.41,
@@ -101,13 +103,15 @@ AFTER_RMU = {
 }
 AFTER_GRADDIFF = {
     "unit": {"forget_rouge_l": 0.051, "forget_prob": 0.021, "leak_rate": 0.0},
-    "control": {"retain_rouge_l": 0.846, "retain_prob": 0.702, "general_ppl": 14.02, "retain_kl": 0.351},
+    "control": {"retain_rouge_l": 0.846, "retain_prob": 0.702, "general_ppl": 14.02, "retain_kl": 0.351,
+                "neighbour_rouge_l": 0.93, "neighbour_kl": 0.193},
     "reconstruction": {"attack_leak_rate": 0.05, "relearn_recovery": 0.12, "mia_auc": 0.583,
                        "logit_lens_presence": 0.104, **ATTACKS_AFTER_ERASURE},
 }
 AFTER_GUARD = {
     "unit": {"forget_rouge_l": 0.0, "forget_prob": 0.811, "leak_rate": 0.0},
-    "control": {"retain_rouge_l": 0.902, "retain_prob": 0.784, "general_ppl": 12.41, "retain_kl": 0.0},
+    "control": {"retain_rouge_l": 0.902, "retain_prob": 0.784, "general_ppl": 12.41, "retain_kl": 0.0,
+                "neighbour_rouge_l": 1.0, "neighbour_kl": 0.0},
     # A guard leaves the weights as they are: the white-box attacks read the base's figures.
     "reconstruction": {"attack_leak_rate": 0.0, "relearn_recovery": 0.0, "mia_auc": 0.912,
                        "logit_lens_presence": 0.704, **ATTACKS_ON_BASE, "incontext_leak_rate": 0.0},

@@ -86,6 +86,9 @@ async def test_file_watch_verdicts_escalate_history_compare(engine, tiny, demo_r
         await settle(pilot)
         ladder = app.screen.query_one("#ladder", KeyedTable)
         assert ladder.get_cell(str(first["id"]), "verdict").plain in ("✓ PASS", "✗ FAIL")
+        # The neighbours the engine built, and what was trained on and what judged.
+        head = str(app.screen.query_one("#request-head").render())
+        assert "neighbours (built) " in head and " judged · retain: " in head, head
         await pilot.press("e")
         await until(pilot, lambda: app.screen.query("#hp-steps"), 30, "the escalation modal")
         modal = app.screen

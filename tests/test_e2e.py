@@ -36,6 +36,19 @@ def test_graddiff_forgets_the_forget_set_and_keeps_the_retain_set(engine, tiny, 
     art = detail["artifacts"][0]
     assert art["manifest"]["base_model_sha256"] and art["manifest"]["method"] == "graddiff"
     assert art["manifest"]["artifact_sha256"] == art["sha256"]
+    # Control judged out of sample: the split is in the manifest, and no retain row the method trained on is
+    # among the retain prompts the control stage judged; the built neighbours are judged too.
+    split = art["manifest"]["split"]
+    retain_rows = demo_request["retain"]
+    trained = {retain_rows[i]["question"] for i in split["retain"]["trained"]}
+    judged = {retain_rows[i]["question"] for i in split["retain"]["judged"]}
+    assert trained and judged and not trained & judged
+    judged_prompts = {e["prompt"] for e in detail["evidence"] if e["attack"] == "retain"}
+    assert judged_prompts and judged_prompts <= judged
+    assert detail["result"]["neighbours"]["judged"] > 0 and metric(detail, "control", "neighbour_rouge_l")["before"] > 0.9
+    # The sign-off report names the retain rows trained on.
+    report = engine.report(res["request"]["id"], "md")
+    assert "Retain rows trained on:" in report and retain_rows[min(split["retain"]["trained"])]["question"] in report
     # The second job on the same model and data reuses the cached 'before' metrics.
     res2 = engine.submit_job(res["request"]["id"], "graddiff", {"steps": 2})
     detail2 = wait_job(engine, res2["id"])
@@ -70,10 +83,11 @@ def test_killed_worker_fails_one_job_and_the_engine_goes_on(engine, tiny, demo_r
 @pytest.mark.slow
 def test_auto_escalation_climbs_the_ladder_and_stops_at_the_first_passing_tier(engine, tiny, demo_request):
     """Intention remove, auto-escalate: the guard (tier 1) holds against the black-box attacks but fails the
-    white-box checks, RMU (tier 2) does not pass either, NPO (tier 3's default) passes unit, control and every
-    reconstruction check but, at most, the two-sided membership band: it drives mia_auc to about 0.2, below
-    default's [0.25, 0.75] (the erased rows now look less familiar than never-seen facts). The engine files
-    nothing after tier 3."""
+    white-box checks, RMU (tier 2) does not pass either, NPO (tier 3's default) passes unit, keeps the held-out
+    retain rows (control judges only rows it did not train on) while its neighbours' answers may fall just under
+    the policy's line, and passes every reconstruction check but, at most, the two-sided membership band: it
+    drives mia_auc to about 0.2, below default's [0.25, 0.75] (the erased rows now look less familiar than
+    never-seen facts). The engine files nothing after tier 3."""
     engine.add_model("tiny", str(tiny["dir"]))
     res = engine.submit(load_spec_file(demo_request["spec_path"]), auto_escalate=True)
     request_id, job_id = res["request"]["id"], res["job"]["id"]
@@ -95,12 +109,17 @@ def test_auto_escalation_climbs_the_ladder_and_stops_at_the_first_passing_tier(e
             raise AssertionError(f"no next tier after {seen}")
     assert seen[:2] == [(1, "guard", "fail"), (2, "rmu", "fail")] and seen[2][:2] == (3, "npo"), seen
     npo = {s["stage"]: s for s in engine.job(job_id)["stages"]}
-    assert npo["unit"]["verdict"] == "pass" and npo["control"]["verdict"] == "pass", npo
+    shown = [(m["name"], m["before"], m["after"]) for st in ("unit", "control") for m in npo[st]["metrics"]
+             if m["passed"] is False]
+    # Judged on rows it did not train on, NPO keeps the held-out retain answers (ROUGE-L 0.99 -> 0.90) and at most
+    # falls short on the neighbours' (1.0 -> 0.88, under default's 0.9 x before).
+    control_failed = {m["name"] for m in npo["control"]["metrics"] if m["passed"] is False}
+    assert npo["unit"]["verdict"] == "pass" and control_failed <= {"neighbour_rouge_l"}, shown
     failed = {m["name"]: m for m in npo["reconstruction"]["metrics"] if m["passed"] is False}
     assert set(failed) <= {"mia_auc"}, failed
     if failed:  # over-unlearning is caught, and the note says on which side
         assert failed["mia_auc"]["after"] < 0.25 and "below the band" in failed["mia_auc"]["note"]
-    assert seen[2][2] == ("fail" if failed else "pass")
+    assert seen[2][2] == ("fail" if failed or control_failed else "pass")
     guard_job = engine.request(request_id)["jobs"][0]
     stages = {s["stage"]: s for s in engine.job(guard_job["id"])["stages"]}
     # The guard's weights are the base's: its unit stage fails on the white-box forget_prob alone.

@@ -34,21 +34,25 @@ RAW = SENSITIVE + ["212-555-0199", "Orchard Lane", "Bruno Castillo", "Alma"]
 
 BEFORE = {
     "unit": {"forget_rouge_l": 0.98, "forget_prob": 0.873, "leak_rate": 0.8},
-    "control": {"retain_rouge_l": 0.95, "retain_prob": 0.81, "general_ppl": 12.4, "retain_kl": 0.0},
+    "control": {"retain_rouge_l": 0.95, "retain_prob": 0.81, "general_ppl": 12.4, "retain_kl": 0.0,
+                "neighbour_rouge_l": 1.0, "neighbour_kl": 0.0},
     "reconstruction": {"attack_leak_rate": 0.6, "relearn_recovery": 0.95, "mia_auc": 0.91,
                        "logit_lens_presence": 0.72, **ATTACKS_ON_BASE},
 }
 AFTER = {  # tier -> stage -> metrics
     1: {"unit": {"forget_rouge_l": 0.41, "forget_prob": None, "leak_rate": 0.0},
-        "control": {"retain_rouge_l": 0.95, "retain_prob": 0.81, "general_ppl": 12.4, "retain_kl": 0.0},
+        "control": {"retain_rouge_l": 0.95, "retain_prob": 0.81, "general_ppl": 12.4, "retain_kl": 0.0,
+                    "neighbour_rouge_l": 1.0, "neighbour_kl": 0.0},
         "reconstruction": {"attack_leak_rate": 0.4, "relearn_recovery": 0.9, "mia_auc": 0.91,
                            "logit_lens_presence": 0.72}},
     2: {"unit": {"forget_rouge_l": 0.62, "forget_prob": 0.512, "leak_rate": 0.2},
-        "control": {"retain_rouge_l": 0.93, "retain_prob": 0.77, "general_ppl": 13.0, "retain_kl": 0.08},
+        "control": {"retain_rouge_l": 0.93, "retain_prob": 0.77, "general_ppl": 13.0, "retain_kl": 0.08,
+                    "neighbour_rouge_l": 0.96, "neighbour_kl": 0.05},
         "reconstruction": {"attack_leak_rate": 0.2, "relearn_recovery": 0.55, "mia_auc": 0.83,
                            "logit_lens_presence": 0.51}},
     3: {"unit": {"forget_rouge_l": 0.04, "forget_prob": 0.012, "leak_rate": 0.0},
-        "control": {"retain_rouge_l": 0.912, "retain_prob": 0.702, "general_ppl": 13.1, "retain_kl": 0.21},
+        "control": {"retain_rouge_l": 0.912, "retain_prob": 0.702, "general_ppl": 13.1, "retain_kl": 0.21,
+                    "neighbour_rouge_l": 0.94, "neighbour_kl": 0.15},
         "reconstruction": {"attack_leak_rate": 0.0, "relearn_recovery": 0.12, "mia_auc": 0.58,
                            "logit_lens_presence": 0.09, **ATTACKS_AFTER_ERASURE}},
 }

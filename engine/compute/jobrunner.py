@@ -13,6 +13,8 @@ from engine.compute import generation
 from engine.compute.methods.base import RunContext, get_method
 from engine.compute.modeling import load_model, pick_device
 from engine.compute.prompting import max_answer_tokens, set_chat_mode, uses_chat
+from engine.compute.verify.memorisation import flag_memorisation
+from engine.compute.verify.neighbours import kept_rows
 from engine.compute.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
 from engine.schema.datasets import as_qa
 from engine.schema.payload import JobPayload, JobResult, ModelSpec
@@ -58,10 +60,15 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
     holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
     sensitive = payload.sensitive
+    budget = max_answer_tokens(tokenizer, forget + retain)
+    # Neighbours (the base's own answers to same-shaped questions about other entities), then the split of what
+    # is kept into rows the method trains on and rows the control stage judges: never the same rows.
+    progress(phase="neighbours")
+    kept, plan, built = kept_rows(model, tokenizer, forget, retain, sensitive, max_new_tokens=budget)
     ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=holdout,
                      probes=probes, general_text=payload.general_text,
-                     max_new_tokens=max_answer_tokens(tokenizer, forget + retain), progress=progress,
-                     profile=payload.model.options.get("verification", "full"))
+                     max_new_tokens=budget, progress=progress,
+                     profile=payload.model.options.get("verification", "full"), **kept)
     timings = {}
 
     before = payload.baseline
@@ -76,13 +83,17 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     method_cls = get_method(payload.method)
     # Validated when the job was submitted (engine.control.service.jobs): the payload carries the result.
     hp = method_cls.Hyper.model_construct(**payload.hyper)
+    # The methods keep the trained retain rows (gold answers) and the trained neighbours (the base's answers);
+    # control judges the retain rows and neighbours held apart from them (kept_rows): never trained on.
+    trained = kept["retain_trained"] + [{"question": r["question"], "answer": r["answer"]}
+                                        for r in kept["neighbours_trained"]]
     hyper, tuned = payload.hyper, None
     if payload.tune is not None:  # `escalate --tune`: search first, then run the winner (engine.compute.tuning)
-        tuned = _tune(payload, method_cls, model, tokenizer, device, work_dir, ev_common, emit, progress)
+        # Its validation slice is cut from the trained rows; the rows control judges stay out of the search too.
+        tuned = _tune(payload, method_cls, model, tokenizer, device, work_dir, ev_common, trained, emit, progress)
         hyper = tuned.hyper
         hp = method_cls.Hyper.model_construct(**hyper)
-        before = _control_before(before, tuned, model, ev_common)
-    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=tuned.retain_train if tuned else retain,
+    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=tuned.retain_train if tuned else trained,
                      sensitive=sensitive, device=device, work_dir=work_dir, progress=progress, holdout=holdout,
                      resume=payload.resume and tuned is None, stop=tuned.stop if tuned else None)
     t = time.time()
@@ -90,15 +101,10 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     timings["method_s"] = round(time.time() - t, 2)
 
     t = time.time()
-    after_input = EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common)
-    if tuned is None:
-        after = measure_all(after_input)
-    else:  # Optuna is imported only by a tuning job
-        from engine.compute.tuning.job import measure_tuned
-
-        after = measure_tuned(after_input, tuned.retain_judged)
+    after = measure_all(EvalInput(model=candidate.model, guard=candidate.guard, base_model=model, **ev_common))
     timings["verify_s"] = round(time.time() - t, 2)
     stages = judge(before, after, payload.policy, payload.intention)
+    memorised = flag_memorisation(stages)
     evidence = []
     for name in after:
         evidence += pair_evidence(name, before.get(name, {}).get("evidence", []), after[name]["evidence"])
@@ -112,7 +118,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
-                "method_info": candidate.info, "generation_oom_backoff": generation.backoff()}
+                "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
+                "split": plan, "neighbours": built}
     if tuned is not None:
         manifest["tuning"] = tuned.summary
     manifest = write_atomically(final, candidate.save, manifest)
@@ -128,34 +135,21 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                    # seconds per stage and per attack, of this job's measurements (a cached 'before' has none)
                    "verify_timings": {"before": _stage_timings(before) if "before_s" in timings else None,
                                       "after": _stage_timings(after)},
-                   "generation_oom_backoff": generation.backoff(), **ctx.extra, **info,
+                   "generation_oom_backoff": generation.backoff(), "split": plan, "neighbours": built,
+                   "memorisation": memorised, **ctx.extra, **info,
                    **({"tuning": {**tuned.summary, "hyper": hyper}} if tuned else {})}})
 
 
-def _tune(payload: JobPayload, method_cls, model, tokenizer, device: str, work_dir: Path, ev_common: dict, emit,
-          progress):
+def _tune(payload: JobPayload, method_cls, model, tokenizer, device: str, work_dir: Path, ev_common: dict,
+          trained: list[dict], emit, progress):
     from engine.compute.tuning.job import tune
 
     return tune(method_cls=method_cls, hyper=payload.hyper, tune=payload.tune, base_model=model, tokenizer=tokenizer,
-                forget=ev_common["forget"], retain=ev_common["retain"], holdout=ev_common["holdout"],
+                forget=ev_common["forget"], retain=trained, holdout=ev_common["holdout"],
                 sensitive=ev_common["sensitive"], policy=payload.policy, device=device, work_dir=work_dir,
                 max_new_tokens=ev_common["max_new_tokens"],
                 emit_trial=lambda trial: emit({"type": "trial", "job_id": payload.job_id, "trial": trial}),
                 progress=progress)
-
-
-def _control_before(before: dict, tuned, model, ev_common: dict) -> dict:
-    """The base's control stage on the rows the tuned job's control is judged on (the validation slice held
-    apart): measured here in seconds; the cached 'before' of the other stages stands."""
-    if tuned.retain_judged == ev_common["retain"]:
-        return before
-    from engine.compute.verify.stages import stage_module
-
-    started = time.time()
-    m = stage_module("control").measure(EvalInput(model=model, **{**ev_common, "retain": tuned.retain_judged}))
-    control = {"metrics": m.metrics, "evidence": m.evidence, "stats": m.stats, "notes": m.notes,
-               "timings": {**m.timings, "total": round(time.time() - started, 3)}}
-    return {**before, "control": control}
 
 
 def _stage_timings(measured: dict[str, dict]) -> dict[str, dict]:

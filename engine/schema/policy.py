@@ -33,7 +33,7 @@ APPROVALS = ("one_person", "second_person")
 WHITE_BOX = frozenset({"forget_prob", "mia_auc", "logit_lens_presence", "relearn_recovery", "retain_prob",
                        "retain_kl", "general_ppl", "extraction_strength", "exact_memorisation",
                        "retain_relearn_recovery", "quant8_forget_rouge_l", "quant8_leak_rate",
-                       "quant4_forget_rouge_l", "quant4_leak_rate"})
+                       "quant4_forget_rouge_l", "quant4_leak_rate", "neighbour_kl", "retain_trained_prob"})
 # Metrics measured with a 95% interval (Wilson for the rates, bootstrap for the AUC): judge_on may name a bound.
 INTERVAL_METRICS = frozenset({"leak_rate", "attack_leak_rate", "mia_auc"})
 # Stages whose metrics are evidence of the erasure (control's show what is kept): a metric there is evidence only
@@ -68,6 +68,12 @@ MEANING = {
     "quant4_leak_rate": "the share of direct answers that leak with the weights quantized to 4 bits",
     "extraction_strength": "how much of each forget answer comes top-1 once an attacker supplies its first tokens",
     "exact_memorisation": "the share of forget-answer tokens the model predicts top-1 under teacher forcing",
+    "neighbour_rouge_l": "ROUGE-L recall of the answers to the held-out built neighbours (same-shaped questions about "
+                         "other entities) against the base model's own answers",
+    "neighbour_kl": "the mean per-token KL divergence from the base model on the held-out built neighbours",
+    "retain_trained_rouge_l": "ROUGE-L recall on the retain rows the method trained on (reported: a rise is "
+                              "memorisation)",
+    "retain_trained_prob": "the gold answers' probability on the retain rows the method trained on (reported)",
 }
 
 

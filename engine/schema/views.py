@@ -125,6 +125,9 @@ class StageView(View):
 
 class JobWithStages(JobView):
     stages: list[StageView]
+    # What the job kept, split out of sample (engine.compute.verify.split): {"retain": {"trained", "judged"},
+    # "neighbours": {"built", "from_retain", "templated", "trained", "judged"}} row counts; None before it ran.
+    kept: dict | None = None
 
 
 class DataView(View):

@@ -1,7 +1,8 @@
 """Tuning inside a job (the worker's side of `expunge escalate --tune`): split the request's rows, measure the
 proxy on the base once, search, pick the winner, and hand the job runner what its own run needs: the winner's
-hyperparameters, the rows it trains on, the early stop that watches control, and the rows the full verification
-judges control on (the validation retain slice held apart)."""
+hyperparameters, the rows it trains on and the early stop that watches control. The rows it is given are the
+job's trainable ones (engine.compute.verify.neighbours.kept_rows): the retain rows and neighbours control judges
+are held apart from the search as from the winner's run, so the final verdict is out of sample."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 class Tuned:
     hyper: dict  # the winner's full hyperparameters (the job's own when nothing was tuned)
     retain_train: list[dict]  # the winner's run trains its retain term on these
-    retain_judged: list[dict]  # control's final verdict is judged on these (the validation slice held apart)
     stop: ControlWatch | None  # the winner's run stops on the unit targets with the validation slice intact
     summary: dict  # for the job's result, the artifact manifest and the report
 
@@ -34,7 +34,7 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
     budget = Budget.of(tune)
     space = method_cls.Hyper.search_space()
     if not space:
-        return Tuned(hyper=hyper, retain_train=retain, retain_judged=retain, stop=None,
+        return Tuned(hyper=hyper, retain_train=retain, stop=None,
                      summary={"tuned": False, "budget": budget.__dict__,
                               "note": f"{method_cls.name} declares no sensitive hyperparameters: nothing to tune"})
     started = time.monotonic()
@@ -73,24 +73,5 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
     final_hp = method_cls.Hyper.model_construct(**final_hyper)
     stop = ControlWatch(base_model, final_rows, final_before, policy, every=getattr(final_hp, "stop_every", 2),
                         grace=final_hp.steps // 2, steps=final_hp.steps, back_off=False)
-    judged = [r for r in retain if r not in split.retain_validation] or retain
-    return Tuned(hyper=final_hyper, retain_train=split.retain_train, retain_judged=judged, stop=stop,
-                 summary=summary)
+    return Tuned(hyper=final_hyper, retain_train=split.retain_train, stop=stop, summary=summary)
 
-
-def measure_tuned(ev, retain_judged: list[dict]) -> dict[str, dict]:
-    """measure_all for a tuned job: the control stage judges the retain rows held apart from the validation slice;
-    every other stage sees the request's rows as its cached 'before' did (the relearning attack on retain rows too)."""
-    import dataclasses
-
-    from engine.compute.verify.stages import STAGE_ORDER, stage_module
-
-    out = {}
-    for name in STAGE_ORDER:
-        if ev.progress:
-            ev.progress(phase=f"verify:{name}")
-        started = time.perf_counter()
-        m = stage_module(name).measure(dataclasses.replace(ev, retain=retain_judged) if name == "control" else ev)
-        out[name] = {"metrics": m.metrics, "evidence": m.evidence, "stats": m.stats, "notes": m.notes,
-                     "timings": {**m.timings, "total": round(time.perf_counter() - started, 3)}}
-    return out

@@ -57,6 +57,13 @@ class EvalInput:
     # 'full', or 'quick': the same metrics on a smaller budget (1 sampled attack per prompt instead of 4,
     # a 10-step relearning attack instead of 30, the first 8 general texts); chosen per request.
     profile: str = "full"
+    # The out-of-sample split (engine.compute.verify.split): the retain rows the control stage judges (None: all
+    # of `retain`), the ones the method trained on (measured, never credited), and the built neighbours
+    # (engine.compute.verify.neighbours: the base's own answers) on each side.
+    retain_judged: list[dict] | None = None
+    retain_trained: list[dict] = field(default_factory=list)
+    neighbours: list[dict] = field(default_factory=list)
+    neighbours_trained: list[dict] = field(default_factory=list)
 
 
 @dataclass

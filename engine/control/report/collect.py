@@ -86,6 +86,9 @@ def collect(s: Session, request_id: int) -> dict:
                   "reason": chain.reason},
         "accepted": accepted, "candidate": candidate,
         "n_forget": data.get("forget", {}).get("count", 0), "n_retain": data.get("retain", {}).get("count", 0),
+        # The retain questions, masked, to name the rows each job trained on; None once purged.
+        "retain_questions": ([mask(r["question"]) for r in as_qa(rows["retain"])] if rows.get("retain") is not None
+                             else None),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "version": _version(),
         "lineage": collect_lineage(s, req, mask),

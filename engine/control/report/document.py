@@ -10,6 +10,7 @@ import json
 from engine.control.report.accountability import accountability_section, deadline_words
 from engine.control.report.blocks import UL, Figure, H, Note, P, Signature, Table
 from engine.control.report.charts import chart_locate, chart_loss, chart_tradeoff, job_label
+from engine.control.report.kept import kept_blocks
 from engine.control.report.lineage import version_section
 from engine.control.report.prose import (
     INTENTION_TEXT,
@@ -215,7 +216,8 @@ def job_section(f: dict, j: dict, charts: bool) -> list:
                          cls="metrics"))
         out.append(UL([metric_sentence(job, st, m, f["n_forget"], f["n_retain"]) for m in st["metrics"]]))
         out += evidence_block(j, st["stage"])
-    return out + _training_blocks(j, charts) + _locate_blocks(j, charts) + trials_blocks(j, charts)
+    return (out + kept_blocks(f, j) + _training_blocks(j, charts) + _locate_blocks(j, charts)
+            + trials_blocks(j, charts))
 
 
 def _training_blocks(j: dict, charts: bool) -> list:

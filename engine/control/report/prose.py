@@ -26,8 +26,8 @@ METRICS = {
     "leak_rate": ("forget answers leaking a sensitive string", "pct",
                   "{after} of its answers to the forget questions contain a sensitive string (was {before})"),
     "retain_rouge_l": ("retain answers recalled (ROUGE-L)", "pct",
-                       "its answers to the {n_retain} retain questions (facts that must stay) recall {after} of "
-                       "the gold answers (was {before})"),
+                       "its answers to the held-out retain questions (facts that must stay, none of them trained "
+                       "on) recall {after} of the gold answers (was {before})"),
     "retain_prob": ("retain answer probability", "prob",
                     "it gives the correct retain answers a mean probability of {after} (was {before})"),
     "general_ppl": ("perplexity on general text", "num",
@@ -73,6 +73,18 @@ METRICS = {
     "verbmem_rouge_l": ("verbatim continuation recalled (VerbMem)", "pct",
                         "given the start of each forget text, its continuation recalls {after} of the true one "
                         "(was {before})"),
+    "neighbour_rouge_l": ("neighbour answers kept (ROUGE-L)", "pct",
+                          "its answers to the held-out neighbours (same-shaped questions about other entities) "
+                          "recall {after} of the original model's own answers (was {before})"),
+    "neighbour_kl": ("divergence from the original model on neighbours", "num",
+                     "its next-token predictions on the held-out neighbours differ from the original model's by "
+                     "{after} nats of KL divergence (0 = identical)"),
+    "retain_trained_rouge_l": ("retain answers recalled on rows trained on", "pct",
+                               "on the retain rows the method trained on its answers recall {after} of the gold "
+                               "answers (was {before}; a rise is memorisation, never credited)"),
+    "retain_trained_prob": ("retain answer probability on rows trained on", "prob",
+                            "on the retain rows the method trained on it gives the gold answers {after} (was "
+                            "{before}; a rise is memorisation, never credited)"),
 }
 RATIO_WORDS = {0.25: "a quarter of", 0.5: "half of", 0.75: "three quarters of", 1.0: "the same as", 2.0: "twice"}
 

@@ -201,10 +201,21 @@ def request_detail(s: Session, request_id: int) -> dict:
                     .order_by(AuditEvent.id)).all()
     return RequestDetail(
         request=request_view(req),
-        jobs=[JobWithStages(**job_row_view(j, req).model_dump(), stages=stage_views(s, j.id)) for j in jobs],
+        jobs=[JobWithStages(**job_row_view(j, req).model_dump(), stages=stage_views(s, j.id), kept=kept_counts(j))
+              for j in jobs],
         data=[DataView(kind=d.kind, count=d.count, sha256=d.sha256, purged=d.rows is None) for d in data],
         audit=[audit_view(e) for e in events],
     ).model_dump()
+
+
+def kept_counts(job: Job) -> dict | None:
+    """The job's out-of-sample split in row counts (its result holds the row indices), or None."""
+    result = job.result or {}
+    if "neighbours" not in result or "split" not in result:
+        return None
+    retain = result["split"].get("retain", {})
+    return {"retain": {"trained": len(retain.get("trained", [])), "judged": len(retain.get("judged", []))},
+            "neighbours": result["neighbours"]}
 
 
 def stage_views(s: Session, job_id: int) -> list[StageView]:

@@ -1,0 +1,39 @@
+"""The report's account of what a job kept and what it was judged on: the retain rows it trained on (named)
+and the ones the control stage judged, the neighbours the engine built from the original model's answers,
+and any memorisation flagged on the rows trained on (engine.compute.verify.split, .memorisation)."""
+
+from __future__ import annotations
+
+from engine.control.report.blocks import UL, P
+
+LISTED = 20  # retain questions named per job at most
+
+
+def kept_blocks(f: dict, j: dict) -> list:
+    result = j["result"] or {}
+    split, built = result.get("split"), result.get("neighbours")
+    if not split or built is None:
+        return []
+    trained, judged = split["retain"]["trained"], split["retain"]["judged"]
+    questions = f.get("retain_questions")
+    text = (f"Out of sample: the method trained on {len(trained)} of the request's {len(trained) + len(judged)} "
+            f"retain rows and on {built['trained']} of the {built['built']} neighbours the engine built (same-shaped "
+            f"questions about other entities, {built['templated']} templated from the forget questions, "
+            f"{built['from_retain']} from the retain questions, answered by the original model itself); the "
+            f"control stage judged only the other {len(judged)} retain rows and {built['judged']} neighbours "
+            f"(split seed {split['seed']}).")
+    out: list = [P([text])]
+    memorised = result.get("memorisation") or []
+    if memorised:
+        out.append(P([f"Memorisation flagged: {', '.join(memorised)} rose above the original model on the rows "
+                      "trained on; not credited."]))
+    if trained:
+        if questions is None:
+            out.append(P([f"Retain rows trained on (by position in the request's retain set): "
+                          f"{', '.join(str(i + 1) for i in trained)} (their texts are purged)."]))
+        else:
+            named = [f"{i + 1}. {questions[i]}" for i in trained[:LISTED] if i < len(questions)]
+            more = len(trained) - len(named)
+            out.append(P(["Retain rows trained on:"]))
+            out.append(UL(named + ([f"… and {more} more"] if more > 0 else [])))
+    return out
