@@ -139,6 +139,8 @@ class JobScreen(EngineScreen):
         t.append_text(verdict(job["verdict"]))
         if job.get("device"):
             t.append(f" · {job['device']}")
+        if job.get("executor") not in (None, "local"):  # where it ran: a Ray node
+            t.append(f" · {job['executor']} node {job.get('node') or '?'}")
         if job.get("error"):
             t.append("\n" + job["error"].strip().splitlines()[0][:300], style=style("red"))
         self.query_one("#job-head", Static).update(t)
@@ -181,6 +183,8 @@ class JobScreen(EngineScreen):
         grid.add_row("started", when(job["started_at"]))
         grid.add_row("finished", when(job["finished_at"]))
         grid.add_row("device", job.get("device") or "—")
+        if job.get("executor") not in (None, "local"):  # local: the engine's own host
+            grid.add_row("ran on", f"{job['node']} ({job.get('executor') or 'local'})")
         for key, value in sorted(job["hyper"].items()):
             grid.add_row(f"  {key}", json.dumps(value))
         for key, value in ((d.get("result") or {}).get("timings") or {}).items():

@@ -85,6 +85,8 @@ class Job(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    executor: str | None = None  # local | ray: who ran it (revision 0008)
+    node: str | None = None  # where it ran: the host name, or the Ray node (id and address)
 
 
 class StageResult(SQLModel, table=True):

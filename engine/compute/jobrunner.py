@@ -95,7 +95,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                 "kind": candidate.kind, "libraries": library_versions(), "device": device,
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
-                "method_info": candidate.info, "generation_oom_backoff": generation.backoff()}
+                "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
+                "placement": payload.placement}
     manifest = write_atomically(final, candidate.save, manifest)
     info = dict(candidate.info)
     del candidate

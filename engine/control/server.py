@@ -13,6 +13,7 @@ import sys
 
 from engine.control.api import create_app
 from engine.control.events import EventBus
+from engine.control.executors import ExecutorError, make_executor
 from engine.control.scheduler import Scheduler, recover
 from engine.logs import configure_engine, verbose
 from store.db import migrate
@@ -89,7 +90,7 @@ class TcpTokenGuard:
         await self.app(scope, receive, send)
 
 
-def serve(tcp: str | None = None) -> None:
+def serve(tcp: str | None = None, ray: str | None = None, gpus: int | None = None) -> None:
     import uvicorn
 
     paths = get_paths().ensure()
@@ -98,7 +99,8 @@ def serve(tcp: str | None = None) -> None:
     db = migrate(paths.db)
     recover(db)  # logs each interrupted job
     bus = EventBus()
-    scheduler = Scheduler(db, paths, bus)
+    executor = make_executor(paths, ray, gpus)  # None: local worker subprocesses
+    scheduler = Scheduler(db, paths, bus, executor=executor)
     app = create_app(db, bus, scheduler)
     sockets = [bind_unix(paths.socket)]
     if tcp:
@@ -120,12 +122,18 @@ def serve(tcp: str | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.control.server")
     parser.add_argument("--tcp", help="also listen on HOST:PORT (loopback by default; needs the bearer token)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run jobs on the Ray cluster at ADDRESS ('auto': the one "
+                                                         "this host joined)")
+    parser.add_argument("--gpus", type=int, help="with --ray: how many of the cluster's GPUs to use (default all)")
     args = parser.parse_args(argv)
     try:
-        serve(args.tcp)
+        serve(args.tcp, args.ray, args.gpus)
     except AlreadyRunning as exc:
         print(f"expunge engine: {exc}", file=sys.stderr)
         return 3
+    except ExecutorError as exc:
+        print(f"expunge engine: {exc}", file=sys.stderr)
+        return 4
     return 0
 
 

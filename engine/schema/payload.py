@@ -38,6 +38,8 @@ class JobPayload(_Contract):
     work_dir: str  # checkpoints and scratch, removed when the job succeeds
     resume: bool = False  # a checkpoint is there to continue from
     artifact_dir: str
+    # Where the job runs ({"executor", "node", "slot"}): the worker writes it into the artifact's manifest.
+    placement: dict = Field(default_factory=dict)
 
 
 class MetricOutcome(_Contract):

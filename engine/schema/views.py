@@ -80,6 +80,8 @@ class JobView(View):
     finished_at: Stamp | None
     request_title: str | None = None
     model: str | None = None
+    executor: str | None = None  # local | ray (revision 0008)
+    node: str | None = None  # where it ran
 
 
 class MetricView(View):

@@ -20,17 +20,20 @@ from store.models import Artifact, BaselineCache, Evidence, Job, Metric, Request
 from store.paths import Paths
 
 
-def claim_next(s: Session, slot: int, device: str) -> int | None:
+def claim_next(s: Session, slot: int, device: str, node: str | None = None, executor: str = "local") -> int | None:
     """Mark the next queued job (highest priority, then oldest) running on this slot; its id, or None when
-    nothing is queued or another slot took it first."""
+    nothing is queued or another slot took it first. `node` and `executor`: where it runs (the audit row
+    records them when it runs off the engine's host, e.g. on a Ray node)."""
     job = s.exec(select(Job).where(Job.status == "queued").order_by(Job.priority.desc(), Job.id.asc()).limit(1)).first()
     if job is None:
         return None
     res = s.exec(update(Job).where(Job.id == job.id, Job.status == "queued").values(
-        status="running", started_at=clock.now(), slot=slot, device=device, error=None, phase="start"))
+        status="running", started_at=clock.now(), slot=slot, device=device, error=None, phase="start",
+        executor=executor, node=node))
     if res.rowcount != 1:
         return None
-    audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device})
+    where = {"executor": executor, "node": node} if executor != "local" else {}  # local: the engine's host
+    audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device, **where})
     s.commit()
     return job.id
 
