@@ -245,7 +245,7 @@ class DashboardScreen(EngineScreen):
             return
         for s in self.health.get("slots", []):
             view = next((v for v in self.query(SlotView) if v.slot == s["slot"]), None)
-            if view is None:
+            if view is None or s.get("executor") not in (None, "local"):  # a Ray node's memory is not read here
                 continue
             parts = []
             rss = rss_bytes(s.get("worker_pid"))

@@ -149,6 +149,8 @@ class Scheduler:
                 slot.job_id = None
 
     def _claim(self, slot: Slot) -> int | None:
+        if self.executor is not None and not self.executor.accepting(slot):
+            return None  # e.g. its Ray actor is being (re)created
         with self.claim_lock, session(self.db) as s:
             job_id = runs.claim_next(s, slot.index, slot.device, node=slot.node, executor=self.executor_name)
             slot.job_id = job_id  # before the lock goes: a cancel from now on finds this slot

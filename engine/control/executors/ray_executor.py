@@ -29,6 +29,7 @@ from store.paths import Paths
 
 CHUNK_BYTES = 8 << 20  # artifact and model files travel through the object store in pieces this big
 READY_TIMEOUT_S = float(os.environ.get("EXPUNGE_RAY_READY_TIMEOUT", 300))
+IDLE_CHECK_S = 5.0
 log = logging.getLogger("expunge.ray")
 
 
@@ -41,11 +42,13 @@ def engine_namespace(paths: Paths) -> str:
 @dataclass
 class ActorSlot:
     name: str
+    generation: int = 0  # actors of a slot are named slot-N.G: a dead actor's name is not free at once
     actor: object = None
     info: dict = field(default_factory=dict)  # where(): node id, address, device, pid
     state: str = "starting"  # starting | ready | busy | dead
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
+    checked: float = 0.0  # when an idle actor last answered
 
 
 class RayExecutor:
@@ -78,6 +81,7 @@ class RayExecutor:
             count = int(gpus or len(nodes) or 1)
             self.options = {"num_cpus": cpus_per_slot}
         self.kind = "gpu" if have_gpus else "cpu"
+        self.remote_class = ray.remote(SlotActor)
         self.slots = [ActorSlot(name=f"slot-{i}") for i in range(count)]
         self.shipped: dict[str, dict] = {}  # weights sha256 -> the model's files in the object store
         self.ship_lock = threading.Lock()
@@ -87,7 +91,7 @@ class RayExecutor:
     # ------------------------------------------------------------ the scheduler's seam
 
     def slot_specs(self) -> list[dict]:
-        return [{"slot": i, "device": f"ray:{self.kind}", "node": "(placing)"} for i in range(len(self.slots))]
+        return [{"slot": i, "device": self.kind, "node": "(placing)"} for i in range(len(self.slots))]
 
     def start(self, scheduler) -> None:
         self.scheduler = scheduler
@@ -105,9 +109,29 @@ class RayExecutor:
 
     def slot_status(self, slot) -> dict:
         rs = self.slots[slot.index]
-        return {"state": rs.state if not slot.job_id else "busy", "actor": f"{self.namespace}/{rs.name}",
+        return {"state": rs.state if not slot.job_id else "busy",
+                "actor": f"{self.namespace}/{rs.name}.{rs.generation}",
                 "actor_pid": rs.info.get("pid"), "node_id": rs.info.get("node_id"),
                 "address": rs.info.get("address"), "worker_pid": None, "error": rs.error}
+
+    def accepting(self, slot) -> bool:
+        """Whether the slot may claim a job: its actor is placed and (checked every few seconds while idle)
+        alive. A dead one is created again; until it is placed, queued jobs wait for another slot."""
+        rs = self.slots[slot.index]
+        if rs.state == "dead":
+            self._create(slot)
+        if rs.state != "ready":
+            return False
+        if time.monotonic() - rs.checked > IDLE_CHECK_S:
+            try:
+                rs.info = self.ray.get(rs.actor.where.remote(), timeout=30)
+                rs.checked = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 (died while idle: no job is lost)
+                log.warning("ray executor: %s died while idle (%s: %s); creating it again", rs.name,
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                self._create(slot)
+                return False
+        return True
 
     def cancel(self, slot) -> None:
         """Stop the job's worker on its node (fire and forget: the slot's poll loop sees it end)."""
@@ -136,10 +160,16 @@ class RayExecutor:
         rs = self.slots[slot.index]
         rs.state, rs.error, rs.info = "starting", None, {}
         rs.ready.clear()
-        remote = self.ray.remote(SlotActor)
-        rs.actor = remote.options(name=rs.name, namespace=self.namespace, max_restarts=0,
-                                  scheduling_strategy="SPREAD", **self.options).remote(
-            self.node_root, slot.index, self.cpus_per_slot)
+        rs.generation += 1
+        try:
+            rs.actor = self.remote_class.options(
+                name=f"{rs.name}.{rs.generation}", namespace=self.namespace, max_restarts=0,
+                scheduling_strategy="SPREAD", **self.options).remote(self.node_root, slot.index, self.cpus_per_slot)
+        except Exception as exc:  # noqa: BLE001 (the slot shows why; the next job tries again)
+            rs.actor, rs.state, rs.error = None, "dead", f"{type(exc).__name__}: {exc}"
+            log.error("ray executor: %s could not be created: %s", rs.name, rs.error)
+            rs.ready.set()
+            return
         threading.Thread(target=self._await_placement, args=(slot, rs), daemon=True,
                          name=f"place-{rs.name}").start()
 
@@ -151,9 +181,9 @@ class RayExecutor:
             log.error("ray executor: %s could not be placed: %s", rs.name, rs.error)
             rs.ready.set()
             return
-        rs.info, rs.state = info, "ready"
+        rs.info, rs.state, rs.checked = info, "ready", time.monotonic()
         slot.node = f"{info['host']} ({info['address']}, node {info['node_id'][:12]})"
-        slot.device = f"ray:{info['device']}"
+        slot.device = info["device"]  # the actor's GPU (cuda:N as Ray assigned it) or cpu: keys 'before' too
         log.info("ray executor: %s on %s, %s, actor pid %s", rs.name, slot.node, info["device"], info["pid"])
         rs.ready.set()
 
