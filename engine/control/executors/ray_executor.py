@@ -49,6 +49,7 @@ class ActorSlot:
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     checked: float = 0.0  # when an idle actor last answered
+    orphans: list = field(default_factory=list)  # (node id, job id): folders a dead actor left on its node
 
 
 class RayExecutor:
@@ -181,6 +182,12 @@ class RayExecutor:
             log.error("ray executor: %s could not be placed: %s", rs.name, rs.error)
             rs.ready.set()
             return
+        for node_id, job_id in [o for o in rs.orphans if o[0] == info["node_id"]]:
+            try:  # the dead actor's job folder, when the new one landed on that node (a dead node keeps it)
+                self.ray.get(rs.actor.forget_job.remote(job_id), timeout=60)
+                rs.orphans.remove((node_id, job_id))
+            except Exception:  # noqa: BLE001 (best effort: the README says what a node may keep)
+                pass
         rs.info, rs.state, rs.checked = info, "ready", time.monotonic()
         slot.node = f"{info['host']} ({info['address']}, node {info['node_id'][:12]})"
         slot.device = info["device"]  # the actor's GPU (cuda:N as Ray assigned it) or cpu: keys 'before' too
@@ -218,6 +225,7 @@ class RayExecutor:
             scheduler._fail(job_id, f"the Ray actor of slot {slot.index} died during the job (node {node}, "
                                     f"{rs.info.get('address')}): {type(exc).__name__}: {exc}")
             rs.state = "dead"
+            rs.orphans.append((rs.info.get("node_id"), job_id))
             self._create(slot)  # the slot is recreated; the other slots go on
             return
         finally:
@@ -235,17 +243,17 @@ class RayExecutor:
                 elif kind == "result":
                     tracker.finish()
                     self._bring_back(scheduler, rs, job_id, msg, transfer)
+                    self.ray.get(rs.actor.forget_job.remote(job_id))  # before the job is shown finished
                     scheduler._store_result(job_id, msg)
-                    rs.actor.forget_job.remote(job_id)
                     return
                 elif kind == "error":
                     tracker.finish()
+                    self.ray.get(rs.actor.forget_job.remote(job_id))
                     scheduler._fail(job_id, msg["message"])
-                    rs.actor.forget_job.remote(job_id)
                     return
                 elif kind == "exit":
                     tracker.finish()
-                    rs.actor.forget_job.remote(job_id)
+                    self.ray.get(rs.actor.forget_job.remote(job_id))
                     self._worker_ended(scheduler, slot, rs, job_id, msg["code"])
                     return
 
