@@ -112,6 +112,22 @@ def progress_phases(events: list, job_id: int) -> list[str]:
     return phases
 
 
+async def console_views(home, job_id: int) -> tuple[list[str], str]:
+    """What the console shows: the dashboard's slot lines and the job screen's head."""
+    from console.app import ExpungeApp
+    from tests.console_store import settle
+
+    app = ExpungeApp(paths=home, start_engine=False)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        slots = [str(w.render()) for w in app.screen.query(".slot-head")]
+    app = ExpungeApp(paths=home, start_engine=False, open_job=job_id)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        head = str(app.screen.query_one("#job-head").render())
+    return slots, head
+
+
 def metric_values(detail: dict) -> dict:
     return {(st["stage"], m["name"]): (m["before"], m["after"], m["passed"])
             for st in detail["stages"] for m in st["metrics"]}
@@ -229,6 +245,13 @@ def test_demo_request_runs_on_ray_live_with_the_same_verdicts_as_local(home, tin
     con.close()
     assert job["node"] in row[0] and '"ray"' in row[0]
     assert engine.audit_verify()["ok"]
+
+    # The console: the dashboard lists both Ray slots with their node; the job screen says where it ran.
+    import asyncio
+
+    slots, head = asyncio.run(console_views(home, job_id))
+    assert len(slots) == 2 and all(" · ray " in line and "node " in line for line in slots), slots
+    assert f"ray node {job['node']}" in head, head
     from engine.control.executors.ray_executor import engine_namespace
 
     jobs_dir = Path("/tmp/expunge-ray") / engine_namespace(home) / "jobs"
