@@ -30,6 +30,7 @@ from store.paths import Paths
 CHUNK_BYTES = 8 << 20  # artifact and model files travel through the object store in pieces this big
 READY_TIMEOUT_S = float(os.environ.get("EXPUNGE_RAY_READY_TIMEOUT", 300))
 IDLE_CHECK_S = 5.0
+UNAVAILABLE_GRACE_S = 60.0
 log = logging.getLogger("expunge.ray")
 
 
@@ -232,9 +233,21 @@ class RayExecutor:
             if rs.state == "busy":
                 rs.state = "ready"
 
+    def _poll(self, rs: ActorSlot) -> list[dict]:
+        """The actor's new events. An actor Ray calls unavailable (its node stopped answering) is asked again
+        for up to UNAVAILABLE_GRACE_S: a blip passes, a dead node turns into ActorDiedError with its reason."""
+        deadline = time.monotonic() + UNAVAILABLE_GRACE_S
+        while True:
+            try:
+                return self.ray.get(rs.actor.poll.remote(0.25))
+            except self.ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
     def _follow(self, scheduler, slot, rs: ActorSlot, job_id: int, tracker, transfer: dict) -> None:
         while True:
-            for msg in self.ray.get(rs.actor.poll.remote(0.25)):
+            for msg in self._poll(rs):
                 kind = msg.get("type")
                 if kind == "progress":
                     tracker.update(msg)
