@@ -262,7 +262,8 @@ def test_demo_request_runs_on_ray_live_with_the_same_verdicts_as_local(home, tin
 def test_cancel_and_a_killed_actor_on_ray(home, tiny, demo_request, ray_engine):
     """One slot: cancel reaches the actor's running job and stops it; killing the actor's process mid-job
     fails that one job with Ray's reason (ActorDiedError, the node) and the next job runs on a recreated
-    actor."""
+    actor; an engine killed mid-job takes its actor (and the actor's worker) with it, and the restarted
+    engine marks the job interrupted and resumable and runs on a new actor."""
     engine = ray_engine(gpus=1)
     engine.add_model("tiny", str(tiny["dir"]))
     spec = small_spec(demo_request)
@@ -298,3 +299,18 @@ def test_cancel_and_a_killed_actor_on_ray(home, tiny, demo_request, ray_engine):
     assert detail["job"]["status"] == "succeeded", detail["job"]["error"]
     assert engine.health()["slots"][0]["actor_pid"] == recreated["actor_pid"] != slot["actor_pid"]
     assert engine.health()["status"] == "ok" and engine.audit_verify()["ok"]
+
+    from engine.control.daemon import alive
+    from tests.test_faults import wait_dead
+
+    fourth = engine.submit_job(request_id, "graddiff", long)["id"]
+    wait_training(engine, fourth)
+    engine_pid = engine.health()["pid"]
+    os.kill(engine_pid, signal.SIGKILL)
+    wait_dead(engine_pid)
+    wait_dead(recreated["actor_pid"], timeout=60)  # Ray ends the actors of a driver that died
+    restarted = ray_engine(gpus=1)
+    job = restarted.job(fourth)["job"]
+    assert job["status"] == "interrupted" and "resume" in job["error"], job
+    assert restarted.health()["slots"][0]["actor_pid"] not in (recreated["actor_pid"], None)
+    assert not alive(recreated["actor_pid"]) and restarted.audit_verify()["ok"]
