@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,8 +74,8 @@ def run_config(name: str, conf: dict, jobs: int, model_dir: Path, spec: dict, ad
     home = Path(tempfile.mkdtemp(prefix="ex-bench-", dir="/tmp"))
     os.environ["EXPUNGE_HOME"] = str(home)
     paths = get_paths().ensure()
-    if conf.get("ship"):
-        (paths.config / "engine.toml").write_text('[ray]\nship_models = "always"\n')
+    ship = 'ship_models = "always"\n' if conf.get("ship") else ""
+    (paths.config / "engine.toml").write_text(f'[ray]\nnode_dir = "{paths.data / "nodes"}"\n{ship}')
     env_slots = os.environ.pop("EXPUNGE_SLOTS", None)
     if address is None:
         os.environ["EXPUNGE_SLOTS"] = "cpu"
@@ -103,6 +104,7 @@ def run_config(name: str, conf: dict, jobs: int, model_dir: Path, spec: dict, ad
     finally:
         client.close()
         stop(paths)
+        shutil.rmtree(home, ignore_errors=True)
         os.environ.pop("EXPUNGE_SLOTS", None)
         if env_slots is not None:
             os.environ["EXPUNGE_SLOTS"] = env_slots

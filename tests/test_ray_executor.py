@@ -54,6 +54,8 @@ def ray_engine(home, ray_cluster):
     clients = []
 
     def _start(gpus: int | None = None):
+        # The nodes' job folders and model cache inside this test's home (removed with it).
+        (home.config / "engine.toml").write_text(f'[ray]\nnode_dir = "{home.data / "nodes"}"\n')
         start(home, ray=ray_cluster["address"], gpus=gpus, wait=120)
         clients.append(EngineClient(home))
         wait_slots_ready(clients[-1], gpus or 2)
@@ -254,7 +256,7 @@ def test_demo_request_runs_on_ray_live_with_the_same_verdicts_as_local(home, tin
     assert f"ray node {job['node']}" in head, head
     from engine.control.executors.ray_executor import engine_namespace
 
-    jobs_dir = Path("/tmp/expunge-ray") / engine_namespace(home) / "jobs"
+    jobs_dir = home.data / "nodes" / engine_namespace(home) / "jobs"
     assert jobs_dir.is_dir() and not list(jobs_dir.iterdir()), "the node kept the job's folder"
 
 
@@ -293,7 +295,7 @@ def test_cancel_and_a_killed_actor_on_ray(home, tiny, demo_request, ray_engine):
     if recreated["node_id"] == slot["node_id"]:  # the new actor removed what the dead one left on its node
         from engine.control.executors.ray_executor import engine_namespace
 
-        assert not (Path("/tmp/expunge-ray") / engine_namespace(home) / "jobs" / f"job-{second}").exists()
+        assert not (home.data / "nodes" / engine_namespace(home) / "jobs" / f"job-{second}").exists()
     third = engine.submit_job(request_id, "guard", {})["id"]
     detail = wait_job(engine, third)
     assert detail["job"]["status"] == "succeeded", detail["job"]["error"]

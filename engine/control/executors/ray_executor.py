@@ -62,7 +62,8 @@ class RayExecutor:
         self.paths, self.ship_models, self.cpus_per_slot = paths, ship_models, cpus_per_slot
         self.namespace = engine_namespace(paths)
         self.node_root = str(Path(node_dir) / self.namespace)
-        env = {k: os.environ[k] for k in ("PYTHONPATH", "EXPUNGE_TEST_CACHE", "HF_HUB_OFFLINE") if k in os.environ}
+        # The actors (and their workers) import this engine's code and stay offline as it does.
+        env = {k: os.environ[k] for k in ("PYTHONPATH", "HF_HUB_OFFLINE") if k in os.environ}
         try:
             # Only the given address: "auto" is the cluster this host joined, never a new one started here.
             ray.init(address=address, namespace=self.namespace, log_to_driver=False, configure_logging=False,
