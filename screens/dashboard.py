@@ -75,8 +75,12 @@ class SlotView(Widget):
         self.job_id = job["id"] if job else None
         self.set_class(job is not None, "-busy")
         head = Text.assemble((f"slot {info['slot']}", "bold"), f" · {info['device']} · ")
+        remote = info.get("executor") not in (None, "local")
+        if remote:  # a Ray slot: the node its actor runs on, and the actor's state when it has no job
+            head.append(f"{info['executor']} {info.get('node') or '?'} · ")
         if job is None:
-            head.append("idle", style="dim")
+            head.append(info.get("state", "idle") if remote else "idle",
+                        style="bold red" if info.get("state") == "dead" else "dim")
         else:
             head.append(f"job {job['id']} ", style="bold")
             head.append(f"tier {job['tier']} {job['method']} · ")
@@ -253,7 +257,7 @@ class DashboardScreen(EngineScreen):
             return
         for s in self.health.get("slots", []):
             view = next((v for v in self.query(SlotView) if v.slot == s["slot"]), None)
-            if view is None:
+            if view is None or s.get("executor") not in (None, "local"):  # a Ray node's memory is not read here
                 continue
             parts = []
             rss = rss_bytes(s.get("worker_pid"))

@@ -142,6 +142,8 @@ class JobScreen(EngineScreen):
         t.append_text(verdict(job["verdict"]))
         if job.get("device"):
             t.append(f" · {job['device']}")
+        if job.get("executor") not in (None, "local"):  # where it ran: a Ray node
+            t.append(f" · {job['executor']} node {job.get('node') or '?'}")
         if job.get("error"):
             t.append("\n" + job["error"].strip().splitlines()[0][:300], style=style("red"))
         self.query_one("#job-head", Static).update(t)
@@ -205,6 +207,8 @@ class JobScreen(EngineScreen):
         grid.add_row("started", when(job["started_at"]))
         grid.add_row("finished", when(job["finished_at"]))
         grid.add_row("device", job.get("device") or "—")
+        if job.get("executor") not in (None, "local"):  # local: the engine's own host
+            grid.add_row("ran on", f"{job['node']} ({job.get('executor') or 'local'})")
         tuned = ((d.get("result") or {}).get("tuning") or {}).get("hyper")
         if tuned:  # a tuned job ran the winning trial's hyperparameters, not the ones it was queued with
             grid.add_row("hyperparameters", f"the winner's (trial {d['result']['tuning'].get('winner')})")

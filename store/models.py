@@ -108,6 +108,8 @@ class Job(SQLModel, table=True):
     batch: dict | None = Field(default=None, sa_column=json_column("batch_json", nullable=True))
     # Revision 0007: `escalate --tune`'s budget ({"trials", "minutes", "seed"}); None for an untuned job.
     tune: dict | None = Field(default=None, sa_column=json_column("tune_json", nullable=True))
+    executor: str | None = None  # local | ray: who ran it (revision 0008)
+    node: str | None = None  # where it ran: the host name, or the Ray node (id and address)
 
 
 class StageResult(SQLModel, table=True):

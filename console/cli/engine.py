@@ -20,17 +20,33 @@ def engine() -> None:
 @click.option("--foreground", is_flag=True, help="run in this terminal (debugging)")
 @click.option("--tcp", metavar="HOST:PORT", help="also listen on TCP (loopback unless told; bearer token required)")
 @click.option("--verbose", is_flag=True, help="log third-party libraries' INFO lines too (EXPUNGE_VERBOSE=1)")
-def engine_start(foreground: bool, tcp: str | None, verbose: bool) -> None:
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS",
+              help="run jobs on a Ray cluster: 'auto' (the cluster this host joined) or its address; needs the "
+                   "'ray' extra")
+@click.option("--gpus", type=click.IntRange(min=1), help="with --ray: how many of the cluster's GPUs to use "
+                                                         "(default all; slots on a CPU-only cluster)")
+def engine_start(foreground: bool, tcp: str | None, verbose: bool, ray_address: str | None,
+                 gpus: int | None) -> None:
     from engine.control.daemon import start
 
+    if gpus is not None and not ray_address:
+        raise click.UsageError("--gpus goes with --ray (local slots are one per visible GPU)")
+    if ray_address:
+        from engine.control.executors import ExecutorError, require_ray
+
+        try:
+            require_ray()  # refused here, before an engine is started, with the command that installs it
+        except ExecutorError as exc:
+            raise click.ClickException(str(exc)) from None
+    extra = (["--ray", ray_address] if ray_address else []) + (["--gpus", str(gpus)] if gpus else [])
     if foreground:
         from engine.control.server import main
 
         if verbose:
             os.environ["EXPUNGE_VERBOSE"] = "1"
-        sys.exit(main(["--tcp", tcp] if tcp else []))
+        sys.exit(main((["--tcp", tcp] if tcp else []) + extra))
     try:
-        info = start(tcp=tcp, verbose=verbose)
+        info = start(tcp=tcp, verbose=verbose, ray=ray_address, gpus=gpus)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     state = "started" if info["started"] else "already running"
@@ -58,7 +74,10 @@ def engine_status(as_json: bool) -> None:
     def render(h):
         click.echo(f"engine: running, pid {h['pid']}, up {h['uptime_s']:.0f} s, socket {paths.socket}")
         for s in h["slots"]:
-            click.echo(f"  slot {s['slot']} {s['device']}: " + (f"job {s['job_id']}" if s["job_id"] else "idle"))
+            where = f" on {s['node']}" if s.get("node") else ""
+            state = f"job {s['job_id']}" if s["job_id"] else s.get("state", "idle")
+            click.echo(f"  slot {s['slot']} {s.get('executor', 'local')} {s['device']}{where}: {state}"
+                       + (f" ({s['error']})" if s.get("error") else ""))
 
     out({"running": True, "socket": str(paths.socket), **health}, as_json, render)
 

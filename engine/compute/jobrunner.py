@@ -119,7 +119,7 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
                 "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
-                "split": plan, "neighbours": built}
+                "split": plan, "neighbours": built, "placement": payload.placement}
     if tuned is not None:
         manifest["tuning"] = tuned.summary
     manifest = write_atomically(final, candidate.save, manifest)

@@ -39,14 +39,17 @@ def ping(paths: Paths, timeout: float = 2.0) -> dict | None:
         return None
 
 
-def start(paths: Paths | None = None, tcp: str | None = None, wait: float = 60.0, verbose: bool = False) -> dict:
+def start(paths: Paths | None = None, tcp: str | None = None, wait: float = 60.0, verbose: bool = False,
+          ray: str | None = None, gpus: int | None = None) -> dict:
     """Start the engine detached (its own session: it outlives the SSH login) and wait until it answers;
-    `verbose` sets EXPUNGE_VERBOSE=1 in its environment (third-party INFO lines in its log)."""
+    `verbose` sets EXPUNGE_VERBOSE=1 in its environment (third-party INFO lines in its log); `ray`: run jobs
+    on the Ray cluster at that address (`gpus` of its GPUs)."""
     paths = (paths or get_paths()).ensure()
     health = ping(paths)
     if health:
         return {"started": False, **health}
     cmd = [sys.executable, "-m", "engine.control.server"] + (["--tcp", tcp] if tcp else [])
+    cmd += (["--ray", ray] if ray else []) + (["--gpus", str(gpus)] if gpus is not None else [])
     with open(paths.log, "ab") as log:
         os.chmod(paths.log, 0o600)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,

@@ -3,7 +3,11 @@
 Each slot has a thread that claims the next queued job, hands it to its worker (an engine.schema.payload
 JobPayload) and hands the worker's events to the service (engine.control.service.runs), which writes them,
 and to the event bus. The scheduler writes nothing itself. A worker that dies fails its one job; the next job
-gets a fresh worker. The engine log gets one line per job phase, when it ends, with its duration and device."""
+gets a fresh worker. The engine log gets one line per job phase, when it ends, with its duration and device.
+
+The executor seam: with no executor (the default, `local`) each slot runs the worker subprocess below; an
+executor (engine.control.executors, e.g. `ray`: one actor per GPU on a Ray cluster) gives the slots and runs
+each claimed job itself, handing its events back through the same methods (_store_result, _fail, ...)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -67,12 +72,17 @@ class Slot:
     proc: subprocess.Popen | None = None
     job_id: int | None = None
     cancelled: set = field(default_factory=set)
+    node: str = ""  # where its jobs run: this host, or the executor's node (a Ray node)
 
 
 class Scheduler:
-    def __init__(self, db, paths: Paths, bus: EventBus, slots: list[dict] | None = None) -> None:
+    def __init__(self, db, paths: Paths, bus: EventBus, slots: list[dict] | None = None, executor=None) -> None:
         self.db, self.paths, self.bus = db, paths, bus
-        self.slots = [Slot(s["slot"], s["device"], s["env"]) for s in (slots or detect_slots())]
+        self.executor = executor  # None: local worker subprocesses
+        self.executor_name = executor.name if executor is not None else "local"
+        specs = slots or (executor.slot_specs() if executor is not None else detect_slots())
+        self.slots = [Slot(s["slot"], s["device"], s.get("env", {}), node=s.get("node") or socket.gethostname())
+                      for s in specs]
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.claim_lock = threading.Lock()
@@ -81,6 +91,8 @@ class Scheduler:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        if self.executor is not None:
+            self.executor.start(self)
         for slot in self.slots:
             t = threading.Thread(target=self._run_slot, args=(slot,), name=f"slot-{slot.index}", daemon=True)
             t.start()
@@ -93,17 +105,28 @@ class Scheduler:
             self._kill_worker(slot)
         for t in self.threads:
             t.join(timeout=10)
+        if self.executor is not None:
+            self.executor.stop()
 
     def status(self) -> list[dict]:
-        return [{"slot": s.index, "device": s.device, "job_id": s.job_id,
-                 "worker_pid": s.proc.pid if s.proc and s.proc.poll() is None else None} for s in self.slots]
+        rows = [{"slot": s.index, "device": s.device, "job_id": s.job_id,
+                 "worker_pid": s.proc.pid if s.proc and s.proc.poll() is None else None,
+                 "executor": self.executor_name, "node": s.node, "state": "busy" if s.job_id else "idle"}
+                for s in self.slots]
+        if self.executor is not None:
+            for row, slot in zip(rows, self.slots, strict=True):
+                row.update(self.executor.slot_status(slot))
+        return rows
 
     def cancel(self, job_id: int) -> bool:
         """Kill the worker running this job (the job is already marked cancelled in the store)."""
         for slot in self.slots:
             if slot.job_id == job_id:
                 slot.cancelled.add(job_id)
-                self._kill_worker(slot)
+                if self.executor is not None:
+                    self.executor.cancel(slot)
+                else:
+                    self._kill_worker(slot)
                 return True
         return False
 
@@ -126,12 +149,15 @@ class Scheduler:
                 slot.job_id = None
 
     def _claim(self, slot: Slot) -> int | None:
+        if self.executor is not None and not self.executor.accepting(slot):
+            return None  # e.g. its Ray actor is being (re)created
         with self.claim_lock, session(self.db) as s:
-            job_id = runs.claim_next(s, slot.index, slot.device)
+            job_id = runs.claim_next(s, slot.index, slot.device, node=slot.node, executor=self.executor_name)
             slot.job_id = job_id  # before the lock goes: a cancel from now on finds this slot
         if job_id is None:
             return None
-        log.info("job %d started on slot %d (%s)", job_id, slot.index, slot.device)
+        log.info("job %d started on slot %d (%s, %s %s)", job_id, slot.index, slot.device, self.executor_name,
+                 slot.node)
         self._publish_job(job_id)
         return job_id
 
@@ -148,6 +174,9 @@ class Scheduler:
         return slot.proc
 
     def _kill_worker(self, slot: Slot) -> None:
+        if self.executor is not None:
+            self.executor.reset(slot)
+            return
         proc = slot.proc
         if proc is not None and proc.poll() is None:
             try:
@@ -157,7 +186,10 @@ class Scheduler:
             proc.wait(timeout=30)
 
     def _run_one(self, slot: Slot, job_id: int) -> None:
-        payload = self._payload(job_id, slot.device)
+        if self.executor is not None:
+            self.executor.run(self, slot, job_id)
+            return
+        payload = self._payload(job_id, slot.device, slot)
         proc = self._ensure_worker(slot)
         proc.stdin.write(payload.model_dump_json() + "\n")
         proc.stdin.flush()
@@ -206,9 +238,12 @@ class Scheduler:
 
     # ------------------------------------------------------------ payload and results
 
-    def _payload(self, job_id: int, device: str = "cpu") -> JobPayload:
+    def _payload(self, job_id: int, device: str = "cpu", slot: Slot | None = None) -> JobPayload:
         with session(self.db) as s:
-            return runs.job_payload(s, job_id, self.paths, device)
+            payload = runs.job_payload(s, job_id, self.paths, device)
+        if slot is not None:  # recorded in the artifact's manifest
+            payload.placement = {"executor": self.executor_name, "node": slot.node, "slot": slot.index}
+        return payload
 
     def _store_baseline(self, key: str, payload: dict) -> None:
         with session(self.db) as s:

@@ -13,6 +13,7 @@ from engine.control.api import create_app
 from engine.control.events import EventBus
 from engine.control.identity import load_access
 from engine.control.peercred import IdentityGate, PeerCredProtocol
+from engine.control.executors import ExecutorError, make_executor
 from engine.control.scheduler import Scheduler, recover
 from engine.logs import configure_engine, verbose
 from engine.schema.errors import SpecError
@@ -63,7 +64,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(tcp: str | None = None) -> None:
+def serve(tcp: str | None = None, ray: str | None = None, gpus: int | None = None) -> None:
     import uvicorn
 
     paths = get_paths().ensure()
@@ -73,7 +74,8 @@ def serve(tcp: str | None = None) -> None:
     db = migrate(paths.db)
     recover(db)  # logs each interrupted job
     bus = EventBus()
-    scheduler = Scheduler(db, paths, bus)
+    executor = make_executor(paths, ray, gpus)  # None: local worker subprocesses
+    scheduler = Scheduler(db, paths, bus, executor=executor)
     # Every request names its caller: the unix socket's peer (SO_PEERCRED) or a named TCP token.
     app = IdentityGate(create_app(db, bus, scheduler), db, access)
     sockets = [bind_unix(paths.socket)]
@@ -98,15 +100,21 @@ def serve(tcp: str | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.control.server")
     parser.add_argument("--tcp", help="also listen on HOST:PORT (loopback by default; needs a named bearer token)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run jobs on the Ray cluster at ADDRESS ('auto': the one "
+                                                         "this host joined)")
+    parser.add_argument("--gpus", type=int, help="with --ray: how many of the cluster's GPUs to use (default all)")
     args = parser.parse_args(argv)
     try:
-        serve(args.tcp)
+        serve(args.tcp, args.ray, args.gpus)
     except AlreadyRunning as exc:
         print(f"expunge engine: {exc}", file=sys.stderr)
         return 3
     except SpecError as exc:
         print(f"expunge engine: {exc}", file=sys.stderr)
         return 2
+    except ExecutorError as exc:
+        print(f"expunge engine: {exc}", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -44,6 +44,8 @@ class JobPayload(_Contract):
     batch: list[dict] = Field(default_factory=list)
     # `escalate --tune`: {"trials": N, "minutes": M, "seed": S}; None for an untuned job.
     tune: dict | None = None
+    # Where the job runs ({"executor", "node", "slot"}): the worker writes it into the artifact's manifest.
+    placement: dict = Field(default_factory=dict)
 
 
 class MetricOutcome(_Contract):

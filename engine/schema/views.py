@@ -97,6 +97,8 @@ class JobView(View):
     request_title: str | None = None
     model: str | None = None
     tune: dict | None = None  # `escalate --tune`'s budget; None for an untuned job
+    executor: str | None = None  # local | ray (revision 0008)
+    node: str | None = None  # where it ran
 
 
 class MetricView(View):

@@ -21,9 +21,10 @@ from store.models import Artifact, BaselineCache, Evidence, Job, Metric, Request
 from store.paths import Paths
 
 
-def claim_next(s: Session, slot: int, device: str) -> int | None:
+def claim_next(s: Session, slot: int, device: str, node: str | None = None, executor: str = "local") -> int | None:
     """Mark the next queued job (highest priority, then oldest) running on this slot; its id, or None when
-    nothing is queued or another slot took it first."""
+    nothing is queued or another slot took it first. `node` and `executor`: where it runs (the audit row
+    records them when it runs off the engine's host, e.g. on a Ray node)."""
     # A batch member other than its leader runs in its leader's worker (engine.control.service.batch).
     leads = or_(Job.__table__.c.batch_json.is_(None), func.json_extract(Job.__table__.c.batch_json, "$.leader") == Job.id)
     job = s.exec(select(Job).where(Job.status == "queued", leads)
@@ -31,17 +32,21 @@ def claim_next(s: Session, slot: int, device: str) -> int | None:
     if job is None:
         return None
     res = s.exec(update(Job).where(Job.id == job.id, Job.status == "queued").values(
-        status="running", started_at=clock.now(), slot=slot, device=device, error=None, phase="start"))
+        status="running", started_at=clock.now(), slot=slot, device=device, error=None, phase="start",
+        executor=executor, node=node))
     if res.rowcount != 1:
         return None
-    audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device, "requester": job.requested_by})
+    where = {"executor": executor, "node": node} if executor != "local" else {}  # local: the engine's host
+    audit.append(s, "job.start", f"job:{job.id}", {"slot": slot, "device": device, "requester": job.requested_by,
+                                                   **where})
     for member in members(s, job)[1:]:
         if member.status in ("queued", "interrupted", "failed"):
             member.status, member.started_at, member.slot, member.device = "running", clock.now(), slot, device
+            member.executor, member.node = executor, node
             member.error, member.phase = None, f"batched with job {job.id}"
             s.add(member)
             audit.append(s, "job.start", f"job:{member.id}", {"slot": slot, "device": device, "batch": job.id,
-                                                             "requester": member.requested_by})
+                                                             "requester": member.requested_by, **where})
     s.commit()
     return job.id
 
