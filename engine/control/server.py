@@ -11,9 +11,9 @@ import sys
 
 from engine.control.api import create_app
 from engine.control.events import EventBus
+from engine.control.executors import ExecutorError, make_executor
 from engine.control.identity import load_access
 from engine.control.peercred import IdentityGate, PeerCredProtocol
-from engine.control.executors import ExecutorError, make_executor
 from engine.control.scheduler import Scheduler, recover
 from engine.logs import configure_engine, verbose
 from engine.schema.errors import SpecError
