@@ -71,7 +71,7 @@ def run_config(name: str, conf: dict, jobs: int, model_dir: Path, spec: dict, ad
     from store.paths import get_paths
     from tests.fixtures_model import wait_job
 
-    home = Path(tempfile.mkdtemp(prefix="ex-bench-", dir="/tmp"))
+    home = Path(tempfile.mkdtemp(prefix="ex-bexec-", dir="/tmp"))
     os.environ["EXPUNGE_HOME"] = str(home)
     paths = get_paths().ensure()
     ship = 'ship_models = "always"\n' if conf.get("ship") else ""

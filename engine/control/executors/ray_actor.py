@@ -53,16 +53,23 @@ class SlotActor:
 
     # ------------------------------------------------------------ the base model on this node
 
-    def model_path(self, source: str, sha256: str) -> dict:
+    def model_path(self, source: str, sha256: str, kind: str = "hf") -> dict:
         """Where this node reads the model: its copy in the node cache (shipped earlier), else the registered
-        path when this node can read it and its weights hash matches."""
+        path when this node can read it and its weights hash matches (a GGUF file: the file's hash); a hub
+        id is looked up in this node's Hugging Face cache by the worker."""
         cached = self.root / "models" / sha256
         if cached.is_dir():
             return {"path": str(cached), "how": "cache"}
+        if kind == "hub":
+            return {"path": source, "how": "hub"}
         path = Path(source)
         if (source, sha256) in self.verified:
             return {"path": str(path), "how": "path"}
-        if path.is_dir() and weight_files(path) and weights_sha256(weight_files(path)) == sha256:
+        if kind == "gguf":
+            matches = path.is_file() and file_sha256(path) == sha256
+        else:
+            matches = path.is_dir() and bool(weight_files(path)) and weights_sha256(weight_files(path)) == sha256
+        if matches:
             self.verified.add((source, sha256))
             return {"path": str(path), "how": "path"}
         return {"path": None, "how": "absent" if not path.exists() else "different"}
@@ -107,6 +114,8 @@ class SlotActor:
         payload.artifact_dir = str(folder / "artifact")
         payload.resume = (folder / "work" / "checkpoint").exists()  # a checkpoint on this node, not the engine's
         payload.model.source = model_path
+        if payload.model.converted:  # a GGUF file's converted copy: this node's own, beside its shipped models
+            payload.model.converted = str(self.root / "models" / Path(payload.model.converted).name)
         self._ensure_worker()
         self.job_id = payload.job_id
         self.proc.stdin.write(payload.model_dump_json() + "\n")
@@ -147,10 +156,6 @@ class SlotActor:
         existed = folder.exists()
         shutil.rmtree(folder, ignore_errors=True)
         return existed
-
-    def leftovers(self) -> list[str]:
-        """The job folders this node still holds (purge --check asks)."""
-        return sorted(p.name for p in (self.root / "jobs").iterdir()) if (self.root / "jobs").is_dir() else []
 
     def log_tail(self, lines: int = 8) -> str:
         try:

@@ -288,8 +288,8 @@ class RayExecutor:
         """The path the node loads the base model from: its own (a shared folder, the same path), or its
         cached copy, shipped once through the object store keyed by the weights' sha256."""
         t = time.monotonic()
-        found = self.ray.get(rs.actor.model_path.remote(spec.source, spec.weights_sha256))
-        if found["path"] and not (self.ship_models == "always" and found["how"] == "path"):
+        found = self.ray.get(rs.actor.model_path.remote(spec.source, spec.weights_sha256, spec.kind))
+        if found["path"] and not (self.ship_models == "always" and found["how"] == "path" and spec.kind == "hf"):
             transfer["model"] = found["how"]
             transfer["model_s"] = round(time.monotonic() - t, 3)
             return found["path"]
