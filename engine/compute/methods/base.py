@@ -151,8 +151,7 @@ SHARED_MODULES = ("base", "unlearn", "stop")
 
 
 def _load_all() -> None:
-    if REGISTRY:
-        return
+    # Every module, even when one was imported directly first (and so is the only one registered yet).
     package = Path(__file__).parent
     for info in pkgutil.iter_modules([str(package)]):
         if info.name not in SHARED_MODULES:
