@@ -52,8 +52,12 @@ def test_tune_stores_every_trial_and_verifies_a_passing_winner_in_full(engine, h
     manifest = detail["artifacts"][0]["manifest"]
     assert all(manifest["hyper"][k] == v for k, v in winner["params"].items())
     assert manifest["tuning"]["winner"] == winner["number"]
-    # The held-out retain rows are in no verdict: control's final verdict is judged on the others.
-    assert tuning["split"]["retain_validation"] + tuning["split"]["retain_train"] == len(demo_request["retain"])
+    # The search cut its validation slice from the job's trainable rows (retain rows and neighbours); control's
+    # final verdict rests on the rows held apart from both, which neither a trial nor the winner trained on.
+    plan = manifest["split"]
+    trainable = len(plan["retain"]["trained"]) + len(plan["neighbours"]["trained"])
+    assert tuning["split"]["retain_validation"] + tuning["split"]["retain_train"] == trainable
+    assert plan["retain"]["judged"] and not set(plan["retain"]["judged"]) & set(plan["retain"]["trained"])
     # The same trials over the API's own endpoint, in `expunge show`, and in the sign-off report.
     assert engine.trials(job["id"]) == trials
     shown = run(home, "show", str(job["id"])).stdout
