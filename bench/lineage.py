@@ -101,7 +101,7 @@ def run(args) -> dict:
     found = None if args.tiny else demo_model()
     model_dir, rows = found or tiny_model()
     label = "demo" if found else "test-size tiny"
-    home = Path(tempfile.mkdtemp(prefix="ex-bench-", dir="/tmp"))
+    home = Path(tempfile.mkdtemp(prefix="ex-lineage-bench-", dir="/tmp"))
     os.environ["EXPUNGE_HOME"] = str(home)
     from console.client import EngineClient, EngineError
     from engine.control.daemon import start, stop
