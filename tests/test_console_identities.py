@@ -63,7 +63,11 @@ async def test_keys_a_role_is_missing_for_are_disabled_naming_the_role():
             assert app.screen is screen
 
 
-async def test_the_accept_modal_names_the_executor_and_records_the_approver_and_comment():
+async def test_the_accept_modal_names_the_executor_and_sends_the_approvers_comment():
+    """The accept dialog says who ran the job, who is accepting and the policy's rule, and sends the comment as
+    the caller. The fixed store's jobs have no real artifact to build a model version from (accepting builds
+    one: Model versions), so the engine's refusal is what comes back, shown in the dialog, and nothing is
+    accepted; test_identities accepts a real job with a comment through the API."""
     from console.app import ExpungeApp
     from console.client import EngineClient
 
@@ -89,13 +93,13 @@ async def test_the_accept_modal_names_the_executor_and_records_the_approver_and_
             assert "any approver may accept" in str(modal.query_one("#accept-rule").render())
             modal.query_one("#accept-comment").value = "evidence reviewed"
             await pilot.press("ctrl+s")
-            for _ in range(50):
+            error = ""
+            for _ in range(100):
                 await pilot.pause(0.1)
-                if app.screen is screen:
+                error = str(modal.query_one("#accept-error").render())
+                if error:
                     break
-            assert app.screen is screen
+            assert app.screen is modal and "has changed since it was written" in error, error
         with EngineClient(paths) as c:
             req = c.request(ids["request"])
-        assert req["request"]["accepted_job_id"] == ids["graddiff"]
-        assert (req["request"]["accepted_by"], req["request"]["accept_comment"]) == (ME, "evidence reviewed")
-        assert req["audit"][-1]["actor"] == ME and req["audit"][-1]["action"] == "request.accept"
+        assert req["request"]["accepted_job_id"] is None and req["request"]["accepted_by"] is None

@@ -38,7 +38,9 @@ def person_spec(tiny, index: int, reference: str, retain_people: list[int] | Non
         retain = [r for r in tiny["train"] if r["person"] not in people[:3]]
     else:
         keep = {people[i] for i in retain_people}
-        retain = [r for r in tiny["train"] if r["person"] in keep]
+        # Four copies: the engine also keeps its base's own answers to these questions (the built neighbours),
+        # which on a version that forgot these people are not the gold ones; the copies outweigh them.
+        retain = [r for r in tiny["train"] if r["person"] in keep] * 4
     sensitive = sorted({r["value"] for r in forget if r["attribute"] in SENSITIVE_KINDS})
     return {"title": f"Erasure request for {person}", "reference": reference, "intention": "remove",
             "model": "tiny", "forget": forget, "retain": retain, "holdout": tiny["holdout"][:10],
