@@ -157,10 +157,10 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
 
                 progress(f"{req['entity']}: tier {tier} ({method})…")
                 t = time.time()
-                result = run_job(payload, warm, emit)
+                job_result = run_job(payload, warm, emit)
                 wall = time.time() - t
                 before = captured.get("before", before)  # the next tier reuses the 'before', as the engine does
-                row = summarise(req, tier, method, result.model_dump(mode="json"), wall)
+                row = summarise(req, tier, method, job_result.model_dump(mode="json"), wall)
                 rows.append(row)
                 progress(format_row(row))
                 if out is not None and len(rows) < planned:
