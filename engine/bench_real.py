@@ -8,8 +8,8 @@ row counts only if the answer contains its gold answer (the leak matcher's rules
 with at least MIN_FORGET forget rows and MIN_RETAIN retain rows the model answers correctly.
 
 Per request and tier: the verdict of each stage, the metrics that failed (or left a stage incomplete), wall
-time and the process's peak RSS so far. `tune=True` is the hook for per-tier tuning (issue 13 item 1): it is
-refused until that lands (TUNE_HOOK names where it plugs in)."""
+time and the process's peak RSS so far. `tune=True` tunes each tier first, as `expunge escalate --tune` does
+(the job payload's `tune` budget: TUNE_BUDGET), and verifies the winner in full."""
 
 from __future__ import annotations
 
@@ -26,9 +26,8 @@ from engine.schema.errors import SpecError
 
 MIN_FORGET = 3
 MIN_RETAIN = 8
-# Where tuning plugs in once it lands: a callable(payload, warm, emit) -> JobResult that searches the tier's
-# hyperparameters and verifies the winner; None in a build without tuning.
-TUNE_HOOK = None
+# The tuning budget of a tier with tune=True: `escalate --tune`'s default trials, seeded.
+TUNE_BUDGET = {"trials": 8, "minutes": None, "seed": 0}
 
 
 def smollm2_spec(profile: str):
@@ -85,9 +84,6 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
         out: Path | None = None) -> dict:
     """Run the requests; with `out`, the Markdown result is rewritten after every job (a cut-short run keeps
     what it measured, marked partial)."""
-    if tune and TUNE_HOOK is None:  # refused before anything is loaded
-        raise SpecError("--tune: per-tier tuning (issue 13 item 1) is not in this build; engine/bench_real.py "
-                        "TUNE_HOOK is where it plugs in")
     entities = entities or list(ENTITIES)
     unknown = [e for e in entities if e not in ENTITIES]
     if unknown:
@@ -144,7 +140,7 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
                     rows={"forget": req["forget"], "retain": req["retain"], "holdout": req["holdout"],
                           "probes": None},
                     baseline_key="bench-real", baseline=before, work_dir=f"{scratch}/work-{job_id}",
-                    artifact_dir=f"{scratch}/artifact-{job_id}")
+                    artifact_dir=f"{scratch}/artifact-{job_id}", tune=TUNE_BUDGET if tune else None)
                 captured: dict = {"started": time.time()}
 
                 def emit(event: dict, captured=captured) -> None:

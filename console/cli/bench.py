@@ -82,7 +82,7 @@ COMMANDS = [finetune, bench]
 @click.option("--requests", type=click.IntRange(min=1), default=None, help="run only the first N requests")
 @click.option("--policy", default="default", show_default=True)
 @click.option("--verification", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
-@click.option("--tune", is_flag=True, help="tune each tier before judging it (needs per-tier tuning in this build)")
+@click.option("--tune", is_flag=True, help="tune each tier first (8 seeded trials, as escalate --tune) and verify the winner")
 @click.option("--check-only", is_flag=True, help="only ask the model every question and report what it knows")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the result as Markdown here (bench/results/real.md keeps the last one)")
