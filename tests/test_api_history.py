@@ -51,15 +51,15 @@ def test_jobs_sort_pages_agree_with_the_whole_list(client):
 
 def test_date_window_on_jobs_and_requests(client):
     c, ids = client
-    # every prefilled job was created on 2026-03-02 between 09:03:30 and 09:35:30 UTC
+    # every prefilled job was created on 2026-03-02 between 09:04:30 and 09:40:30 UTC
     assert c.jobs(since="2026-03-02", until="2026-03-02")["total"] == 6  # until includes its whole day
     assert c.jobs(until="2026-03-01")["total"] == 0
     assert c.jobs(since="2026-03-03")["total"] == 0
-    res = c.jobs(since="2026-03-02T09:20:00", until="2026-03-02T09:30:00")
+    res = c.jobs(since="2026-03-02T09:20:00", until="2026-03-02T09:35:00")
     assert [j["id"] for j in res["items"]] == [ids["failed"], ids["interrupted"]] and res["total"] == 2
     assert job_ids(c, since="2026-03-02T09:20:00+00:00", sort="created", order="asc") == [4, 5, 6]
     assert job_ids(c, since="2026-03-02T10:20:00+01:00", sort="created", order="asc") == [4, 5, 6]  # any zone
-    assert [r["id"] for r in c.requests(since="2026-03-02T09:10", until="2026-03-02T09:25")["items"]] == [3, 2]
+    assert [r["id"] for r in c.requests(since="2026-03-02T09:10", until="2026-03-02T09:30")["items"]] == [3, 2]
     # updated for a request: its close, else its jobs' newest activity
     assert [r["id"] for r in c.requests(sort="updated")["items"]] == [4, 3, 2, 1]
     assert [r["id"] for r in c.requests(sort="title", order="asc")["items"]] == [1, 3, 4, 2]

@@ -143,17 +143,17 @@ def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_mode
     from engine.compute.training import losses
 
     batches, events = [], []
-    real_nll = losses.nll
+    real_forward = losses.forget_scores_and_retain  # GradDiff's one forward over forget and retain rows
     state = {"raised": 0}
 
-    def nll_oom_once(model, batch, prefix=""):
-        batches.append(batch[f"{prefix}input_ids"].shape[0])
-        if state["raised"] == 0 and len(batches) == 3:  # step 2's first forward
+    def forward_oom_once(kind, model, base, forget, retain):
+        batches.append(forget["input_ids"].shape[0])
+        if state["raised"] == 0 and len(batches) == 2:  # step 2's forward
             state["raised"] += 1
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_nll(model, batch, prefix)
+        return real_forward(kind, model, base, forget, retain)
 
-    monkeypatch.setattr(losses, "nll", nll_oom_once)
+    monkeypatch.setattr(losses, "forget_scores_and_retain", forward_oom_once)
     cls = get_method("graddiff")
     ctx = RunContext(model=tiny_model["model"], tokenizer=tiny_model["tokenizer"], forget=tiny_model["retain"][:8],
                      retain=tiny_model["retain"][8:16], sensitive=[], device="cpu", work_dir=tmp_path,
@@ -163,18 +163,18 @@ def test_out_of_memory_backs_off_once_to_half_the_batch_and_records_it(tiny_mode
     assert backoff["step"] == 2 and backoff["batch_size_before"] == 8 and backoff["batch_size"] == 4
     assert backoff["grad_accum"] == 2 and "out of memory" in backoff["error"]
     assert [e for e in events if e.get("phase") == "oom-backoff"][0]["batch_size"] == 4
-    # Step 1 at 8 rows (forget and retain), the failed forward, then 4-row micro-batches for the rest.
-    assert batches[:3] == [8, 8, 8] and set(batches[3:]) == {4}
+    # Step 1 at 8 rows, the failed forward, then 4-row micro-batches for the rest.
+    assert batches[:2] == [8, 8] and set(batches[2:]) == {4}
     assert [e["step"] for e in events if e.get("phase") == "train"] == [1, 2, 3]
 
 
 def test_a_second_out_of_memory_fails_the_job(tiny_model, tmp_path, monkeypatch):
     from engine.compute.training import losses
 
-    def always_oom(model, batch, prefix=""):
+    def always_oom(*args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
-    monkeypatch.setattr(losses, "nll", always_oom)
+    monkeypatch.setattr(losses, "forget_scores_and_retain", always_oom)
     cls = get_method("graddiff")
     ctx = RunContext(model=tiny_model["model"], tokenizer=tiny_model["tokenizer"], forget=tiny_model["retain"][:8],
                      retain=tiny_model["retain"][8:16], sensitive=[], device="cpu", work_dir=tmp_path,
