@@ -22,3 +22,22 @@ def replace_file(final: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_folder(final: Path, fill) -> Path:
+    """fill(tmp) writes a private folder beside `final`; every file in it is flushed to disk and the folder then
+    takes `final`'s name in one rename (a kill mid-write leaves no half folder under that name)."""
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        fill(tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with f.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

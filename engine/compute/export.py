@@ -8,10 +8,10 @@ beside `out_dir` and renamed into place, so `out_dir` is either absent or comple
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from store.files import replace_folder
 
 README = """\
 Exported by expunge: {kind} candidate{method}.
@@ -88,8 +88,7 @@ def export(base_dir: Path, artifact_dir: Path, out_dir: Path) -> Path:
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         method = f" from method {manifest.get('method')}" if manifest.get("method") else ""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         guard_text = ""
@@ -101,12 +100,6 @@ def export(base_dir: Path, artifact_dir: Path, out_dir: Path) -> Path:
                                                       guard=guard_text))
         (tmp / "expunge_export.json").write_text(json.dumps(
             {"kind": cand.kind, "base": str(base_dir), "artifact": str(artifact_dir)}, indent=2) + "\n")
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with f.open("rb") as fh:
-                    os.fsync(fh.fileno())
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_folder(out_dir, fill)
     return out_dir

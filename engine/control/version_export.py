@@ -8,13 +8,12 @@ appears at DIR only once complete. No torch: nothing is loaded."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from engine.control import sealed
 from engine.schema.errors import SpecError
+from store.files import replace_folder
 
 README = """\
 Exported by expunge: {model}@v{number}, the model with the erasures of requests {requests}.
@@ -45,8 +44,7 @@ def export_version(version: dict, out_dir: Path) -> Path:
                         + (" (v0 is the registered source; export a directory model's v0 from there)"
                            if version["number"] == 0 else ""))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    def fill(tmp: Path) -> None:
         for f in sorted(source.iterdir()):
             if f.is_file() and f.name not in ("guard.fernet",):
                 shutil.copyfile(f, tmp / f.name)
@@ -59,11 +57,6 @@ def export_version(version: dict, out_dir: Path) -> Path:
         (tmp / "README.txt").write_text(README.format(
             model=version["model"], number=version["number"], requests=version["request_ids"] or "none",
             sha256=version["sha256"], name=out_dir.name, guard=guard_text))
-        for f in tmp.iterdir():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_folder(out_dir, fill)
     return out_dir
