@@ -5,8 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from engine.schema.figures import interval_text
-from engine.schema.views import due_text
+from engine.schema.figures import due_text, interval_text
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow", "skipped": "dim"}
 

@@ -181,7 +181,8 @@ def summarise(req: dict, tier: int, method: str, result: dict, wall: float) -> d
             "neighbours": result["result"].get("neighbours"), "memorisation": result["result"].get("memorisation"),
             "retain_rouge_l": _pair(control.get("retain_rouge_l")),
             "neighbour_rouge_l": _pair(control.get("neighbour_rouge_l")),
-            "wall_s": round(wall, 1), "peak_rss_mb": round(peak_rss_mb())}
+            "wall_s": round(wall, 1), "peak_rss_mb": round(peak_rss_mb()),
+            "timings": result["result"].get("timings"), "verify_timings": result["result"].get("verify_timings")}
 
 
 def _pair(m: dict | None) -> list | None:
@@ -242,17 +243,41 @@ def write_markdown(result: dict, path: Path, note: str = "") -> None:
 {result["verification"]}{" --tune" if result["tune"] else ""}` (untuned tier defaults{", tuned" if result["tune"] else ""}),
 commit `{result["commit"]}`, on {m["platform"]}, {m["cpus"]} CPUs ({m["processor"]}), Python {m["python"]}.
 Load average (1/5/15 min) {_load(result["load_before"])} at the start and {_load(result["load_after"])} at the
-end: the machine was shared with other sessions running their own tests, so wall times are upper bounds.
+end{_shared(result)}.
 
 Requests run: {req}. Dropped at the knowledge check: {dropped}. Knowledge check: {result["knowledge_check_s"]} s.
 {_partial(result)}Total: {result["total_s"]} s. Peak RSS is the benchmark process's high-water mark so far (model, training and
 verification in one process).
 
 {format_table(result)}
+{format_timings(result)}
 {note}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, lambda fh: fh.write(text.encode()))
+
+
+def format_timings(result: dict) -> str:
+    """Where each job's time went: before / method / verify, and each stage's split per attack (the job
+    result's `timings` and `verify_timings`)."""
+    lines = []
+    for r in result["rows"]:
+        t = r.get("timings") or {}
+        if not t:
+            continue
+        lines.append(f"- {r['entity']} tier {r['tier']} {r['method']}: " + ", ".join(
+            f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items()))
+        for when, stages in (r.get("verify_timings") or {}).items():
+            for stage, split in (stages or {}).items():
+                if split:
+                    lines.append(f"  - {when} {stage}: " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
+    return "Where the time went (seconds):\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _shared(result: dict) -> str:
+    busy = max(result["load_before"][0], result["load_after"][0]) > result["machine"]["cpus"] / 2
+    return (": the machine was shared with other work, so wall times are upper bounds" if busy
+            else ": the machine was otherwise idle")
 
 
 def _partial(result: dict) -> str:

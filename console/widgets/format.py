@@ -8,8 +8,7 @@ import os
 from rich.text import Text
 
 from console.render import fmt
-from engine.schema.figures import interval_text
-from engine.schema.views import due_text
+from engine.schema.figures import due_text, interval_text
 
 VERDICTS = {
     "pass": ("✓ PASS", "bold green"),

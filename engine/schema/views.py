@@ -226,17 +226,6 @@ class AuditCheck(View):
     reason: str
 
 
-def due_text(request: dict) -> str:
-    """A request's legal clock in a table cell: '12d left', 'due today', 'OVERDUE 3d' while open; 'on time' or
-    'LATE' once closed (the CLI, the dashboard and the history show the same words)."""
-    if request.get("status") == "closed":
-        return {True: "on time", False: "LATE", None: ""}[request.get("on_time")]
-    left = request.get("days_left")
-    if left is None:
-        return ""
-    if left < 0:
-        return f"OVERDUE {-left}d"
-    return "due today" if left == 0 else f"{left}d left"
 class VersionView(View):
     """One version of a model's line (engine.control.service.versions)."""
 
