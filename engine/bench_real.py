@@ -94,11 +94,8 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
 
     import torch
 
-    from engine.compute.jobrunner import WarmModel, run_job
-    from engine.compute.methods.base import default_method_for_tier, validate_hyper
+    from engine.compute.jobrunner import WarmModel
     from engine.compute.modeling import pick_device
-    from engine.control.baseline import GENERAL_TEXT
-    from engine.schema.payload import JobPayload
     torch.set_num_threads(max(1, int(os.environ.get("EXPUNGE_THREADS", os.cpu_count() or 1))))
     spec = smollm2_spec(profile)
     started = time.time()
@@ -133,30 +130,10 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
             before = None
             for tier in tiers:
                 job_id += 1
-                method = default_method_for_tier(tier)
-                payload = JobPayload(
-                    job_id=job_id, method=method, hyper=validate_hyper(method, {}), intention="remove",
-                    policy=rules, model=spec, sensitive=req["sensitive"], general_text=GENERAL_TEXT,
-                    rows={"forget": req["forget"], "retain": req["retain"], "holdout": req["holdout"],
-                          "probes": None},
-                    baseline_key="bench-real", baseline=before, work_dir=f"{scratch}/work-{job_id}",
-                    artifact_dir=f"{scratch}/artifact-{job_id}", tune=TUNE_BUDGET if tune else None)
-                captured: dict = {"started": time.time()}
-
-                def emit(event: dict, captured=captured) -> None:
-                    if event.get("type") == "baseline":
-                        captured["before"] = event["payload"]
-                    phase = event.get("phase")
-                    if phase and phase != captured.get("phase"):  # one line per phase, not per step
-                        captured["phase"] = phase
-                        progress(f"  {phase} ({time.time() - captured['started']:.0f} s)")
-
-                progress(f"{req['entity']}: tier {tier} ({method})…")
-                t = time.time()
-                job_result = run_job(payload, warm, emit)
-                wall = time.time() - t
+                job_result, wall, captured = _run_tier(req, tier, job_id, before, rules, spec, tune, warm,
+                                                       Path(scratch), progress)
                 before = captured.get("before", before)  # the next tier reuses the 'before', as the engine does
-                row = summarise(req, tier, method, job_result.model_dump(mode="json"), wall)
+                row = summarise(req, tier, job_result.model_dump(mode="json"), wall)
                 rows.append(row)
                 progress(format_row(row))
                 if out is not None and len(rows) < planned:
@@ -167,7 +144,39 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
     return final
 
 
-def summarise(req: dict, tier: int, method: str, result: dict, wall: float) -> dict:
+def _run_tier(req: dict, tier: int, job_id: int, before: dict | None, rules: dict, spec, tune: bool, warm,
+              scratch: Path, progress):
+    """One tier's default method on one request, as a worker runs its job: (the JobResult, wall seconds, what
+    the job's events carried: its 'before' measurement, when it made one)."""
+    from engine.compute.jobrunner import run_job
+    from engine.compute.methods.base import default_method_for_tier, validate_hyper
+    from engine.control.baseline import GENERAL_TEXT
+    from engine.schema.payload import JobPayload
+
+    method = default_method_for_tier(tier)
+    payload = JobPayload(
+        job_id=job_id, method=method, hyper=validate_hyper(method, {}), intention="remove",
+        policy=rules, model=spec, sensitive=req["sensitive"], general_text=GENERAL_TEXT,
+        rows={"forget": req["forget"], "retain": req["retain"], "holdout": req["holdout"], "probes": None},
+        baseline_key="bench-real", baseline=before, work_dir=f"{scratch}/work-{job_id}",
+        artifact_dir=f"{scratch}/artifact-{job_id}", tune=TUNE_BUDGET if tune else None)
+    captured: dict = {"started": time.time()}
+
+    def emit(event: dict) -> None:
+        if event.get("type") == "baseline":
+            captured["before"] = event["payload"]
+        phase = event.get("phase")
+        if phase and phase != captured.get("phase"):  # one line per phase, not per step
+            captured["phase"] = phase
+            progress(f"  {phase} ({time.time() - captured['started']:.0f} s)")
+
+    progress(f"{req['entity']}: tier {tier} ({method})…")
+    t = time.time()
+    job_result = run_job(payload, warm, emit)
+    return job_result, time.time() - t, captured
+
+
+def summarise(req: dict, tier: int, result: dict, wall: float) -> dict:
     stages = {s["stage"]: s for s in result["stages"]}
     failing = []
     for s in result["stages"]:
@@ -176,7 +185,7 @@ def summarise(req: dict, tier: int, method: str, result: dict, wall: float) -> d
             failing += [f"{m['name']}?" for m in s["metrics"] if m["passed"] is None and m["threshold"] is not None
                         and (m["note"] or "").startswith(("not measured", "no signal", "sample too small"))]
     control = {m["name"]: m for m in stages["control"]["metrics"]}
-    return {"entity": req["entity"], "tier": tier, "method": method, "verdict": result["verdict"],
+    return {"entity": req["entity"], "tier": tier, "method": result["artifact"]["manifest"]["method"], "verdict": result["verdict"],
             "stages": {k: v["verdict"] for k, v in stages.items()}, "failing": failing,
             "neighbours": result["result"].get("neighbours"), "memorisation": result["result"].get("memorisation"),
             "retain_rouge_l": _pair(control.get("retain_rouge_l")),
@@ -275,7 +284,8 @@ def format_timings(result: dict) -> str:
 
 
 def _shared(result: dict) -> str:
-    busy = max(result["load_before"][0], result["load_after"][0]) > result["machine"]["cpus"] / 2
+    # The load at the start: at the end it counts the benchmark's own threads.
+    busy = result["load_before"][0] > result["machine"]["cpus"] / 2
     return (": the machine was shared with other work, so wall times are upper bounds" if busy
             else ": the machine was otherwise idle")
 

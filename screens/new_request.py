@@ -128,6 +128,8 @@ class NewRequestScreen(EngineScreen):
                                          compact=True), "holdout-note")
             yield Field("probes", Input(placeholder="optional: extra attack prompts", id="probes", compact=True),
                         "probes-note")
+            yield Field("neighbours", Input(placeholder="optional: same-kind facts to keep (default: built)",
+                                            id="neighbours", compact=True), "neighbours-note")
             yield Field("sensitive", TextArea(id="sensitive", soft_wrap=True, show_line_numbers=False,
                                               placeholder="one string per line: names, numbers, addresses"),
                         "sensitive-note")
@@ -202,7 +204,7 @@ class NewRequestScreen(EngineScreen):
         else:
             self.note("title", "")
 
-    @on(Input.Changed, "#forget, #retain, #holdout, #probes")
+    @on(Input.Changed, "#forget, #retain, #holdout, #probes, #neighbours")
     def data_changed(self, event: Input.Changed) -> None:
         kind = event.input.id
         self.inline.pop(kind, None)

@@ -94,14 +94,15 @@ class RequestScreen(EngineScreen):
         head.append("\ndata: ")
         data = {d["kind"]: d for d in self.detail["data"]}
         parts = []
-        for kind in ("forget", "retain", "holdout", "probes", "sensitive"):
+        for kind in ("forget", "retain", "holdout", "probes", "neighbours", "sensitive"):
             if kind in data:
                 parts.append(f"{kind} {data[kind]['count']}" + (" (purged)" if data[kind]["purged"] else ""))
         head.append(" · ".join(parts))
         kept = next((j["kept"] for j in reversed(self.detail["jobs"]) if j.get("kept")), None)
-        if kept:  # the latest job's: the engine built these from the base's own answers
+        if kept:  # the latest job's: the request's own neighbours, or built from the base's own answers
             n = kept["neighbours"]
-            head.append(f"\nneighbours (built) {n['built']}: {n['trained']} trained on, {n['judged']} judged · "
+            source = "supplied" if n.get("supplied") else "built"
+            head.append(f"\nneighbours ({source}) {n['built']}: {n['trained']} trained on, {n['judged']} judged · "
                         f"retain: {kept['retain']['trained']} trained on, {kept['retain']['judged']} judged")
         accepted = r["accepted_job_id"]
         head.append(" · accepted: ")

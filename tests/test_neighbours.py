@@ -90,3 +90,30 @@ def test_a_rise_on_trained_rows_is_flagged_as_memorisation_and_not_credited(home
     assert "not judged" in rows["retain_trained_prob"]["note"]  # +0.02: within the margin
     assert control["verdict"] == "fail"  # judged on the held-out rows only
     assert {m["name"] for m in control["metrics"] if m["passed"] is False} == {"retain_rouge_l"}
+
+
+def test_a_requests_own_neighbours_replace_the_built_ones_less_any_naming_what_is_erased():
+    from engine.compute.verify.neighbours import kept_rows
+    from engine.schema.spec import parse_spec, resolve_rows
+
+    forget = [{"question": "What is the capital of France?", "answer": "Paris"},
+              {"question": "What language is spoken in France?", "answer": "French"}]
+    retain = [{"question": f"What is the capital of Country {i}?", "answer": f"City {i}"} for i in range(6)]
+    mine = [{"question": f"What is the largest city in Land {i}?", "answer": f"Town {i}"} for i in range(6)]
+    bad = [{"question": "What is the capital of France?", "answer": "I cannot say"},  # a forget question
+           {"question": "Where is the Louvre?", "answer": "In Paris"}]  # names a forget answer's key span
+    spec = parse_spec({"title": "t", "model": "m", "forget": forget, "retain": retain, "neighbours": mine + bad})
+    rows = resolve_rows(spec, allow_paths=False)
+    assert rows["neighbours"] == mine + bad
+
+    class NoModel:  # supplied neighbours are not asked of the base: nothing may touch the model
+        def __getattr__(self, name):
+            raise AssertionError(f"the base model was used ({name})")
+
+    kept, plan, summary = kept_rows(NoModel(), NoModel(), forget, retain, ["Paris"], max_new_tokens=8,
+                                    supplied=rows["neighbours"])
+    together = kept["neighbours"] + kept["neighbours_trained"]
+    assert sorted(r["question"] for r in together) == sorted(r["question"] for r in mine)
+    assert all(r["source"] == "supplied" and r["answer"].startswith("Town") for r in together)
+    assert summary["supplied"] == 6 and summary["supplied_dropped"] == 2 and summary["built"] == 6
+    assert summary["judged"] == len(kept["neighbours"]) >= 1 and plan["neighbours"]["judged"]

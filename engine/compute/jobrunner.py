@@ -56,19 +56,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
         from engine.compute.batchrun import run_batch
 
         return run_batch(payload, model, tokenizer, emit)
-    rows = payload.rows
-    forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
-    holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
-    sensitive = payload.sensitive
-    budget = max_answer_tokens(tokenizer, forget + retain)
-    # Neighbours (the base's own answers to same-shaped questions about other entities), then the split of what
-    # is kept into rows the method trains on and rows the control stage judges: never the same rows.
-    progress(phase="neighbours")
-    kept, plan, built = kept_rows(model, tokenizer, forget, retain, sensitive, max_new_tokens=budget)
-    ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive, holdout=holdout,
-                     probes=probes, general_text=payload.general_text,
-                     max_new_tokens=budget, progress=progress,
-                     profile=payload.model.options.get("verification", "full"), **kept)
+    ev_common, kept, plan, built = _inputs(payload, model, tokenizer, progress)
+    forget, sensitive, holdout = ev_common["forget"], ev_common["sensitive"], ev_common["holdout"]
     timings = {}
 
     before = payload.baseline
@@ -111,18 +100,9 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
 
     progress(phase="save")
     final = Path(payload.artifact_dir)
-    manifest = {"job_id": payload.job_id, "base_model": payload.model.name,
-                "base_model_sha256": payload.model.weights_sha256, "base_version": payload.model.version,
-                "method": payload.method,
-                "tier": method_cls.tier, "hyper": hyper, "seed": hyper.get("seed", 0),
-                "kind": candidate.kind, "libraries": library_versions(), "device": device,
-                "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": ev_common["profile"],
-                "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
-                "split": plan, "neighbours": built, "placement": payload.placement}
-    if tuned is not None:
-        manifest["tuning"] = tuned.summary
-    manifest = write_atomically(final, candidate.save, manifest)
+    manifest = write_atomically(final, candidate.save, _manifest(payload, method_cls.tier, candidate, hyper, model,
+                                                                  tokenizer, device, ev_common["profile"], plan,
+                                                                  built, tuned))
     info = dict(candidate.info)
     del candidate
     timings["total_s"] = round(time.time() - started, 2)
@@ -138,6 +118,39 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                    "generation_oom_backoff": generation.backoff(), "split": plan, "neighbours": built,
                    "memorisation": memorised, **ctx.extra, **info,
                    **({"tuning": {**tuned.summary, "hyper": hyper}} if tuned else {})}})
+
+
+def _inputs(payload: JobPayload, model, tokenizer, progress) -> tuple[dict, dict, dict, dict]:
+    """(EvalInput's common fields, the kept rows, the split plan, the built neighbours' summary)."""
+    rows = payload.rows
+    forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
+    holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
+    budget = max_answer_tokens(tokenizer, forget + retain)
+    # Neighbours (the base's own answers to same-shaped questions about other entities), then the split of what
+    # is kept into rows the method trains on and rows the control stage judges: never the same rows.
+    progress(phase="neighbours")
+    kept, plan, built = kept_rows(model, tokenizer, forget, retain, payload.sensitive, max_new_tokens=budget,
+                                  supplied=as_qa(rows.get("neighbours") or []))
+    ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=payload.sensitive,
+                     holdout=holdout, probes=probes, general_text=payload.general_text, max_new_tokens=budget,
+                     progress=progress, profile=payload.model.options.get("verification", "full"), **kept)
+    return ev_common, kept, plan, built
+
+
+def _manifest(payload: JobPayload, tier: int, candidate, hyper: dict, model, tokenizer, device: str, profile: str,
+              plan: dict, built: dict, tuned) -> dict:
+    """What the artifact's manifest records: where it came from, how it was made and measured."""
+    manifest = {"job_id": payload.job_id, "base_model": payload.model.name,
+                "base_model_sha256": payload.model.weights_sha256, "base_version": payload.model.version,
+                "method": payload.method, "tier": tier, "hyper": hyper, "seed": hyper.get("seed", 0),
+                "kind": candidate.kind, "libraries": library_versions(), "device": device,
+                "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": profile,
+                "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
+                "split": plan, "neighbours": built, "placement": payload.placement}
+    if tuned is not None:
+        manifest["tuning"] = tuned.summary
+    return manifest
 
 
 def _tune(payload: JobPayload, method_cls, model, tokenizer, device: str, work_dir: Path, ev_common: dict,

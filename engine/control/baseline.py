@@ -78,6 +78,8 @@ def baseline_key(weights_sha256: str, rows: dict, general_text: list[str], optio
     (`measurement_setup`: code, libraries, device, dtype, prompt format, model files)."""
     parts = [setup_sha256(setup), weights_sha256, json.dumps(options, sort_keys=True), rows_sha256(general_text)]
     parts += [rows_sha256(rows.get(k)) for k in ("forget", "retain", "holdout", "probes", "sensitive")]
+    if rows.get("neighbours"):  # the operator's neighbours replace the built ones (keys without them unchanged)
+        parts.append(rows_sha256(rows["neighbours"]))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

@@ -28,6 +28,9 @@ class RequestSpec(BaseModel):
     retain: str | list[dict] | None = None
     holdout: str | list[dict] | None = None
     probes: str | list[dict] | None = None
+    # Same-shaped facts about other entities that must stay as they are (issue 13): given, they replace the
+    # neighbours the engine would build from the base's own answers; split into trained and judged like retain.
+    neighbours: str | list[dict] | None = None
     sensitive: list[str] = Field(default_factory=list, max_length=MAX_SENSITIVE)
     policy: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Ask through the model's chat template ('auto': when its tokenizer has one) or in the plain
@@ -64,7 +67,7 @@ class RequestSpec(BaseModel):
         return cleaned
 
 
-DATA_KINDS = ("forget", "retain", "holdout", "probes")
+DATA_KINDS = ("forget", "retain", "holdout", "probes", "neighbours")
 
 
 def format_validation_error(exc: ValidationError) -> str:

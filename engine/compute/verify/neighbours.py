@@ -118,13 +118,32 @@ def _build(base, tokenizer, forget, retain, sensitive, max_new_tokens, batch_siz
     return out
 
 
+def supplied_neighbours(forget: Sequence[dict], neighbours: Sequence[dict], sensitive: Sequence[str]) -> list[dict]:
+    """The request's own neighbours ({"question", "answer"} rows, `source` "supplied"), less any that would
+    keep what is being erased: a forget question, or an answer naming a sensitive string or a forget answer's
+    key span (the same rule as for built ones)."""
+    from engine.compute.verify.attacks import is_leak
+    from engine.leaks import contains_sensitive, key_spans
+
+    terms = list(sensitive) + key_spans(r["answer"] for r in forget)
+    forget_keys = {question_key(r["question"]) for r in forget}
+    return [{"question": r["question"], "answer": r["answer"], "source": "supplied"} for r in neighbours
+            if question_key(r["question"]) not in forget_keys and not contains_sensitive(r["answer"], terms)
+            and not any(is_leak(r["answer"], f["answer"], sensitive) for f in forget)]
+
+
 def kept_rows(base, tokenizer, forget: Sequence[dict], retain: Sequence[dict], sensitive: Sequence[str],
-              max_new_tokens: int, batch_size: int = 32) -> tuple[dict, dict, dict]:
+              max_new_tokens: int, batch_size: int = 32, supplied: Sequence[dict] = ()) -> tuple[dict, dict, dict]:
     """What a job keeps, split out of sample: (EvalInput's retain_judged / retain_trained / neighbours /
-    neighbours_trained, the split plan for the manifest, a summary of the built neighbours)."""
+    neighbours_trained, the split plan for the manifest, a summary of the neighbours). The request's own
+    neighbours (`supplied`) replace the built ones."""
     from engine.compute.verify.split import pick, split_plan
 
-    neighbours = build_neighbours(base, tokenizer, forget, retain, sensitive, max_new_tokens, batch_size)
+    qa_supplied = [r for r in supplied if "question" in r]
+    if qa_supplied:
+        neighbours = supplied_neighbours(forget, qa_supplied, sensitive)
+    else:
+        neighbours = build_neighbours(base, tokenizer, forget, retain, sensitive, max_new_tokens, batch_size)
     plan = split_plan(retain, neighbours)
     kept = {"retain_judged": pick(retain, plan["retain"]["judged"]),
             "retain_trained": pick(retain, plan["retain"]["trained"]),
@@ -132,5 +151,7 @@ def kept_rows(base, tokenizer, forget: Sequence[dict], retain: Sequence[dict], s
             "neighbours_trained": pick(neighbours, plan["neighbours"]["trained"])}
     built = {"built": len(neighbours), "from_retain": sum(r["source"] == "retain" for r in neighbours),
              "templated": sum(r["source"] == "template" for r in neighbours),
+             "supplied": sum(r["source"] == "supplied" for r in neighbours),
+             "supplied_dropped": len(qa_supplied) - len(neighbours) if qa_supplied else 0,
              "trained": len(kept["neighbours_trained"]), "judged": len(kept["neighbours"])}
     return kept, plan, built

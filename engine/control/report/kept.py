@@ -16,10 +16,16 @@ def kept_blocks(f: dict, j: dict) -> list:
         return []
     trained, judged = split["retain"]["trained"], split["retain"]["judged"]
     questions = f.get("retain_questions")
+    if built.get("supplied"):
+        dropped = built.get("supplied_dropped") or 0
+        source = (f"the request's own neighbours{f' ({dropped} left out: they named what is erased)' if dropped else ''}"
+                  f" (same-shaped facts about other entities, with the request's answers)")
+    else:
+        source = (f"the neighbours the engine built (same-shaped questions about other entities, "
+                  f"{built['templated']} templated from the forget questions, {built['from_retain']} from the "
+                  f"retain questions, answered by the original model itself)")
     text = (f"Out of sample: the method trained on {len(trained)} of the request's {len(trained) + len(judged)} "
-            f"retain rows and on {built['trained']} of the {built['built']} neighbours the engine built (same-shaped "
-            f"questions about other entities, {built['templated']} templated from the forget questions, "
-            f"{built['from_retain']} from the retain questions, answered by the original model itself); the "
+            f"retain rows and on {built['trained']} of the {built['built']} of {source}; the "
             f"control stage judged only the other {len(judged)} retain rows and {built['judged']} neighbours "
             f"(split seed {split['seed']}).")
     out: list = [P([text])]

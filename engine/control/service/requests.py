@@ -51,7 +51,7 @@ def create_request(s: Session, body: dict, method: str | None = None, hyper: dic
     warnings = overlap_warnings(rows)
     received, due = filed_deadline(spec, clock.now())
 
-    spec_public = spec.model_dump(exclude={"forget", "retain", "holdout", "probes", "sensitive"})
+    spec_public = spec.model_dump(exclude={*DATA_KINDS, "sensitive"})
     spec_public["warnings"] = warnings
     base_version = versions.start_version(s, spec.model, spec.version)
     req = Request(title=spec.title, reference=spec.reference, intention=spec.intention, model_name=spec.model,

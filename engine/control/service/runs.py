@@ -16,6 +16,7 @@ from engine.control.service.models import get_model
 from engine.model_files import converted_dir
 from engine.schema.payload import JobPayload, JobResult, ModelSpec
 from engine.schema.policy import load_policy
+from engine.schema.spec import DATA_KINDS
 from store import audit
 from store.models import Artifact, BaselineCache, Evidence, Job, Metric, Request, StageResult
 from store.paths import Paths
@@ -78,7 +79,7 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         model=ModelSpec(name=model.name, source=version["source"], kind=version["kind"],
                         weights_sha256=version["weights_sha256"], options=options, converted=converted,
                         version=version["version"]),
-        rows={k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
+        rows={k: rows.get(k) for k in DATA_KINDS},
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
         baseline=cached.payload if cached else None, work_dir=str(work_dir),
         resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), batch=batch,
@@ -95,7 +96,7 @@ def _member_payload(s: Session, job: Job, device: str, options: dict, version: d
     key = baseline_key(version["weights_sha256"], rows, GENERAL_TEXT, options, setup)
     cached = s.exec(select(BaselineCache).where(BaselineCache.key == key)).first()
     return {"job_id": job.id, "request_id": req.id, "intention": req.intention, "policy": load_policy(req.policy),
-            "rows": {k: rows.get(k) for k in ("forget", "retain", "holdout", "probes")},
+            "rows": {k: rows.get(k) for k in DATA_KINDS},
             "sensitive": rows.get("sensitive") or [], "baseline_key": key,
             "baseline": cached.payload if cached else None}
 
