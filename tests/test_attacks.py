@@ -203,6 +203,26 @@ def test_matched_control_uses_the_attacks_row_and_step_counts(setup):
     assert res["base"] == pytest.approx(1.0) and res["control"] <= 0.2
     assert set(res["rouge_l"]) == {"attacked", "control", "base"}
     assert res["recovery"] is not None and res["recovery"] >= 0.9
+    low, high = res["interval"]  # the paired bootstrap over the rows asked holds the value
+    assert 0.0 <= low <= res["recovery"] <= high <= 1.0
+
+
+def test_recovery_interval_is_a_paired_seeded_bootstrap_over_the_rows_asked():
+    import numpy as np
+
+    attacked, control, base = [1.0, 0.0, 1.0, 0.5], [0.0, 0.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0]
+    low, high = relearn.recovery_interval(attacked, control, base, seed=3)
+    assert (low, high) == relearn.recovery_interval(attacked, control, base, seed=3)  # seeded
+    # The same resampling by hand: row i's three scores drawn together.
+    draws = np.random.default_rng(3).integers(0, 4, size=(relearn.RECOVERY_BOOTSTRAP_RESAMPLES, 4))
+    a, c, b = (np.asarray(x)[draws].mean(axis=1) for x in (attacked, control, base))
+    shares = np.clip((a - c) / (b - c), 0, 1)
+    assert (low, high) == pytest.approx(tuple(np.percentile(shares, [2.5, 97.5])))
+    point = relearn.recovery_share(sum(attacked) / 4, sum(control) / 4, sum(base) / 4)
+    assert low < point < high and high - low > 0.3  # four rows: a wide range, not a point
+    assert relearn.recovery_interval([1.0] * 4, [0.0] * 4, [1.0] * 4) == (1.0, 1.0)  # no spread, no width
+    # A base that knows no more than the control: recovery undefined in most resamples, so no interval.
+    assert relearn.recovery_interval([0.5, 0.5], [0.5, 0.5], [0.5, 0.52]) is None
 
 
 def test_relearning_on_retain_rows_only(setup):

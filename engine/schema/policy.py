@@ -34,8 +34,10 @@ WHITE_BOX = frozenset({"forget_prob", "mia_auc", "logit_lens_presence", "relearn
                        "retain_kl", "general_ppl", "extraction_strength", "exact_memorisation",
                        "retain_relearn_recovery", "quant8_forget_rouge_l", "quant8_leak_rate",
                        "quant4_forget_rouge_l", "quant4_leak_rate", "neighbour_kl", "retain_trained_prob"})
-# Metrics measured with a 95% interval (Wilson for the rates, bootstrap for the AUC): judge_on may name a bound.
-INTERVAL_METRICS = frozenset({"leak_rate", "attack_leak_rate", "mia_auc"})
+# Metrics measured with a 95% interval (Wilson for the rates, bootstrap for the AUC and the relearning
+# recoveries): judge_on may name a bound.
+INTERVAL_METRICS = frozenset({"leak_rate", "attack_leak_rate", "mia_auc", "relearn_recovery",
+                              "retain_relearn_recovery"})
 # Stages whose metrics are evidence of the erasure (control's show what is kept): a metric there is evidence only
 # if it could fail, i.e. the base itself fails its rule; some also need a minimum 'before' (below it: no signal).
 ERASURE_STAGES = ("unit", "reconstruction")

@@ -31,7 +31,8 @@ the weights and are judged only for intention remove, see stages.WHITE_BOX):
 
 attack_leak_rate carries a Wilson 95% interval over its generations (the samples of one prompt are counted as
 independent draws, so the interval is if anything narrow), incontext_leak_rate and quant8_/quant4_leak_rate one
-over the rows asked, mia_auc a seeded bootstrap one (`Measurement.stats`);
+over the rows asked, mia_auc a seeded bootstrap one, relearn_recovery and retain_relearn_recovery a seeded
+paired bootstrap over the rows asked (relearn.recovery_interval) (`Measurement.stats`);
 a metric without a value says why in `Measurement.notes`. Each attack's wall time is in the measurement's
 timings (seconds).
 """
@@ -192,10 +193,12 @@ def measure(ev: EvalInput) -> Measurement:
                   max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
     relearn = relearn_recovery(ev.model, base, ev.tokenizer, ev.forget, ev.holdout, **common)
     metrics["relearn_recovery"] = relearn["recovery"]
+    stats.update(_recovery_stats("relearn_recovery", relearn))
     evidence += _relearn_evidence(ev, "relearn", relearn)
     clock.lap("relearn", "relearn on retain data")
     retain = retain_relearn_recovery(ev.model, base, ev.tokenizer, ev.forget, ev.retain, ev.holdout, **common)
     metrics["retain_relearn_recovery"] = retain["recovery"]
+    stats.update(_recovery_stats("retain_relearn_recovery", retain))
     evidence += _relearn_evidence(ev, "relearn:retain", retain)
     clock.lap("retain_relearn", "quantization")
     quant_metrics, quant_evidence, quant_timings = quantization.measure(ev)
@@ -224,6 +227,14 @@ def measure(ev: EvalInput) -> Measurement:
     timings = {**clock.timings, **{f"quantization:{k}": v for k, v in quant_timings.items()}}
     return Measurement(metrics={name: metrics[name] for name in METRICS}, evidence=_dedupe(evidence),
                        timings=timings, stats=stats, notes=_unmeasured(ev, metrics, relearn))
+
+
+def _recovery_stats(name: str, run: dict) -> dict:
+    """A recovery's bootstrap interval over the rows asked (relearn.recovery_interval), when it has one."""
+    if run.get("recovery") is None or not run.get("interval"):
+        return {}
+    low, high = run["interval"]
+    return {name: {"ci_low": low, "ci_high": high, "n": run["asked_rows"]}}
 
 
 def _leak_counts(evidence: list[dict]) -> tuple[int, int]:

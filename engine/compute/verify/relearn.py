@@ -127,7 +127,8 @@ def key_score(output: str, row: dict, sensitive: Sequence[str] = ()) -> float:
 
 def _scores(outputs: Sequence[str], rows: Sequence[dict], sensitive: Sequence[str]) -> dict:
     n = len(rows)
-    return {"score": sum(key_score(o, r, sensitive) for o, r in zip(outputs, rows, strict=True)) / n,
+    per_row = [key_score(o, r, sensitive) for o, r in zip(outputs, rows, strict=True)]
+    return {"score": sum(per_row) / n, "row_scores": per_row,
             "rouge_l": sum(rouge_l_recall(o, r["answer"]) for o, r in zip(outputs, rows, strict=True)) / n}
 
 
@@ -137,7 +138,8 @@ def attack(model, tokenizer, train_rows: Sequence[dict], asks: dict[str, tuple[S
     call), scored with its sensitive strings. Per name, its best checkpoint (by `key_score`) as
     {"score", "rouge_l", "outputs", "rows", "step", "curve" [(step, score)]}."""
     sets = {name: list(rows[: cfg.max_eval_rows]) for name, (rows, _) in asks.items()}
-    best = {name: {"score": -1.0, "rouge_l": None, "outputs": [], "rows": rows, "step": 0, "curve": []}
+    best = {name: {"score": -1.0, "rouge_l": None, "row_scores": [], "outputs": [], "rows": rows, "step": 0,
+                   "curve": []}
             for name, rows in sets.items()}
     questions = [r["question"] for rows in sets.values() for r in rows]
 
@@ -162,6 +164,35 @@ def recovery_share(attacked: float, control: float, base: float) -> float | None
     if margin < MIN_MARGIN or math.isnan(attacked):
         return None
     return min(1.0, max(0.0, (attacked - control) / margin))
+
+
+RECOVERY_BOOTSTRAP_RESAMPLES = 2000
+
+
+def recovery_interval(attacked: Sequence[float], control: Sequence[float] | None, base: Sequence[float],
+                      seed: int = 0, resamples: int = RECOVERY_BOOTSTRAP_RESAMPLES, level: float = 0.95
+                      ) -> tuple[float, float] | None:
+    """A seeded percentile bootstrap interval of `recovery_share` over the rows asked: row i's attacked and
+    base scores are the same question's, its control score the matched never-seen row's, so the three are
+    resampled together. Resamples whose base margin is under MIN_MARGIN (recovery undefined) are left out;
+    None when most are (a margin that small is not evidence either way)."""
+    import numpy as np
+
+    n = len(attacked)
+    if n == 0 or len(base) != n or (control is not None and len(control) != n):
+        return None
+    a, b = np.asarray(attacked, dtype=float), np.asarray(base, dtype=float)
+    c = np.asarray(control, dtype=float) if control is not None else np.zeros(n)
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    a_m, b_m, c_m = a[draws].mean(axis=1), b[draws].mean(axis=1), c[draws].mean(axis=1)
+    margin = b_m - c_m
+    defined = margin >= MIN_MARGIN
+    if defined.sum() * 2 < resamples:
+        return None
+    shares = np.clip((a_m[defined] - c_m[defined]) / margin[defined], 0.0, 1.0)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(shares, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def token_count(tokenizer, row: dict) -> int:
@@ -232,7 +263,10 @@ def run_matched(model, base_model, tokenizer, train: Sequence[dict], asked: Sequ
         result = attack(model, tokenizer, train, {"attack": (asked, sensitive)}, cfg, **gen)["attack"]
     r_control = cached(base_model, ("control", rows_key(holdout), *key), control)
     control_score = r_control["score"] if r_control else 0.0
+    interval = recovery_interval(result["row_scores"], r_control["row_scores"] if r_control else None,
+                                 r_base["row_scores"], seed=cfg.seed)
     return {"recovery": recovery_share(result["score"], control_score, r_base["score"]),
+            "interval": interval,
             "attacked": result["score"], "control": control_score, "base": r_base["score"],
             "rouge_l": {"attacked": result["rouge_l"], "control": r_control["rouge_l"] if r_control else None,
                         "base": r_base["rouge_l"]},
