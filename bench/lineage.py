@@ -5,7 +5,7 @@
 
 Per version k: the accept's wall time and its split (apply the job's change to v(k-1), materialise the HF folder,
 the regression pass over the k carried forget sets, control; as the build subprocess measured them, plus its
-start-up and the engine's hashing as the rest), the regression pass against k × one request's unit stage
+start-up and the engine's hashing as the rest; the build process's first-generation warm-up on its own), the regression pass against k × one request's unit stage
 (`after` unit timing of the jobs, mean), and the control figures against v0. Then the two ways to hold version
 k, measured side by side: loading the materialised folder vs loading v0 and re-applying the k changes (the
 "stack"). Targets (issue 14): regression of version k ≤ k × one unit stage, in one generation pass; retain
@@ -136,12 +136,12 @@ def run(args) -> dict:
             accept_s = time.perf_counter() - t
             v = client.model_versions("m")["versions"][-1]
             tm = v["timings"]
-            measured = sum(tm.get(x, 0.0) for x in ("apply_s", "materialise_s", "regression_s", "control_s",
-                                                     "v0_control_s"))
+            measured = sum(tm.get(x, 0.0) for x in ("apply_s", "materialise_s", "warmup_s", "regression_s",
+                                                     "control_s", "v0_control_s"))
             metrics, v0 = v["control"]["metrics"], v["control"]["v0"]
             versions.append({
                 "version": v["number"], "carried": len(v["request_ids"]), "accept_s": round(accept_s, 2),
-                "apply_s": tm.get("apply_s"), "materialise_s": tm.get("materialise_s"),
+                "apply_s": tm.get("apply_s"), "materialise_s": tm.get("materialise_s"), "warmup_s": tm.get("warmup_s"),
                 "regression_s": tm.get("regression_s"), "control_s": tm.get("control_s"),
                 "v0_control_s": tm.get("v0_control_s"), "rest_s": round(accept_s - measured, 2),
                 "regression_budget_s": round(len(v["request_ids"]) * (sum(units) / len(units)), 3),
