@@ -69,14 +69,15 @@ def unlearn(case: dict, name: str) -> tuple[object, float]:
         return candidate.model, time.perf_counter() - t
 
 
-def curves(model, base, tokenizer, train, asked, holdout, sensitive, cfg, gen) -> dict:
+def curves(model, base, tokenizer, train, asked, holdout, sensitive, cfg, gen, control_on_train: bool) -> dict:
     """Per checkpoint step: the attack's score on `asked` (fine-tuning `model` on `train`), the matched
-    control's (the base on holdout rows), and the base's own score on `asked`."""
+    control's (the base fine-tuned on holdout rows matched to `train`, or on `train` itself for the retain-data
+    attack, as engine.compute.verify.relearn.run_matched does), and the base's own score on `asked`."""
     from engine.compute.verify.relearn import attack, base_score, matched_rows
 
     c_asked = matched_rows(holdout, asked, tokenizer, cfg.seed)
     rest = [r for r in holdout if r not in c_asked]
-    c_train = matched_rows(rest, train, tokenizer, cfg.seed)
+    c_train = train if control_on_train else matched_rows(rest, train, tokenizer, cfg.seed)
     t = time.perf_counter()
     att = attack(model, tokenizer, train, {"a": (asked, sensitive)}, cfg, **gen)["a"]["curve"]
     attack_s = time.perf_counter() - t
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, method_s[who] = unlearn(case, who)
         for attack_name, train, asked in (("relearn", half_a, half_b), ("retain_relearn", retain_train, case["forget"])):
-            c = curves(model, case["model"], tokenizer, train, asked, case["holdout"], case["sensitive"], cfg, gen)
+            c = curves(model, case["model"], tokenizer, train, asked, case["holdout"], case["sensitive"], cfg, gen,
+                       control_on_train=attack_name == "retain_relearn")
             rows = by_budget(c)
             results[f"{who}:{attack_name}"] = {"curve": rows, "needed_steps": needed(rows), "attack_s": c["attack_s"],
                                                "base_score": c["base"], "attack_scores": c["attack"],
