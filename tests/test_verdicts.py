@@ -152,7 +152,7 @@ def test_policy_validation(home):
         "band_no_limits": '[reconstruction]\nmia_auc = { rule = "band" }\n',
         "band_upside_down": '[reconstruction]\nmia_auc = { rule = "band", lo = 0.7, hi = 0.3 }\n',
         "band_on_bound": '[reconstruction]\nmia_auc = { rule = "band", lo = 0.3, hi = 0.7, judge_on = "upper" }\n',
-        "bound_without_interval": '[reconstruction]\nrelearn_recovery = { rule = "max", threshold = 0.1, '
+        "bound_without_interval": '[reconstruction]\nlogit_lens_presence = { rule = "max", threshold = 0.1, '
                                   'judge_on = "upper" }\n',
         "waive_unknown": 'waive = { mia_acu = "typo" }\n[reconstruction]\nmia_auc = { rule = "band", lo = 0.3, '
                          'hi = 0.7 }\n',

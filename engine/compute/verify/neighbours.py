@@ -98,23 +98,29 @@ def build_neighbours(base, tokenizer, forget: Sequence[dict], retain: Sequence[d
                                                      batch_size))
 
 
-def _build(base, tokenizer, forget, retain, sensitive, max_new_tokens, batch_size) -> list[dict]:
-    from engine.compute.generation import greedy
+def carries_erased(forget: Sequence[dict], sensitive: Sequence[str]):
+    """A test of a neighbour's answer: does it carry what is being erased (a sensitive string, a key span of a
+    forget answer — whether or not the request names strings — or a leak of a forget answer)?"""
     from engine.compute.verify.attacks import is_leak
     from engine.leaks import contains_sensitive, key_spans
 
-    # The sensitive strings and every forget answer's key spans, whether or not the request names strings.
     terms = list(sensitive) + key_spans(r["answer"] for r in forget)
+    return lambda answer: bool(contains_sensitive(answer, terms)
+                               or any(is_leak(answer, f["answer"], sensitive) for f in forget))
+
+
+def _build(base, tokenizer, forget, retain, sensitive, max_new_tokens, batch_size) -> list[dict]:
+    from engine.compute.generation import greedy
+
+    erased = carries_erased(forget, sensitive)
     asked = candidates(forget, retain)
     answers = greedy(base, tokenizer, [r["question"] for r in asked], max_new_tokens=max_new_tokens,
                      batch_size=batch_size)
     out = []
     for row, answer in zip(asked, answers, strict=True):
         answer = answer.strip()
-        if (not answer or contains_sensitive(answer, terms)
-                or any(is_leak(answer, f["answer"], sensitive) for f in forget)):
-            continue
-        out.append({"question": row["question"], "answer": answer, "source": row["source"]})
+        if answer and not erased(answer):
+            out.append({"question": row["question"], "answer": answer, "source": row["source"]})
     return out
 
 
@@ -122,14 +128,10 @@ def supplied_neighbours(forget: Sequence[dict], neighbours: Sequence[dict], sens
     """The request's own neighbours ({"question", "answer"} rows, `source` "supplied"), less any that would
     keep what is being erased: a forget question, or an answer naming a sensitive string or a forget answer's
     key span (the same rule as for built ones)."""
-    from engine.compute.verify.attacks import is_leak
-    from engine.leaks import contains_sensitive, key_spans
-
-    terms = list(sensitive) + key_spans(r["answer"] for r in forget)
+    erased = carries_erased(forget, sensitive)
     forget_keys = {question_key(r["question"]) for r in forget}
     return [{"question": r["question"], "answer": r["answer"], "source": "supplied"} for r in neighbours
-            if question_key(r["question"]) not in forget_keys and not contains_sensitive(r["answer"], terms)
-            and not any(is_leak(r["answer"], f["answer"], sensitive) for f in forget)]
+            if question_key(r["question"]) not in forget_keys and not erased(r["answer"])]
 
 
 def kept_rows(base, tokenizer, forget: Sequence[dict], retain: Sequence[dict], sensitive: Sequence[str],
