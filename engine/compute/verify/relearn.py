@@ -136,7 +136,7 @@ def attack(model, tokenizer, train_rows: Sequence[dict], asks: dict[str, tuple[S
            cfg: RelearnConfig, max_new_tokens: int = 48, batch_size: int = 32) -> dict[str, dict]:
     """Fine-tune on `train_rows`; at each checkpoint ask every named set of rows (greedy, in one batched
     call), scored with its sensitive strings. Per name, its best checkpoint (by `key_score`) as
-    {"score", "rouge_l", "outputs", "rows", "step", "curve" [(step, score)]}."""
+    {"score", "row_scores" (each row's key_score), "rouge_l", "outputs", "rows", "step", "curve" [(step, score)]}."""
     sets = {name: list(rows[: cfg.max_eval_rows]) for name, (rows, _) in asks.items()}
     best = {name: {"score": -1.0, "rouge_l": None, "row_scores": [], "outputs": [], "rows": rows, "step": 0,
                    "curve": []}
