@@ -13,6 +13,7 @@ time and the process's peak RSS so far. `tune=True` tunes each tier first, as `e
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -191,7 +192,16 @@ def summarise(req: dict, tier: int, result: dict, wall: float) -> dict:
             "retain_rouge_l": _pair(control.get("retain_rouge_l")),
             "neighbour_rouge_l": _pair(control.get("neighbour_rouge_l")),
             "wall_s": round(wall, 1), "peak_rss_mb": round(peak_rss_mb()),
-            "timings": result["result"].get("timings"), "verify_timings": result["result"].get("verify_timings")}
+            "timings": result["result"].get("timings"), "verify_timings": result["result"].get("verify_timings"),
+            "tuning": _tuning(result["result"].get("tuning"))}
+
+
+def _tuning(summary: dict | None) -> dict | None:
+    """What a tuned job's search did: trials by state, the winner, its parameters, the search's seconds."""
+    if not summary or not summary.get("tuned"):
+        return None
+    return {k: summary.get(k) for k in ("trials", "states", "winner", "winner_passed_proxy", "winner_params",
+                                        "seconds", "note")}
 
 
 def _pair(m: dict | None) -> list | None:
@@ -276,6 +286,8 @@ def format_timings(result: dict) -> str:
             continue
         lines.append(f"- {r['entity']} tier {r['tier']} {r['method']}: " + ", ".join(
             f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items()))
+        if r.get("tuning"):
+            lines.append(f"  - tuning: {json.dumps(r['tuning'], sort_keys=True)}")
         for when, stages in (r.get("verify_timings") or {}).items():
             for stage, split in (stages or {}).items():
                 if split:
