@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -181,10 +179,10 @@ def _row(v: dict) -> str:
 
 
 def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
-    return {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores", "python": platform.python_version(),
-            "commit": commit.strip(), "load": os.getloadavg(),
-            "note": "other helpers' tests and benchmarks share these cores (the load average above)"}
+    from bench.record import commit
+    from bench.record import machine as described
+
+    return {"machine": described(), "commit": commit(), "load": os.getloadavg()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,16 +155,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(args, case: dict, method_s: dict, results: dict, started: float, load_before) -> None:
-    import platform
-    import subprocess
+    from bench.record import commit, machine
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     lines = [f"# Relearning attack: steps needed ({case['label']})", "",
              f"`python bench/relearn_steps.py --model {args.model} --steps {args.steps} --every {args.every}`, "
-             f"commit {commit}{' (with uncommitted changes)' if dirty else ''}, "
-             f"{platform.node()} {os.cpu_count()} CPUs, {args.threads} threads, "
+             f"commit {commit()}, {machine()}, {args.threads} threads, "
              f"load {' / '.join(f'{x:.2f}' for x in load_before)} at the start and "
              f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end; took {time.time() - started:.0f} s.", "",
              f"Request: {len(case['forget'])} forget, {len(case['retain'])} retain, {len(case['holdout'])} holdout "

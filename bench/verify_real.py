@@ -123,20 +123,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(args, rows: dict, result: dict, started: float, load_before) -> None:
-    import platform
+    from bench.record import commit, machine
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     runs = [("this tree", result["this_tree"])]
     if "baseline" in result:
         runs.append((f"{result['baseline']['ref']}", result["baseline"]))
     lines = [f"# Full verification of a real request on SmolLM2-135M-Instruct ({rows['entity']}, "
              f"{len(rows['forget'])} forget rows)", "",
              f"`python bench/verify_real.py --entity {args.entity} --forget-rows {args.forget_rows}"
-             f"{' --compare-baseline ' + args.compare_baseline if args.compare_baseline else ''}`, commit {commit}"
-             f"{' (with uncommitted changes)' if dirty else ''}, {platform.node()} {os.cpu_count()} CPUs, "
-             f"{args.threads} threads, load {' / '.join(f'{x:.2f}' for x in load_before)} at the start and "
+             f"{' --compare-baseline ' + args.compare_baseline if args.compare_baseline else ''}`, commit {commit()}, "
+             f"{machine()}, {args.threads} threads, load {' / '.join(f'{x:.2f}' for x in load_before)} at the start and "
              f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end (the end counts this run's own threads); "
              f"took {time.time() - started:.0f} s.", "",
              f"Rows: {len(rows['forget'])} forget, {len(rows['retain'])} retain, {len(rows['holdout'])} holdout, "
