@@ -32,12 +32,22 @@ def replace_folder(final: Path, fill) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         fill(tmp)
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with f.open("rb") as fh:
-                    os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        publish_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def publish_folder(tmp: Path, final: Path, replace: bool = False) -> None:
+    """Flush every file of the finished folder `tmp` to disk and give it `final`'s name in one rename; with
+    `replace`, a folder already at `final` (one the caller knows to be stale) is removed first."""
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    if replace and final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    os.replace(tmp, final)

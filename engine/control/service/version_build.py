@@ -6,7 +6,6 @@ database; writes only the version's folder."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from engine.model_files import converted_dir, weight_files, weights_sha256
 from engine.schema.datasets import as_qa, read_jsonl, rows_sha256
 from engine.schema.errors import SpecError
 from engine.schema.policy import load_policy
+from store.files import publish_folder
 from store.models import Artifact, Job, Metric, ModelEntry, ModelVersion, RegressionData, Request, StageResult
 from store.paths import get_paths
 
@@ -153,11 +153,5 @@ def seal_folder(tmp: Path, final: Path, built: dict, manifest: dict) -> tuple[st
     sha = weights_sha256(weight_files(tmp))
     manifest = {**manifest, "weights_sha256": sha, "tree_sha256": tree_sha256(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    publish_folder(tmp, final, replace=True)
     return sha, manifest
