@@ -204,7 +204,7 @@ class NewRequestScreen(EngineScreen):
         else:
             self.note("title", "")
 
-    @on(Input.Changed, "#forget, #retain, #holdout, #probes, #neighbours")
+    @on(Input.Changed, ", ".join(f"#{kind}" for kind in DATA_KINDS))
     def data_changed(self, event: Input.Changed) -> None:
         kind = event.input.id
         self.inline.pop(kind, None)
