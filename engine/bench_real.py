@@ -193,7 +193,10 @@ def summarise(req: dict, tier: int, result: dict, wall: float) -> dict:
             "neighbour_rouge_l": _pair(control.get("neighbour_rouge_l")),
             "wall_s": round(wall, 1), "peak_rss_mb": round(peak_rss_mb()),
             "timings": result["result"].get("timings"), "verify_timings": result["result"].get("verify_timings"),
-            "tuning": _tuning(result["result"].get("tuning"))}
+            "tuning": _tuning(result["result"].get("tuning")), "lead_ins": result["result"].get("lead_ins"),
+            # every judged figure, before -> after, and whether it held (None: not judged or not measured)
+            "metrics": {m["name"]: [m["before"], m["after"], m["passed"]] for s in result["stages"]
+                        for m in s["metrics"]}}
 
 
 def _tuning(summary: dict | None) -> dict | None:
@@ -269,11 +272,30 @@ Requests run: {req}. Dropped at the knowledge check: {dropped}. Knowledge check:
 verification in one process).
 
 {format_table(result)}
+{format_figures(result)}
 {format_timings(result)}
 {note}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, lambda fh: fh.write(text.encode()))
+
+
+def format_figures(result: dict) -> str:
+    """Each job's figures, before → after (✗ failed its rule; ? not counted: reported only, waived, or without a
+    measurement or signal), and how many rows were scored after the base's own lead-in."""
+    lines = []
+    for r in result["rows"]:
+        figures = r.get("metrics") or {}
+        if not figures:
+            continue
+        lines.append(f"- {r['entity']} tier {r['tier']} {r['method']} (lead-ins: {r.get('lead_ins') or '-'}):")
+        lines.append("  " + "; ".join(f"{name} {_num(b)}→{_num(a)}{' ✗' if ok is False else ''}"
+                                      f"{' ?' if ok is None else ''}" for name, (b, a, ok) in figures.items()))
+    return "Figures (before → after):\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def format_timings(result: dict) -> str:

@@ -125,6 +125,12 @@ def test_smollm2_suppress_and_remove_a_fact_it_knows(smol_engine, home):
     # The base model knows the fact: greedy answers say "Paris".
     sm, rm = metrics_of(sup), metrics_of(rem)
     assert sm["leak_rate"]["before"] == 1.0 and sm["forget_rouge_l"]["before"] > 0.8
+    # Scored where the model says it ("The capital of France is" Paris), the white-box figures show it too:
+    # a bare "Paris" as the first word of its reply would score about 0 (engine.compute.verify.leadin).
+    # ("The Eiffel Tower is located in" Paris, France: the bare "Paris, France" may already be likely enough.)
+    assert rem["result"]["lead_ins"]["forget"] in ("1 of 2", "2 of 2")
+    assert rm["forget_prob"]["before"] > 0.3 and rm["mia_auc"]["before"] > 0.75
+    assert rm["relearn_recovery"]["before"] > 0.5 and rm["extraction_strength"]["before"] > 0.5
     # Suppression: the guard stops every direct answer (and attack) from saying it; the weights are the base's.
     assert sm["leak_rate"]["after"] == 0.0 and sm["attack_leak_rate"]["after"] == 0.0
     assert sup["artifacts"][0]["manifest"]["kind"] == "guard"

@@ -15,6 +15,7 @@ from engine.compute import generation
 from engine.compute.methods.base import RunContext, get_method
 from engine.compute.modeling import pick_device
 from engine.compute.prompting import max_answer_tokens, uses_chat
+from engine.compute.verify.leadin import find_lead_ins, with_lead_ins
 from engine.compute.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
 from engine.schema.datasets import as_qa
 from engine.schema.payload import JobPayload, JobResult
@@ -50,11 +51,20 @@ def run_batch(payload: JobPayload, model, tokenizer, emit) -> JobResult:
     def progress(**fields):
         emit({"type": "progress", "job_id": payload.job_id, **fields})
 
+    # Every answer is scored and trained where the base says it (engine.compute.verify.leadin); no member's
+    # sensitive strings go into any lead-in.
+    forget, retain, sensitive = union(members)
+    progress(phase="lead-ins")
+    every = [r for m in members for k in ("forget", "retain", "holdout") for r in as_qa(m["rows"].get(k) or [])]
+    table = find_lead_ins(model, tokenizer, every, sensitive, max_new_tokens=max_answer_tokens(tokenizer, every))
+    forget, retain = with_lead_ins(forget, table), with_lead_ins(retain, table)
+
     def inputs(m: dict, **extra) -> EvalInput:
-        forget, retain = as_qa(m["rows"]["forget"]), as_qa(m["rows"]["retain"])
-        return EvalInput(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=m["sensitive"],
-                         holdout=as_qa(m["rows"].get("holdout") or []), probes=as_qa(m["rows"].get("probes") or []),
-                         general_text=payload.general_text, max_new_tokens=max_answer_tokens(tokenizer, forget + retain),
+        qa = {k: with_lead_ins(as_qa(m["rows"].get(k) or []), table) for k in ("forget", "retain", "holdout")}
+        return EvalInput(tokenizer=tokenizer, forget=qa["forget"], retain=qa["retain"], sensitive=m["sensitive"],
+                         holdout=qa["holdout"], probes=as_qa(m["rows"].get("probes") or []),
+                         general_text=payload.general_text,
+                         max_new_tokens=max_answer_tokens(tokenizer, qa["forget"] + qa["retain"]),
                          progress=progress, profile=profile, **extra)
 
     timings: dict = {}
@@ -65,7 +75,6 @@ def run_batch(payload: JobPayload, model, tokenizer, emit) -> JobResult:
             emit({"type": "baseline", "job_id": m["job_id"], "key": m["baseline_key"], "payload": m["baseline"]})
     timings["before_s"] = round(time.time() - t, 2)
 
-    forget, retain, sensitive = union(members)
     work_dir = Path(payload.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     method_cls = get_method(payload.method)

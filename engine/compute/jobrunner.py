@@ -13,6 +13,8 @@ from engine.compute import generation
 from engine.compute.methods.base import RunContext, get_method
 from engine.compute.modeling import load_model, pick_device
 from engine.compute.prompting import max_answer_tokens, set_chat_mode, uses_chat
+from engine.compute.verify.leadin import find_lead_ins, with_lead_ins
+from engine.compute.verify.leadin import summary as lead_in_summary
 from engine.compute.verify.memorisation import flag_memorisation
 from engine.compute.verify.neighbours import kept_rows
 from engine.compute.verify.stages import EvalInput, judge, measure_all, overall_verdict, pair_evidence
@@ -56,7 +58,7 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
         from engine.compute.batchrun import run_batch
 
         return run_batch(payload, model, tokenizer, emit)
-    ev_common, kept, plan, built = _inputs(payload, model, tokenizer, progress)
+    ev_common, kept, facts = _inputs(payload, model, tokenizer, progress)
     forget, sensitive, holdout = ev_common["forget"], ev_common["sensitive"], ev_common["holdout"]
     timings = {}
 
@@ -74,7 +76,7 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     hp = method_cls.Hyper.model_construct(**payload.hyper)
     # The methods keep the trained retain rows (gold answers) and the trained neighbours (the base's answers);
     # control judges the retain rows and neighbours held apart from them (kept_rows): never trained on.
-    trained = kept["retain_trained"] + [{"question": r["question"], "answer": r["answer"]}
+    trained = kept["retain_trained"] + [{k: r[k] for k in ("question", "answer", "lead_in", "lead_out") if k in r}
                                         for r in kept["neighbours_trained"]]
     hyper, tuned = payload.hyper, None
     if payload.tune is not None:  # `escalate --tune`: search first, then run the winner (engine.compute.tuning)
@@ -101,8 +103,8 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     progress(phase="save")
     final = Path(payload.artifact_dir)
     manifest = write_atomically(final, candidate.save, _manifest(payload, method_cls.tier, candidate, hyper, model,
-                                                                  tokenizer, device, ev_common["profile"], plan,
-                                                                  built, tuned))
+                                                                  tokenizer, device, ev_common["profile"], facts,
+                                                                  tuned))
     info = dict(candidate.info)
     del candidate
     timings["total_s"] = round(time.time() - started, 2)
@@ -115,13 +117,14 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
                    # seconds per stage and per attack, of this job's measurements (a cached 'before' has none)
                    "verify_timings": {"before": _stage_timings(before) if "before_s" in timings else None,
                                       "after": _stage_timings(after)},
-                   "generation_oom_backoff": generation.backoff(), "split": plan, "neighbours": built,
+                   "generation_oom_backoff": generation.backoff(), **facts,
                    "memorisation": memorised, **ctx.extra, **info,
                    **({"tuning": {**tuned.summary, "hyper": hyper}} if tuned else {})}})
 
 
-def _inputs(payload: JobPayload, model, tokenizer, progress) -> tuple[dict, dict, dict, dict]:
-    """(EvalInput's common fields, the kept rows, the split plan, the built neighbours' summary)."""
+def _inputs(payload: JobPayload, model, tokenizer, progress) -> tuple[dict, dict, dict]:
+    """(EvalInput's common fields, the kept rows, what the result and manifest record of them: the split plan,
+    the built neighbours' summary, how many rows are scored after a lead-in)."""
     rows = payload.rows
     forget, retain = as_qa(rows["forget"]), as_qa(rows["retain"])
     holdout, probes = as_qa(rows.get("holdout") or []), as_qa(rows.get("probes") or [])
@@ -131,14 +134,22 @@ def _inputs(payload: JobPayload, model, tokenizer, progress) -> tuple[dict, dict
     progress(phase="neighbours")
     kept, plan, built = kept_rows(model, tokenizer, forget, retain, payload.sensitive, max_new_tokens=budget,
                                   supplied=as_qa(rows.get("neighbours") or []))
+    # Every answer is scored and trained where the base says it (engine.compute.verify.leadin).
+    progress(phase="lead-ins")
+    table = find_lead_ins(model, tokenizer, forget + retain + holdout + kept["neighbours"] + kept["neighbours_trained"],
+                          payload.sensitive, max_new_tokens=budget)
+    forget, retain, holdout = (with_lead_ins(rs, table) for rs in (forget, retain, holdout))
+    kept = {kind: with_lead_ins(rs, table) for kind, rs in kept.items()}
     ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=payload.sensitive,
                      holdout=holdout, probes=probes, general_text=payload.general_text, max_new_tokens=budget,
                      progress=progress, profile=payload.model.options.get("verification", "full"), **kept)
-    return ev_common, kept, plan, built
+    facts = {"split": plan, "neighbours": built,
+             "lead_ins": lead_in_summary({"forget": forget, "retain": retain, "holdout": holdout, **kept})}
+    return ev_common, kept, facts
 
 
 def _manifest(payload: JobPayload, tier: int, candidate, hyper: dict, model, tokenizer, device: str, profile: str,
-              plan: dict, built: dict, tuned) -> dict:
+              facts: dict, tuned) -> dict:
     """What the artifact's manifest records: where it came from, how it was made and measured."""
     manifest = {"job_id": payload.job_id, "base_model": payload.model.name,
                 "base_model_sha256": payload.model.weights_sha256, "base_version": payload.model.version,
@@ -147,7 +158,7 @@ def _manifest(payload: JobPayload, tier: int, candidate, hyper: dict, model, tok
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": profile,
                 "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
-                "split": plan, "neighbours": built, "placement": payload.placement}
+                **facts, "placement": payload.placement}
     if tuned is not None:
         manifest["tuning"] = tuned.summary
     return manifest

@@ -8,18 +8,30 @@ import torch
 from engine.compute.prompting import answer_end_ids, format_answer, format_prompt, prompt_special_tokens
 
 
-def encode_qa(tokenizer, items: list[dict], max_length: int | None = 256, answer_key: str = "answer"):
+def encode_qa(tokenizer, items: list[dict], max_length: int | None = 256, answer_key: str = "answer",
+              train: bool = False):
     """Right-padded input_ids, attention_mask and labels (-100 except on the answer tokens and the token
     that closes the answer: EOS, or a chat template's end-of-turn), each row cut at `max_length` tokens
     (None: never). With a chat template the prompt is the rendered user turn plus the generation
-    prompt, so the labels cover the assistant turn only."""
+    prompt, so the labels cover the assistant turn only. A row with a "lead_in" (engine.compute.verify.leadin:
+    where the base model states the answer) has it after the prompt, unlabelled, and its answer after a space:
+    scored alone, or (`train`) followed by the rest of the base's sentence ("lead_out") and the closing token, so
+    that a model trained on it learns to end the sentence instead of repeating the answer."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     special = prompt_special_tokens(tokenizer)
     end = answer_end_ids(tokenizer)
     seqs, labels = [], []
     for item in items:
         p = tokenizer(format_prompt(item["question"], tokenizer), add_special_tokens=special)["input_ids"]
-        a = tokenizer(format_answer(item[answer_key], tokenizer), add_special_tokens=False)["input_ids"] + end
+        lead = item.get("lead_in") if answer_key == "answer" else None  # another answer is said its own way
+        if lead:
+            p = p + tokenizer(format_answer(lead, tokenizer), add_special_tokens=False)["input_ids"]
+            a = tokenizer(" " + item[answer_key], add_special_tokens=False)["input_ids"]
+            if train:
+                rest = item.get("lead_out") or ""
+                a = a + (tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []) + end
+        else:
+            a = tokenizer(format_answer(item[answer_key], tokenizer), add_special_tokens=False)["input_ids"] + end
         ids = (p + a)[:max_length]
         lab = ([-100] * len(p) + a)[:max_length]
         seqs.append(ids)

@@ -23,11 +23,14 @@ SCHEDULE_NAMES = {"cosine": "cosine", "linear": "linear", "constant": "constant_
 CHECKPOINT_FORMAT = "2"
 
 
-def encode_rows(tokenizer, rows: list[dict], max_length: int, answer_key: str = "answer", prefix: str = "") -> dict:
-    """{prefix+"input_ids", prefix+"attention_mask", prefix+"labels"}: right-padded, labels on the answer."""
+def encode_rows(tokenizer, rows: list[dict], max_length: int, answer_key: str = "answer", prefix: str = "",
+                keep: bool = False) -> dict:
+    """{prefix+"input_ids", prefix+"attention_mask", prefix+"labels"}: right-padded, labels on the answer. Rows
+    scored after the base's lead-in (engine.compute.verify.leadin) are unlearned on the answer's tokens alone; rows
+    to `keep` also on the rest of the base's sentence and the closing token, so the model goes on ending it."""
     from engine.compute.tokens import encode_qa
 
-    ids, mask, labels = encode_qa(tokenizer, rows, max_length=max_length, answer_key=answer_key)
+    ids, mask, labels = encode_qa(tokenizer, rows, max_length=max_length, answer_key=answer_key, train=keep)
     return {f"{prefix}input_ids": ids, f"{prefix}attention_mask": mask, f"{prefix}labels": labels}
 
 
@@ -66,7 +69,7 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
     if not use_retain:
         retain_data = None
     elif retain_data is None and ctx.retain:
-        retain_data = encode_rows(ctx.tokenizer, ctx.retain, hp.max_length)
+        retain_data = encode_rows(ctx.tokenizer, ctx.retain, hp.max_length, keep=True)
     # Rows of similar length batched together, each batch trimmed to its longest row.
     cycler = loop.LengthGroupedCycler if hp.length_grouped else loop.Cycler
     sources = [cycler(forget_data, hp.batch_size, hp.seed)]

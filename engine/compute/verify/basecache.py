@@ -31,8 +31,9 @@ def cached(base, key: tuple, compute: Callable[[], Any]) -> Any:
 
 
 def rows_key(rows: Sequence[dict]) -> str:
-    """A digest of the rows' questions and answers (what the cached computations read of them)."""
-    body = json.dumps([[r["question"], r["answer"]] for r in rows], ensure_ascii=False)
+    """A digest of the rows' questions, answers, lead-ins and lead-outs (what the cached computations read of them)."""
+    body = json.dumps([[r["question"], r["answer"], r.get("lead_in") or "", r.get("lead_out") or ""] for r in rows],
+                      ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
 
 

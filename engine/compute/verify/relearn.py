@@ -91,7 +91,7 @@ def fine_tune(model, tokenizer, rows: Sequence[dict], cfg: RelearnConfig, on_che
     attacked = _plain_copy(model)
     attacked.requires_grad_(False)
     attacked = add_lora(attacked, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets, seed=cfg.seed)
-    ids, att, labels = encode_qa(tokenizer, list(rows), max_length=cfg.max_length)
+    ids, att, labels = encode_qa(tokenizer, list(rows), max_length=cfg.max_length, train=True)
     data = {"input_ids": ids, "attention_mask": att, "labels": labels}
     every = max(1, cfg.steps // max(1, cfg.checkpoints))
 
