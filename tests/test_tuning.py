@@ -41,7 +41,10 @@ def test_tune_stores_every_trial_and_verifies_a_passing_winner_in_full(engine, h
     assert len(winners) == 1
     winner = winners[0]
     assert winner["state"] == "complete" and winner["passed"]
-    assert winner["stages"] == {"unit": "pass", "control": "pass"}
+    assert winner["stages"] == {"unit": "pass", "control": "pass", "reconstruction": "pass"}
+    # ... the cheap reconstruction checks among them: not a trial whose 4-bit copy leaks or whose erased rows
+    # membership inference singles out (either way: default's band is 0.25-0.75).
+    assert winner["metrics"]["quant4_leak_rate"] == 0.0 and 0.25 <= winner["metrics"]["mia_auc"] <= 0.75
     assert winner["score"] == min(t["score"] for t in trials if t["passed"])
     tuning = detail["result"]["tuning"]
     assert tuning["winner"] == winner["number"] and tuning["winner_passed_proxy"]

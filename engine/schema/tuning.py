@@ -27,7 +27,7 @@ class TuneSpec(BaseModel):
 
 # The trials table, one spelling for `expunge show`, the console's trials tab and the sign-off report.
 TRIAL_COLUMNS = ("trial", "state", "hyperparameters", "forget ROUGE-L", "leak", "retain ROUGE-L", "retain KL",
-                 "unit", "control", "control lost", "steps", "s")
+                 "MIA AUC", "4-bit leak", "unit", "control", "reconstr.", "control lost", "steps", "s")
 
 
 def _num(value, digits: int = 3) -> str:
@@ -44,7 +44,8 @@ def trial_row(trial: dict) -> tuple[str, ...]:
     label = f"{trial['number']}{' ★' if trial.get('winner') else ''}"
     return (label, trial["state"], params_text(trial.get("params") or {}), _num(m.get("forget_rouge_l")),
             _num(m.get("leak_rate"), 2), _num(m.get("retain_rouge_l")), _num(m.get("retain_kl")),
-            st.get("unit", "—"), st.get("control", "—"), _num(trial.get("score")),
+            _num(m.get("mia_auc"), 2), _num(m.get("quant4_leak_rate"), 2),
+            st.get("unit", "—"), st.get("control", "—"), st.get("reconstruction", "—"), _num(trial.get("score")),
             "—" if trial.get("steps") is None else str(trial["steps"]), f"{trial.get('seconds') or 0:.1f}")
 
 

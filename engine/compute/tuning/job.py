@@ -39,9 +39,12 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
                               "note": f"{method_cls.name} declares no sensitive hyperparameters: nothing to tune"})
     started = time.monotonic()
     split = validation_split(forget, retain, budget.seed)
-    rows = proxy.ProxyRows(tokenizer, split.forget_validation, split.retain_validation, sensitive, max_new_tokens)
+    rows = proxy.ProxyRows(tokenizer, split.forget_validation, split.retain_validation, sensitive, max_new_tokens,
+                           holdout=holdout)
     progress(phase="tune", step=0, total=budget.trials)
     before = {**proxy.measure_forget(base_model, rows), **proxy.measure_retain(base_model, base_model, rows)}
+    if proxy.judges_reconstruction(policy):
+        before.update(proxy.measure_reconstruction(base_model, rows))
     search = Search(method_cls=method_cls, base_hyper=hyper, base_model=base_model, tokenizer=tokenizer,
                     split=split, rows=rows, before=before, policy=policy, sensitive=sensitive, holdout=holdout,
                     device=device, work_dir=Path(work_dir) / "tuning", emit_trial=emit_trial, progress=progress,
@@ -59,7 +62,8 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
                                             for s in ("complete", "pruned", "failed")},
         "winner": chosen.number if chosen else None, "winner_passed_proxy": winner is not None,
         "winner_params": chosen.params if chosen else None,
-        "rule": "passes every stage's proxy on the validation split with the least control lost; ties: fewer steps",
+        "rule": "passes every stage's proxy (unit, control, and the cheap reconstruction checks: membership "
+                "inference, a 4-bit copy) on the validation split with the least control lost; ties: fewer steps",
         "seconds": round(time.monotonic() - started, 2)}
     if chosen is None:
         summary["note"] = "no trial completed: the job ran with its own hyperparameters"
@@ -68,7 +72,8 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
     final_hyper = {**hyper, **(chosen.params if chosen else {})}
     # The winner's run stops once the unit targets hold on every forget row (what the unit stage judges) with the
     # validation retain slice within control's rules; it does not back off (ControlWatch: back_off).
-    final_rows = proxy.ProxyRows(tokenizer, forget, split.retain_validation, sensitive, max_new_tokens)
+    final_rows = proxy.ProxyRows(tokenizer, forget, split.retain_validation, sensitive, max_new_tokens,
+                                 holdout=holdout)
     final_before = {**before, **proxy.measure_forget(base_model, final_rows)}
     final_hp = method_cls.Hyper.model_construct(**final_hyper)
     stop = ControlWatch(base_model, final_rows, final_before, policy, every=getattr(final_hp, "stop_every", 2),

@@ -1,16 +1,24 @@
 """The cheap proxy a tuning trial is judged by: the unit and control stages' direct measurements (greedy answers,
-answer NLL, the leak check, token KL to the base) on the validation split's rows, judged by the request's policy.
-Seconds on a small slice, where the full verification runs the attack suite for minutes."""
+answer NLL, the leak check, token KL to the base) on the validation split's rows, and the two reconstruction checks
+that cost seconds (the membership-inference AUC against the holdout rows, one forward pass; the direct questions
+asked of a 4-bit copy of the weights), judged by the request's policy. Seconds on a small slice, where the full
+verification runs the attack suite for minutes.
+
+The reconstruction checks are there because the unit targets alone pick the wrong trial: the least change that
+stops the direct answers is the one a 4-bit rounding undoes (Zhang et al. 2025), and a run that goes on past it
+makes the erased answers *less* likely than never-seen ones, which membership inference reads as surely."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from engine.schema.policy import holds
 
 # The policy metrics the proxy measures, per stage; the others (perplexity, the attacks) wait for the full run.
 PROXY_METRICS = {"unit": ("forget_rouge_l", "forget_prob", "leak_rate"),
-                 "control": ("retain_rouge_l", "retain_prob", "retain_kl")}
+                 "control": ("retain_rouge_l", "retain_prob", "retain_kl"),
+                 "reconstruction": ("mia_auc", "quant4_leak_rate")}
 
 
 @dataclass
@@ -20,6 +28,7 @@ class ProxyRows:
     retain: list[dict]
     sensitive: list[str]
     max_new_tokens: int
+    holdout: list[dict] = field(default_factory=list)  # never-seen facts, for the membership-inference AUC
 
 
 def measure_forget(model, rows: ProxyRows) -> dict[str, float]:
@@ -49,6 +58,41 @@ def measure_retain(model, base, rows: ProxyRows) -> dict[str, float]:
     return {"retain_rouge_l": mean_rouge_l_recall(answers, [r["answer"] for r in rows.retain]),
             "retain_prob": sum(answer_probability(n) for n in nlls) / len(nlls),
             "retain_kl": 0.0 if model is base else mean_token_kl(model, base, rows.tokenizer, rows.retain)}
+
+
+def measure_reconstruction(model, rows: ProxyRows) -> dict[str, float]:
+    """mia_auc (Min-K%++, the forget rows against the holdout rows; without holdout rows not measured) and
+    quant4_leak_rate (the forget questions asked of the weights round-tripped through Q4_0, no guard)."""
+    from engine.compute.generation import greedy
+    from engine.compute.verify.attacks import is_leak
+    from engine.compute.verify.metrics import auc
+    from engine.compute.verify.quantization import SCHEMES, quantized_copy
+    from engine.compute.verify.reconstruction import MAX_HOLDOUT, MIA_K
+    from engine.compute.verify.scoring import min_k_plus_plus
+
+    out: dict[str, float] = {}
+    holdout = list(rows.holdout[:MAX_HOLDOUT])
+    if holdout and rows.forget:
+        scores = min_k_plus_plus(model, rows.tokenizer, list(rows.forget) + holdout, k=MIA_K)
+        pos = [x for x in scores[: len(rows.forget)] if not math.isnan(x)]
+        neg = [x for x in scores[len(rows.forget):] if not math.isnan(x)]
+        if pos and neg:
+            out["mia_auc"] = auc(pos, neg)
+    quantized, info = quantized_copy(model, SCHEMES["quant4"])
+    if info["quantized"]:
+        answers = greedy(quantized, rows.tokenizer, [r["question"] for r in rows.forget],
+                         max_new_tokens=rows.max_new_tokens)
+        golds = [r["answer"] for r in rows.forget]
+        out["quant4_leak_rate"] = sum(is_leak(a, g, rows.sensitive) for a, g in zip(answers, golds, strict=True)) \
+            / len(golds)
+    del quantized
+    return out
+
+
+def judges_reconstruction(policy: dict) -> bool:
+    """Whether the policy has a rule (not waived) for one of the proxy's reconstruction metrics."""
+    rules, waived = policy.get("reconstruction", {}), policy.get("waive", {})
+    return any(m in rules and m not in waived for m in PROXY_METRICS["reconstruction"])
 
 
 def judge_stage(stage: str, before: dict, after: dict, policy: dict) -> dict:

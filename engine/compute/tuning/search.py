@@ -187,6 +187,8 @@ class Search:
                 metrics = watch.last["metrics"]
             else:
                 metrics = watch.measure(candidate.model)
+            if proxy.judges_reconstruction(self.policy) and not set(proxy.PROXY_METRICS["reconstruction"]) & set(metrics):
+                metrics = {**metrics, **proxy.measure_reconstruction(candidate.model, self.rows)}
             del candidate
         except optuna.TrialPruned as exc:
             outcome.state, outcome.reason = "pruned", str(exc)
@@ -201,8 +203,8 @@ class Search:
             outcome.stages = {k: v["verdict"] for k, v in stages.items()}
             outcome.passed = all(v["verdict"] == "pass" for v in stages.values())
             outcome.score = round(proxy.control_score(self.before, metrics), 5)
-            missed = proxy.unit_gap(self.before, metrics, self.policy) + (0.0 if outcome.stages["control"] == "pass"
-                                                                           else 1.0)
+            missed = proxy.unit_gap(self.before, metrics, self.policy) + sum(
+                outcome.stages[stage] != "pass" for stage in ("control", "reconstruction"))
             outcome.objective = outcome.score + MISS_WEIGHT * missed
             if watch.outcome:
                 outcome.reason = watch.outcome["reason"]

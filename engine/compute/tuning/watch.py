@@ -2,7 +2,9 @@
 (engine.compute.training.loop's `stop` hook, through RunContext.stop). Every few steps it measures the proxy
 (engine.compute.tuning.proxy) on the forget rows the unit stage will judge and on the validation retain slice:
 
-- the first check where every unit rule holds and the retain slice is still within control's rules stops the run;
+- the first check where every unit rule holds and the retain slice is still within control's rules stops the run,
+  once the proxy's two cheap reconstruction checks hold there too (a 4-bit copy of the weights does not leak, the
+  membership-inference AUC is within its band), when the policy judges them;
 - after the grace period (the first half of the run's steps), a check where the retain slice is below control's
   rules and has lost more than at either of the two checks before (it is getting worse, not climbing back), or at
   the run's last step, backs off: the trainable weights go back to the last check where control held (or, before
@@ -68,11 +70,21 @@ class ControlWatch:
             return self.outcome
         self.snapshot = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
         self.snapshot_step = step
-        if stages["unit"]["verdict"] == "pass":
-            self.outcome = {"reason": "the unit targets are met and the retain slice is within control's rules",
-                            "watch": "unit-met"}
-            return self.outcome
-        return None
+        if stages["unit"]["verdict"] != "pass":
+            return None
+        reason = "the unit targets are met and the retain slice is within control's rules"
+        if proxy.judges_reconstruction(self.policy):
+            # Only where unit and control hold (seconds each): the least change that stops the direct answers is
+            # the one a 4-bit rounding undoes; go on until that and membership inference hold too.
+            metrics = {**metrics, **proxy.measure_reconstruction(model, self.rows)}
+            stages = proxy.judge(self.before, metrics, self.policy)
+            self.last = {"step": step, "metrics": metrics, "stages": stages}
+            if stages["reconstruction"]["verdict"] != "pass":
+                return None
+            reason = ("the unit targets are met, a 4-bit copy does not leak, membership inference is within its "
+                      "band and the retain slice is within control's rules")
+        self.outcome = {"reason": reason, "watch": "unit-met"}
+        return self.outcome
 
     def _back_off(self, model, step: int, failed: list[str]) -> dict:
         if self.snapshot is None:

@@ -15,13 +15,14 @@ def trials_blocks(j: dict, charts: bool) -> list:
     job = j["job"]
     out: list = [H(3, f"Tuning trials — how job {job['id']}'s hyperparameters were chosen"),
                  P(["Each trial trained a fresh copy of the base model and was judged by a cheap proxy of the unit "
-                    "and control stages (greedy answers, answer probability, the leak check, KL to the base) on a "
-                    "validation split; the winner was then run on the request's own rows and verified in full "
-                    "(the stages above)."])]
+                    "and control stages (greedy answers, answer probability, the leak check, KL to the base) and of "
+                    "two reconstruction checks (membership inference against the holdout rows, the direct questions "
+                    "asked of a 4-bit copy of the weights) on a validation split; the winner was then run on the "
+                    "request's own rows and verified in full (the stages above)."])]
     if lines:
         out.append(UL([[line] for line in lines]))
     if trials:
-        out.append(Table(list(TRIAL_COLUMNS), [list(trial_row(t)) for t in trials], numeric={3, 4, 5, 6, 9, 10, 11},
+        out.append(Table(list(TRIAL_COLUMNS), [list(trial_row(t)) for t in trials], numeric={3, 4, 5, 6, 7, 8, 12, 13, 14},
                          cls="trials"))
         reasons = [f"trial {t['number']} {t['state']}: {t['reason']}" for t in trials
                    if t["state"] in ("pruned", "failed", "cancelled") and t.get("reason")]
