@@ -10,7 +10,6 @@ makes the erased answers *less* likely than never-seen ones, which membership in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from engine.schema.policy import holds
@@ -60,33 +59,33 @@ def measure_retain(model, base, rows: ProxyRows) -> dict[str, float]:
             "retain_kl": 0.0 if model is base else mean_token_kl(model, base, rows.tokenizer, rows.retain)}
 
 
-def measure_reconstruction(model, rows: ProxyRows) -> dict[str, float]:
-    """mia_auc (Min-K%++, the forget rows against the holdout rows; without holdout rows not measured) and
-    quant4_leak_rate (the forget questions asked of the weights round-tripped through Q4_0, no guard)."""
-    from engine.compute.generation import greedy
-    from engine.compute.verify.attacks import is_leak
-    from engine.compute.verify.metrics import auc
-    from engine.compute.verify.quantization import SCHEMES, quantized_copy
-    from engine.compute.verify.reconstruction import MAX_HOLDOUT, MIA_K
-    from engine.compute.verify.scoring import min_k_plus_plus
+def _as_eval_input(model, rows: ProxyRows):
+    from engine.compute.verify.stages import EvalInput
 
-    out: dict[str, float] = {}
-    holdout = list(rows.holdout[:MAX_HOLDOUT])
-    if holdout and rows.forget:
-        scores = min_k_plus_plus(model, rows.tokenizer, list(rows.forget) + holdout, k=MIA_K)
-        pos = [x for x in scores[: len(rows.forget)] if not math.isnan(x)]
-        neg = [x for x in scores[len(rows.forget):] if not math.isnan(x)]
-        if pos and neg:
-            out["mia_auc"] = auc(pos, neg)
-    quantized, info = quantized_copy(model, SCHEMES["quant4"])
-    if info["quantized"]:
-        answers = greedy(quantized, rows.tokenizer, [r["question"] for r in rows.forget],
-                         max_new_tokens=rows.max_new_tokens)
-        golds = [r["answer"] for r in rows.forget]
-        out["quant4_leak_rate"] = sum(is_leak(a, g, rows.sensitive) for a, g in zip(answers, golds, strict=True)) \
-            / len(golds)
-    del quantized
-    return out
+    return EvalInput(model=model, tokenizer=rows.tokenizer, forget=rows.forget, retain=[], sensitive=rows.sensitive,
+                     holdout=rows.holdout, max_new_tokens=rows.max_new_tokens)
+
+
+def measure_mia(model, rows: ProxyRows) -> dict[str, float]:
+    """mia_auc as the reconstruction stage measures it (Min-K%++, the forget rows against the holdout rows); {}
+    without holdout rows. One forward pass."""
+    from engine.compute.verify.reconstruction import mia_auc
+
+    value = mia_auc(_as_eval_input(model, rows))
+    return {} if value is None else {"mia_auc": value}
+
+
+def measure_quant4(model, rows: ProxyRows) -> dict[str, float]:
+    """quant4_leak_rate as the reconstruction stage measures it (the forget questions asked of a Q4_0 copy of the
+    weights, no guard); {} when nothing can be quantized. A copy of the model and a greedy pass."""
+    from engine.compute.verify.quantization import quantized_leak_rate
+
+    value = quantized_leak_rate(_as_eval_input(model, rows), model, "quant4")
+    return {} if value is None else {"quant4_leak_rate": value}
+
+
+def measure_reconstruction(model, rows: ProxyRows) -> dict[str, float]:
+    return {**measure_mia(model, rows), **measure_quant4(model, rows)}
 
 
 def judges_reconstruction(policy: dict) -> bool:

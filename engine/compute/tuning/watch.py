@@ -74,13 +74,15 @@ class ControlWatch:
             return None
         reason = "the unit targets are met and the retain slice is within control's rules"
         if proxy.judges_reconstruction(self.policy):
-            # Only where unit and control hold (seconds each): the least change that stops the direct answers is
-            # the one a 4-bit rounding undoes; go on until that and membership inference hold too.
-            metrics = {**metrics, **proxy.measure_reconstruction(model, self.rows)}
-            stages = proxy.judge(self.before, metrics, self.policy)
-            self.last = {"step": step, "metrics": metrics, "stages": stages}
-            if stages["reconstruction"]["verdict"] != "pass":
-                return None
+            # Only where unit and control hold: the least change that stops the direct answers is the one a 4-bit
+            # rounding undoes; go on until that and membership inference hold too. The forward pass first; the
+            # model copy and greedy pass of the 4-bit check only where membership inference already holds.
+            for measure in (proxy.measure_mia, proxy.measure_quant4):
+                metrics = {**metrics, **measure(model, self.rows)}
+                stages = proxy.judge(self.before, metrics, self.policy)
+                self.last = {"step": step, "metrics": metrics, "stages": stages}
+                if stages["reconstruction"]["verdict"] != "pass":
+                    return None
             reason = ("the unit targets are met, a 4-bit copy does not leak, membership inference is within its "
                       "band and the retain slice is within control's rules")
         self.outcome = {"reason": reason, "watch": "unit-met"}

@@ -81,6 +81,12 @@ def _measure_scheme(ev: EvalInput, model, scheme: str) -> dict:
     return {"metrics": direct_metrics(ev, answers), "answers": answers, **info}
 
 
+def quantized_leak_rate(ev: EvalInput, model, scheme: str) -> float | None:
+    """The unit stage's leak rate of `model`'s weights round-tripped through `scheme` (tuning's proxy asks this of
+    each trial); None when no layer can be quantized."""
+    return _measure_scheme(ev, model, scheme)["metrics"]["leak_rate"]
+
+
 def measure(ev: EvalInput) -> tuple[dict[str, float], list[dict], dict[str, float]]:
     """(metrics, evidence, timings) of the attack at every scheme, for the reconstruction stage."""
     from engine.compute.prompting import uses_chat
