@@ -75,7 +75,7 @@ def measure(model_dir: Path, rows: dict, threads: int) -> dict:
         lead_in_s = round(time.perf_counter() - t, 2)
     ev = EvalInput(model=model, tokenizer=tokenizer, forget=rows["forget"], retain=rows["retain"],
                    sensitive=rows["sensitive"], holdout=rows["holdout"], general_text=rows["general_text"],
-                   max_new_tokens=max_answer_tokens(tokenizer, rows["forget"] + rows["retain"]), profile="full")
+                   max_new_tokens=budget, profile="full")
     out: dict = {"stages": {}, "lead_in_s": lead_in_s}
     for name in STAGE_ORDER:
         t, c = time.perf_counter(), time.process_time()

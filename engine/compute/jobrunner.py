@@ -136,8 +136,10 @@ def _inputs(payload: JobPayload, model, tokenizer, progress) -> tuple[dict, dict
                                   supplied=as_qa(rows.get("neighbours") or []))
     # Every answer is scored and trained where the base says it (engine.compute.verify.leadin).
     progress(phase="lead-ins")
-    table = find_lead_ins(model, tokenizer, forget + retain + holdout + kept["neighbours"] + kept["neighbours_trained"],
-                          payload.sensitive, max_new_tokens=budget)
+    # Built neighbours are the base's own greedy answers (said bare by construction): only supplied ones are asked.
+    supplied = [r for r in kept["neighbours"] + kept["neighbours_trained"] if r.get("source") == "supplied"]
+    table = find_lead_ins(model, tokenizer, forget + retain + holdout + supplied, payload.sensitive,
+                          max_new_tokens=budget)
     forget, retain, holdout = (with_lead_ins(rs, table) for rs in (forget, retain, holdout))
     kept = {kind: with_lead_ins(rs, table) for kind, rs in kept.items()}
     ev_common = dict(tokenizer=tokenizer, forget=forget, retain=retain, sensitive=payload.sensitive,

@@ -10,8 +10,8 @@ form pushes on a probability that was never there.
 So each answer is scored, and trained on, where the base model would say it: after a lead-in taken from the
 base's own greedy answer to the row's question, cut at a space, that makes the gold answer most likely
 (mean log-probability of its tokens), where it makes it at least ten times likelier than the bare form; else
-the bare form (the demo model's rows, which it answers with the gold sentence itself or one shaped like it). A lead-in never holds the answer itself or a sensitive string,
-so nothing erased is given to the model as context. The lead-ins are chosen once, on the untouched base,
+the bare form (the demo model's rows, which it answers with the gold sentence itself or one shaped like it). A
+lead-in never holds the answer itself or a sensitive string, so nothing erased is given to the model as context. The lead-ins are chosen once, on the untouched base,
 and fixed: the 'before' and every candidate are scored in the same context.
 
 `engine.compute.tokens.encode_qa` reads the row's "lead_in": the lead-in joins the prompt (no loss on it)
@@ -79,11 +79,14 @@ def find_lead_ins(model, tokenizer, rows: Sequence[dict], sensitive: Sequence[st
     said = greedy(model, tokenizer, [format_prompt(r["question"], tokenizer) for r in qa], raw_prompts=True,
                   max_new_tokens=max_new_tokens, batch_size=batch_size)
     said_by = {(r["question"], r["answer"]): s for r, s in zip(qa, said, strict=True)}
-    trials = [(r, lead) for r, s in zip(qa, said, strict=True) for lead in candidates(s, r["answer"], sensitive)]
+    options = {key: candidates(s, key[1], sensitive) for key, s in said_by.items()}
+    # A row whose only candidate is the bare form (said bare: the demo model's rows) needs no scoring.
+    trials = [(r, lead) for r in qa if len(options[(r["question"], r["answer"])]) > 1
+              for lead in options[(r["question"], r["answer"])]]
     scored = [dict(r, lead_in=lead) for r, lead in trials]
-    logprobs = token_logprobs(model, tokenizer, scored, batch_size=batch_size)
+    logprobs = token_logprobs(model, tokenizer, scored, batch_size=batch_size) if scored else []
     closing = len(answer_end_ids(tokenizer))
-    best: dict[tuple[str, str], tuple[float, str]] = {}
+    best: dict[tuple[str, str], tuple[float, str]] = {key: (0.0, "") for key, o in options.items() if len(o) == 1}
     for (row, lead), lps in zip(trials, logprobs, strict=True):
         content = lps if lead else lps[: len(lps) - closing]  # the bare form also scores its closing token
         if not content:
