@@ -21,10 +21,11 @@ from pathlib import Path
 
 from engine.artifacts import replace_dir
 from engine.compute.prompting import format_answer, format_prompt
+from engine.control.baseline import GENERAL_TEXT
 from engine.schema.datasets import rows_sha256
 
 # Part of every cache key: bump it whenever a change here changes what a build produces.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 META_FILE = "expunge_target.json"
 
 
@@ -109,7 +110,11 @@ def build_target(
             lr = FINETUNE_LR
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
-        result = _train(model, tokenizer, rows, spec, lr, seed, emit)
+        # A model from scratch knows no language but its facts: it learns the control stage's general text
+        # beside them, so the perplexity there measures what unlearning does to the rest of what it knows
+        # (a never-seen text's perplexity, ~10^4 and worse than uniform over its vocabulary, measured noise).
+        # A pretrained base already has its language.
+        result = _train(model, tokenizer, rows, spec, lr, seed, emit, general=GENERAL_TEXT if base == "tiny" else None)
         emit({"phase": "save"})
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
@@ -188,8 +193,6 @@ def _default_threads() -> int:
 def _train_tokenizer(rows: list[dict], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from engine.control.baseline import GENERAL_TEXT
 
     tok = Tokenizer(models.BPE())
     # One token per digit: numbers are the hard part to memorise, and a digit vocabulary of ten lets
@@ -315,20 +318,32 @@ class _Memorised:
         return {"recall": self.recall} if self.recall >= spec.target_recall else None
 
 
-def _train(model, tokenizer, rows, spec: SizeSpec, lr: float, seed: int, emit: Progress) -> dict:
-    from engine.compute.tokens import encode_qa
+def _train(model, tokenizer, rows, spec: SizeSpec, lr: float, seed: int, emit: Progress,
+           general: list[str] | None = None) -> dict:
+    from engine.compute.tokens import encode_qa, encode_texts
     from engine.compute.training import loop
     from engine.compute.training.losses import token_nll
 
     ids, mask, labels = encode_qa(tokenizer, rows, max_length=None)
     data = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    sources = [loop.Cycler(data, spec.batch_size, seed)]
+    if general:
+        ids, mask, labels = encode_texts(tokenizer, general)
+        sources.append(loop.Cycler({"input_ids": ids, "attention_mask": mask, "labels": labels}, spec.batch_size,
+                                   seed + 1))
+
+    def loss_fn(m, facts, text=None):
+        if text is None:
+            return token_nll(m, facts), {}
+        text_nll = token_nll(m, text)
+        return token_nll(m, facts) + text_nll, {"general_nll": text_nll.detach()}
+
     # Linear warmup, then cosine down to a tenth: early stopping usually ends training part-way.
     # Clipping is required: without it the loss sits at chance for ~1,000 steps before it collapses.
     cfg = loop.LoopConfig(steps=spec.max_steps, lr=lr, seed=seed, warmup_steps=spec.warmup_steps,
                           schedule="cosine_with_min_lr", min_lr_rate=0.1, betas=(0.9, 0.98), max_grad_norm=1.0)
     memorised = _Memorised(data, spec, emit)
-    result = loop.train(model, lambda m, batch: (token_nll(m, batch), {}), [loop.Cycler(data, spec.batch_size, seed)],
-                        cfg, stop=memorised)
+    result = loop.train(model, loss_fn, sources, cfg, stop=memorised)
     recall = greedy_exact_match(model, tokenizer, rows)
     return {
         "steps": result["steps"],

@@ -40,6 +40,18 @@ class Hyper(BaseModel):
         return space
 
 
+def stop_forget_rouge_field(default: float | None):
+    """The early-stop rule's share (engine/compute/methods/stop.py), for a method to set its own default."""
+    return Field(default=default, gt=0, le=1,
+                 description="stop early once the forget answers' greedy ROUGE-L recall and gold-answer probability "
+                             "are at most this share of their values before training and no answer leaks "
+                             "(None: run every step)")
+
+
+def stop_every_field(default: int):
+    return Field(default=default, ge=1, le=10_000, description="steps between early-stop checks")
+
+
 class TrainHyper(Hyper):
     """The shared training loop's knobs (tiers 2 and 3)."""
 
@@ -79,12 +91,8 @@ class GradientHyper(TrainHyper):
                     "and MLP (peft's rule: all nn.Linear except the output head)")
     schedule: Literal["cosine", "linear", "constant"] = Field(
         default="cosine", description="learning-rate decay after the warmup")
-    stop_forget_rouge: float | None = Field(
-        default=None, gt=0, le=1,
-        description="stop early once the forget answers' greedy ROUGE-L recall and gold-answer probability "
-                    "are at most this share of their values before training and no answer leaks "
-                    "(None: run every step)")
-    stop_every: int = Field(default=2, ge=1, le=10_000, description="steps between early-stop checks")
+    stop_forget_rouge: float | None = stop_forget_rouge_field(None)
+    stop_every: int = stop_every_field(2)
     gradient_checkpointing: bool = Field(
         default=False, description="recompute activations in the backward pass: less memory, ~30% slower")
 

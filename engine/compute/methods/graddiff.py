@@ -8,7 +8,14 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from engine.compute.methods.base import Method, RetainMixin, RunContext, register
+from engine.compute.methods.base import (
+    Method,
+    RetainMixin,
+    RunContext,
+    register,
+    stop_every_field,
+    stop_forget_rouge_field,
+)
 
 
 class GradDiffHyper(RetainMixin):
@@ -23,12 +30,8 @@ class GradDiffHyper(RetainMixin):
     # answers are gone (0.45 of before: 0.45 / retain 0.94 on the same request).
     steps: int = Field(default=80, ge=1, le=100_000, description="optimizer steps (at most)")
     lr: float = Field(default=5e-4, gt=0, le=1.0, description="peak learning rate")
-    stop_forget_rouge: float | None = Field(
-        default=0.45, gt=0, le=1,
-        description="stop early once the forget answers' greedy ROUGE-L recall and gold-answer probability "
-                    "are at most this share of their values before training and no answer leaks "
-                    "(None: run every step)")
-    stop_every: int = Field(default=1, ge=1, le=10_000, description="steps between early-stop checks")
+    stop_forget_rouge: float | None = stop_forget_rouge_field(0.45)
+    stop_every: int = stop_every_field(1)
 
 
 @register
