@@ -18,6 +18,9 @@ from pathlib import Path
 from store.paths import Paths
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
+# The engine's "today" (tests/fixed_today): due dates and days left are counted from it, not from the real date.
+TODAY = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+FIXED_TODAY_PATH = Path(__file__).parent / "fixed_today"
 
 PEOPLE = {
     "Alma Rivera": {"phone": "415-555-0142", "email": "alma.rivera.27@example.com",
@@ -258,10 +261,10 @@ def prefill(paths: Paths) -> dict:
                 first = s.query(Job).filter(Job.request_id == r.id).order_by(Job.id).first()
                 r.created_at = first.created_at - timedelta(seconds=30)
                 s.add(r)
-            # The legal clock runs on the real date (days left are counted from today): due dates fixed relative
-            # to it, so the screens show the same days left on any day. Overdue, due soon, due later; the
-            # closed request was received when filed and answered on time.
-            today = datetime.now(UTC).replace(hour=23, minute=59, second=59, microsecond=0)
+            # The legal clock: the engine counts days left from TODAY (its clock is fixed there), so the screens
+            # show the same dates and days left on any day. Overdue, due soon, due later; the closed request
+            # was received when filed and answered on time.
+            today = TODAY.replace(hour=23, minute=59, second=59)
             for rid, days in ((ids["request"], 12), (ids["interrupted_request"], 3), (ids["failed_request"], -2)):
                 r = s.get(Request, rid)
                 r.due_at = today + timedelta(days=days)
@@ -318,8 +321,11 @@ def prefilled_engine(prefix: str):
     from store.paths import get_paths
 
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in ("EXPUNGE_HOME", "EXPUNGE_SLOTS")}
+    saved = {k: os.environ.get(k) for k in ("EXPUNGE_HOME", "EXPUNGE_SLOTS", "EXPUNGE_TEST_TODAY", "PYTHONPATH")}
     os.environ["EXPUNGE_HOME"], os.environ["EXPUNGE_SLOTS"] = str(root), "cpu"
+    # The engine process starts its clock at TODAY (tests/fixed_today/sitecustomize.py).
+    os.environ["EXPUNGE_TEST_TODAY"] = TODAY.replace(tzinfo=None).isoformat()
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(FIXED_TODAY_PATH), saved["PYTHONPATH"]) if p)
     try:
         paths = get_paths().ensure()
         ids = prefill(paths)
