@@ -85,9 +85,9 @@ def test_auto_escalation_climbs_the_ladder_and_stops_at_the_first_passing_tier(e
     """Intention remove, auto-escalate: the guard (tier 1) holds against the black-box attacks but fails the
     white-box checks, RMU (tier 2) does not pass either, NPO (tier 3's default) passes unit, keeps the held-out
     retain rows (control judges only rows it did not train on) while its neighbours' answers may fall just under
-    the policy's line, and passes every reconstruction check but, at most, the two-sided membership band: it
-    drives mia_auc to about 0.2, below default's [0.25, 0.75] (the erased rows now look less familiar than
-    never-seen facts). The engine files nothing after tier 3."""
+    the policy's line, and passes every reconstruction check but, at most, the two-sided membership band: it may
+    drive mia_auc below default's [0.25, 0.75] (the erased rows then look less familiar than never-seen facts).
+    The engine files nothing after tier 3."""
     engine.add_model("tiny", str(tiny["dir"]))
     res = engine.submit(load_spec_file(demo_request["spec_path"]), auto_escalate=True)
     request_id, job_id = res["request"]["id"], res["job"]["id"]
@@ -111,8 +111,8 @@ def test_auto_escalation_climbs_the_ladder_and_stops_at_the_first_passing_tier(e
     npo = {s["stage"]: s for s in engine.job(job_id)["stages"]}
     shown = [(m["name"], m["before"], m["after"]) for st in ("unit", "control") for m in npo[st]["metrics"]
              if m["passed"] is False]
-    # Judged on rows it did not train on, NPO keeps the held-out retain answers (ROUGE-L 0.99 -> 0.90) and at most
-    # falls short on the neighbours' (1.0 -> 0.88, under default's 0.9 x before).
+    # Judged on rows it did not train on, NPO keeps the held-out retain answers and at most falls short on the
+    # neighbours' (under default's 0.9 x before: 1.0 -> 0.88 on one tiny-model build).
     control_failed = {m["name"] for m in npo["control"]["metrics"] if m["passed"] is False}
     assert npo["unit"]["verdict"] == "pass" and control_failed <= {"neighbour_rouge_l"}, shown
     failed = {m["name"]: m for m in npo["reconstruction"]["metrics"] if m["passed"] is False}
