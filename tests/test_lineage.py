@@ -28,9 +28,9 @@ def cli(home, *args, check=True):
 
 
 # A and B weigh GradDiff's retain term 1x (its default is 5x): the rollback at the end re-applies B's adapter,
-# trained on v1, to v0, and that only approximates B's change. With A and B at 5x, v0 with B's adapter still said
-# one of B's account numbers and the rollback rightly refused the rebuild (README: a failed rebuild is named);
-# this line tests the rebuild that holds.
+# trained on v1, to v0, and that only approximates B's change. With A at 5x (B at 5x, at 1x, or stopped at 0.25
+# of before), v0 with B's adapter still said one of B's account numbers and the rollback rightly refused the
+# rebuild (README: a failed rebuild is named); this line tests the rebuild that holds.
 LINE_HYPER = {"alpha": 1.0}
 
 
