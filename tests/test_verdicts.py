@@ -251,16 +251,19 @@ def test_an_over_unlearned_candidate_fails_the_band(tiny):
     forget = [r for r in tiny["train"] if r["person"] == person]
     retain = random.Random(0).sample([r for r in tiny["train"] if r["person"] != person], 30)
 
+    def scores(m):
+        return mia_scores(EvalInput(model=m, tokenizer=tokenizer, forget=forget, retain=[], sensitive=[],
+                                    holdout=tiny["holdout"]))
+
     def measured(m) -> dict:
-        pos, neg = mia_scores(EvalInput(model=m, tokenizer=tokenizer, forget=forget, retain=[], sensitive=[],
-                                        holdout=tiny["holdout"]))
+        pos, neg = scores(m)
         low, high = auc_interval(pos, neg)
         return {"reconstruction": _stage({"mia_auc": auc(pos, neg)},
                                          stats={"mia_auc": {"ci_low": low, "ci_high": high, "n": len(pos)}})}
 
     before = measured(model)
-    after = measured(_over_unlearned(model, tokenizer, forget, retain,
-                                     lambda m: measured(m)["reconstruction"]["metrics"]["mia_auc"] <= 0.1))
+    # Each step asks only for the AUC (its bootstrap interval is computed once, on the copy that is judged).
+    after = measured(_over_unlearned(model, tokenizer, forget, retain, lambda m: auc(*scores(m)) <= 0.1))
     assert before["reconstruction"]["metrics"]["mia_auc"] > 0.9
     assert after["reconstruction"]["metrics"]["mia_auc"] <= 0.1
     for name in ("default", "strict"):

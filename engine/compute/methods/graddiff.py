@@ -19,9 +19,9 @@ from engine.compute.methods.base import (
 
 
 class GradDiffHyper(RetainMixin):
-    # Tuned on the tests' tiny model: rank 8 only forgets once the model collapses (lr 1e-3: forget
-    # ROUGE-L 0.79 with retain 0.95; lr 2e-3: forget 0 with retain 0.76); rank 32 at 5e-4 keeps the
-    # retain set (forget 0.38, retain 0.94).
+    # Tuned on an earlier tiny-model build, retain term at 1x: rank 8 only forgets once the model collapses
+    # (lr 1e-3: forget ROUGE-L 0.79 with retain 0.95; lr 2e-3: forget 0 with retain 0.76); rank 32 at 5e-4
+    # keeps the retain set (forget 0.38, retain 0.94).
     lora_rank: int = Field(default=32, ge=1, le=1024, description="LoRA rank r")
     lora_alpha: float = Field(default=32.0, gt=0, le=4096, description="LoRA scaling alpha (scale = alpha / r)")
     # GradDiff's forget term is unbounded and the step at which the model "falls over" moves with the
@@ -32,7 +32,7 @@ class GradDiffHyper(RetainMixin):
     lr: float = Field(default=5e-4, gt=0, le=1.0, description="peak learning rate")
     # The retain term weighs 5x the forget term: at 1x, once the forget answers were gone (0.43 of before), the
     # retain rows held out of training had fallen to 0.87x on two of three tiny-model builds; at 5x, 0.92-0.98x
-    # (forget 0.16-0.44) on all three. The forget term is unbounded, the retain term is not.
+    # (forget 0.16-0.44) on all three.
     alpha: float = Field(default=5.0, ge=0, le=1e4, description="weight of the retain term")
     stop_forget_rouge: float | None = stop_forget_rouge_field(0.45)
     stop_every: int = stop_every_field(1)
