@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/lineage.py                  # 10 requests on the demo model if built, else the tiny one
     .venv/bin/python bench/lineage.py --requests 3 --method npo --tiny   # graddiff by default
+    .venv/bin/python bench/lineage.py --retry-tuned 8  # a job failing unit or control is run again, tuned
 
 Per version k: the accept's wall time and its split (apply the job's change to v(k-1), materialise the HF folder,
 the regression pass over the k carried forget sets, control; as the build subprocess measured them, plus its
@@ -11,7 +12,12 @@ k, measured side by side: loading the materialised folder vs loading v0 and re-a
 "stack"). Targets (issue 14): regression of version k ≤ k × one unit stage, in one generation pass; retain
 ROUGE-L of v10 ≥ 0.9 × v0 on the demo model.
 
-Writes bench/results/lineage-<model>-<N>.json with the machine, the load and the commit."""
+Each request's job starts from the line's current version and keeps that version's answers to the forget prompts
+of every request it carries (engine.compute.verify.line). By default every job is accepted as it comes (its own
+verdict, judged against its parent, is printed beside it); --retry-tuned plays a careful operator, who accepts a job
+failing unit or control only after running it again with its hyperparameters searched.
+
+Writes bench/results/lineage-<model>-<N>[-retry<T>].json with the machine, the load and the commit."""
 
 from __future__ import annotations
 
@@ -105,8 +111,6 @@ def run(args) -> dict:
     from console.client import EngineClient, EngineError
     from engine.control.daemon import start, stop
     from store.paths import get_paths
-    from tests.fixtures_model import wait_job
-
     paths = get_paths().ensure()
     requests, control = specs(rows, args.requests)
     control_file = home / "control.jsonl"
@@ -118,17 +122,31 @@ def run(args) -> dict:
         client.add_model("m", str(model_dir), {"dtype": "fp32"}, retain_path=str(control_file))
         for k, spec in enumerate(requests, start=1):
             res = client.submit(spec, method=args.method)
-            detail = wait_job(client, res["job"]["id"], timeout=3600)
-            if detail["job"]["status"] != "succeeded":
-                raise SystemExit(f"job {res['job']['id']} {detail['job']['status']}: {detail['job']['error']}")
+            detail = finished(client, res["job"]["id"])
+            judged = job_verdict(detail)
+            if args.retry_tuned and not judged["unit_and_control"]:
+                # A careful operator: a job that fails unit or control is not accepted as it is but run again
+                # with the method's hyperparameters searched (`expunge escalate REQ --method M --tune`).
+                print(f"request {k}: job {res['job']['id']} stages {judged['stages']}, failed {judged['job_failed']}: "
+                      "escalate --tune", flush=True)
+                retry = client.escalate(res["request"]["id"], method=args.method, tune={"trials": args.retry_tuned})
+                tuned = finished(client, retry["id"])
+                first = judged
+                judged = {**job_verdict(tuned), "retried_after": first}
+                if judged["unit_and_control"] or not first["unit_and_control"]:
+                    res, detail = {**res, "job": retry}, tuned
+                else:
+                    judged = {**first, "retried": job_verdict(tuned)}
             units.append(unit_seconds(detail))
             artifacts.append(detail["artifacts"][0]["path"])
             t = time.perf_counter()
             try:
                 client.accept(res["request"]["id"], res["job"]["id"])
             except EngineError as exc:  # the regression check refused it: the line stays as it was
-                versions.append({"request": k, "refused": str(exc), "accept_s": round(time.perf_counter() - t, 2)})
-                print(f"request {k}: accept refused: {exc}", flush=True)
+                versions.append({"request": k, "refused": str(exc), "accept_s": round(time.perf_counter() - t, 2),
+                                 **judged})
+                print(f"request {k}: accept refused: {exc} (job {judged['job_verdict']}, {judged['job_steps']} steps, "
+                      f"failed {judged['job_failed']})", flush=True)
                 artifacts.pop()
                 continue
             accept_s = time.perf_counter() - t
@@ -146,7 +164,7 @@ def run(args) -> dict:
                 "leaks": {r: f"{x['leaked']}/{x['n']}" for r, x in v["regression"]["requests"].items()},
                 "retain_rouge_l_x_v0": _ratio(metrics, v0, "retain_rouge_l"),
                 "retain_prob_x_v0": _ratio(metrics, v0, "retain_prob"),
-                "general_ppl_x_v0": _ratio(metrics, v0, "general_ppl")})
+                "general_ppl_x_v0": _ratio(metrics, v0, "general_ppl"), **judged})
             print(_row(versions[-1]), flush=True)
         line = client.model_versions("m")
         holding = stack_vs_materialised(line, model_dir, artifacts)
@@ -154,8 +172,30 @@ def run(args) -> dict:
         client.close()
         stop(paths)
         shutil.rmtree(home, ignore_errors=True)
-    return {"model": label, "method": args.method, "requests": args.requests, "unit_stage_mean_s":
+    return {"model": label, "method": args.method, "requests": args.requests, "retry_tuned": args.retry_tuned,
+            "unit_stage_mean_s":
             round(sum(units) / len(units), 3), "versions": versions, "holding_version_n": holding}
+
+
+def finished(client, job_id: int) -> dict:
+    from tests.fixtures_model import wait_job
+
+    detail = wait_job(client, job_id, timeout=3600)
+    if detail["job"]["status"] != "succeeded":
+        raise SystemExit(f"job {job_id} {detail['job']['status']}: {detail['job']['error']}")
+    return detail
+
+
+def job_verdict(detail: dict) -> dict:
+    """The job's own verdict (judged against its parent version), whether its unit and control stages pass, the
+    metrics it failed, and its steps."""
+    job = detail["job"]
+    stages = {s["stage"]: s["verdict"] for s in detail.get("stages") or []}
+    failed = [f"{m['name']} {m['after']:.3g}" for s in detail.get("stages") or [] for m in s["metrics"]
+              if m["passed"] is False and m["after"] is not None]
+    return {"job": job["id"], "job_verdict": job["verdict"], "job_steps": job["step"], "job_failed": failed,
+            "stages": stages, "unit_and_control": stages.get("unit") == "pass" and stages.get("control") == "pass",
+            "tuned": job.get("tune") is not None}
 
 
 def _ratio(metrics: dict, v0: dict, name: str) -> float | None:
@@ -175,7 +215,7 @@ def _row(v: dict) -> str:
             f"{f(v['materialise_s'], 6)} {f(v['regression_s'], 6)} {f(v['regression_budget_s'], 8)} "
             f"{f((v['control_s'] or 0) + (v['v0_control_s'] or 0), 7)} {f(v['rest_s'], 6)}  "
             f"{f(v['retain_rouge_l_x_v0'], 6, 3)} {f(v['retain_prob_x_v0'], 7, 3)} {f(v['general_ppl_x_v0'], 6, 3)}"
-            f"  {leaks}")
+            f"  {leaks}  job {v.get('job')}{' tuned' if v.get('tuned') else ''} {v.get('job_verdict')} {v.get('job_steps')} steps {' '.join(v.get('job_failed') or [])}")
 
 
 def machine() -> dict:
@@ -189,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=10)
     ap.add_argument("--method", default="graddiff")
+    ap.add_argument("--retry-tuned", type=int, default=0, metavar="TRIALS",
+                    help="a job that fails unit or control is run again tuned (escalate --tune, TRIALS trials) and "
+                         "the better of the two accepted; 0 (default): every job is accepted as it comes")
     ap.add_argument("--tiny", action="store_true", help="the tests' tiny model even when the demo model is built")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -209,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"regression within k × one unit stage ({result['unit_stage_mean_s']} s): "
           f"{result['targets']['regression_within_k_units']}; retain ROUGE-L v{last['version']}/v0 "
           f"{last['retain_rouge_l_x_v0']} (target ≥ 0.9)")
-    out = REPO / "bench" / "results" / f"lineage-{result['model'].replace(' ', '-')}-{args.requests}.json"
+    retry = f"-retry{args.retry_tuned}" if args.retry_tuned else ""
+    out = REPO / "bench" / "results" / f"lineage-{result['model'].replace(' ', '-')}-{args.requests}{retry}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {out}")

@@ -112,6 +112,11 @@ class RequestScreen(EngineScreen):
         # Model versions (issue 14): shown once the line has more than the base, so older views read as before.
         if r.get("base_version"):
             head.append(f" · started from {r['model']}@v{r['base_version']}")
+            if kept and kept.get("line"):  # what its job kept of the erasures that version carries
+                line = kept["line"]
+                n = len(line["requests"])
+                head.append(f" (kept its answers to {line['kept']} forget prompts of {n} earlier "
+                            f"request{'s' if n != 1 else ''})")
         if r.get("landed_version") is not None:
             head.append(f" · landed in {r['model']}@v{r['landed_version']}", style="bold")
         head.append(f"\nfiled by {r.get('requested_by') or '—'} · received {(r.get('received_at') or '')[:10]} · "

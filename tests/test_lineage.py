@@ -27,11 +27,13 @@ def cli(home, *args, check=True):
     return res
 
 
-# A and B weigh GradDiff's retain term 1x (its default is 5x): the rollback at the end re-applies B's adapter,
-# trained on v1, to v0, and that only approximates B's change. With A at 5x (B at 5x, at 1x, or stopped at 0.25
-# of before), v0 with B's adapter still said one of B's account numbers and the rollback rightly refused the
-# rebuild (README: a failed rebuild is named); this line tests the rebuild that holds.
+# A and B weigh GradDiff's retain term 1x (its default is 5x), and B stops deeper (forget answers at 0.25 of
+# before, not 0.45): the rollback at the end re-applies B's adapter, trained on v1, to v0, and that only
+# approximates B's change. With A at 5x (B at 5x, at 1x, or stopped at 0.25), or with B at 1x stopped at 0.45 once
+# B's job also kept v1's answers to A's prompts, v0 with B's adapter still said one of B's account numbers and the
+# rollback rightly refused the rebuild (README: a failed rebuild is named); this line tests the rebuild that holds.
 LINE_HYPER = {"alpha": 1.0}
+B_HYPER = {**LINE_HYPER, "stop_forget_rouge": 0.25}
 
 
 def person_spec(tiny, index: int, reference: str, retain_people: list[int] | None = None) -> dict:
@@ -55,8 +57,9 @@ def person_spec(tiny, index: int, reference: str, retain_people: list[int] | Non
 
 
 async def console_shows_the_line(home, request_id: int, carried: list[int]) -> None:
-    """From the console alone: the request says where it landed; its model screen says which version to deploy,
-    what it carries and that none of it leaks; enter on a version opens the request that made it."""
+    """From the console alone: the request says where it landed and what of the line its job kept; its model
+    screen says which version to deploy, what it carries and that none of it leaks; enter on a version opens the
+    request that made it."""
     from console.app import ExpungeApp
     from console.widgets.lineage import ControlChart
     from console.widgets.table import KeyedTable
@@ -68,6 +71,7 @@ async def console_shows_the_line(home, request_id: int, carried: list[int]) -> N
         await settle(pilot)
         head = str(app.screen.query_one("#request-head").render())
         assert f"landed in tiny@v{len(carried)}" in head and "started from tiny@v1" in head, head
+        assert "kept its answers to 5 forget prompts of 1 earlier request)" in head, head
         await pilot.press("m")
         await settle(pilot)
         assert isinstance(app.screen, ModelScreen)
@@ -128,12 +132,16 @@ def test_requests_accepted_in_turn_make_a_line_that_forgets_them_all(engine, hom
     accepted = engine.accept(a_id, a["job"]["id"])
     assert accepted["landed_version"] == 1
 
-    # B starts from v1 (its job's manifest says so) and lands in v2, which is checked against A and B.
-    b = engine.submit(person_spec(tiny, 1, "DSR-B"), method="graddiff", hyper=LINE_HYPER)
+    # B starts from v1 (its job's manifest says so), keeping v1's answers to A's forget prompts (none leaks), and
+    # lands in v2, which is checked against A and B.
+    b = engine.submit(person_spec(tiny, 1, "DSR-B"), method="graddiff", hyper=B_HYPER)
     b_id = b["request"]["id"]
     assert b["request"]["base_version"] == 1
     b_job = finished(engine, b["job"]["id"])
     assert b_job["artifacts"][0]["manifest"]["base_version"] == 1
+    kept_line = b_job["artifacts"][0]["manifest"]["line"]
+    assert kept_line == {"requests": [a_id], "prompts": 5, "kept": 5, "dropped": 0, "dropped_leaking": 0}
+    assert engine.request(b_id)["jobs"][-1]["kept"]["line"] == kept_line
     assert engine.accept(b_id, b["job"]["id"])["landed_version"] == 2
     line = engine.model_versions("tiny")
     assert line["current"] == 2

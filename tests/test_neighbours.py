@@ -117,3 +117,29 @@ def test_a_requests_own_neighbours_replace_the_built_ones_less_any_naming_what_i
     assert all(r["source"] == "supplied" and r["answer"].startswith("Town") for r in together)
     assert summary["supplied"] == 6 and summary["supplied_dropped"] == 2 and summary["built"] == 6
     assert summary["judged"] == len(kept["neighbours"]) >= 1 and plan["neighbours"]["judged"]
+
+
+def test_a_job_on_a_version_keeps_its_answers_to_the_line_but_never_a_leak_nor_its_own_forget_question(loaded):
+    """engine.compute.verify.line: the erasures a version carries are kept as the version answers them; the tiny
+    base still knows everyone, so an earlier request's prompts whose key spans it says are dropped, not kept."""
+    from engine.compute.generation import greedy
+    from engine.compute.verify.line import line_rows
+
+    model, tok, forget = loaded["model"], loaded["tokenizer"], loaded["forget"]
+    people = list(dict.fromkeys(r["person"] for r in loaded["retain"]))
+    other = [r for r in loaded["retain"] if r["person"] == people[0]]
+    prompts = [{"question": r["question"], "verbatim": False} for r in other]
+    said = greedy(model, tok, [p["question"] for p in prompts], max_new_tokens=32)
+    line = [  # request 7: its spans are its gold answers (which the base still says); request 8: spans nobody says
+        {"request_id": 7, "prompts": prompts, "spans": [r["answer"] for r in other]},
+        {"request_id": 8, "prompts": prompts + [{"question": forget[0]["question"], "verbatim": False}],
+         "spans": ["no such string 0000"]}]
+    rows, summary = line_rows(model, tok, line, forget, loaded["sensitive"], max_new_tokens=32)
+    leaking = sum(any(r["answer"].lower() in s.lower() for r in other) for s in said)
+    assert leaking >= 1  # the base says some of them: request 7 then has rows to drop
+    assert summary["requests"] == [7, 8] and summary["prompts"] == 2 * len(prompts) + 1
+    assert summary["dropped_leaking"] >= leaking
+    # Request 8's prompts are kept with the base's own answers; the job's own forget question never is.
+    assert [r["answer"] for r in rows[-len(prompts):]] == [a.strip() for a in said]
+    assert forget[0]["question"] not in {r["question"] for r in rows}
+    assert summary["kept"] == len(rows) == summary["prompts"] - summary["dropped"]

@@ -13,7 +13,8 @@ from console.widgets.format import duration, number, style
 
 PHASE_NAMES = {"start": "starting", "load": "loading model", "locate": "locating", "train": "training",
                "guard": "building guard", "resume": "resuming", "save": "saving", "done": "done",
-               "failed": "failed", "neighbours": "building neighbours"}
+               "failed": "failed", "neighbours": "building neighbours",
+               "line": "asking the version its earlier erasures"}
 PARTIAL = " ▏▎▍▌▋▊▉"
 
 

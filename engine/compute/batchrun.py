@@ -79,7 +79,14 @@ def run_batch(payload: JobPayload, model, tokenizer, emit) -> JobResult:
     work_dir.mkdir(parents=True, exist_ok=True)
     method_cls = get_method(payload.method)
     hp = method_cls.Hyper.model_construct(**payload.hyper)
-    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain, sensitive=sensitive,
+    kept_line, line = [], None
+    if payload.line:  # a batch on a version keeps what it answers to the erasures it already carries
+        from engine.compute.verify.line import line_rows
+
+        progress(phase="line")
+        kept_line, line = line_rows(model, tokenizer, payload.line, forget, sensitive,
+                                    max_new_tokens=max_answer_tokens(tokenizer, forget + retain))
+    ctx = RunContext(model=model, tokenizer=tokenizer, forget=forget, retain=retain + kept_line, sensitive=sensitive,
                      device=device, work_dir=work_dir, progress=progress,
                      holdout=as_qa(payload.rows.get("holdout") or []), resume=payload.resume)
     t = time.time()
@@ -95,7 +102,7 @@ def run_batch(payload: JobPayload, model, tokenizer, emit) -> JobResult:
                 "prompt_format": "chat" if uses_chat(tokenizer) else "plain", "verification": profile,
                 "method_info": candidate.info, "generation_oom_backoff": generation.backoff(),
                 "batch": {"jobs": [m["job_id"] for m in members], "forget_rows": len(forget),
-                          "retain_rows": len(retain)}}
+                          "retain_rows": len(retain)}, **({"line": line} if line else {})}
     manifest = write_atomically(Path(payload.artifact_dir), candidate.save, manifest)
     artifact = {"kind": manifest["kind"], "path": payload.artifact_dir, "sha256": manifest["artifact_sha256"],
                 "manifest": manifest}

@@ -78,6 +78,13 @@ def run_job(payload: JobPayload, warm: WarmModel, emit) -> JobResult:
     # control judges the retain rows and neighbours held apart from them (kept_rows): never trained on.
     trained = kept["retain_trained"] + [{k: r[k] for k in ("question", "answer", "lead_in", "lead_out") if k in r}
                                         for r in kept["neighbours_trained"]]
+    if payload.line:  # a job on a version keeps what it answers to the erasures it already carries
+        from engine.compute.verify.line import line_rows
+
+        progress(phase="line")
+        kept_line, facts["line"] = line_rows(model, tokenizer, payload.line, forget, sensitive,
+                                             max_new_tokens=ev_common["max_new_tokens"])
+        trained += kept_line
     hyper, tuned = payload.hyper, None
     if payload.tune is not None:  # `escalate --tune`: search first, then run the winner (engine.compute.tuning)
         # Its validation slice is cut from the trained rows; the rows control judges stay out of the search too.

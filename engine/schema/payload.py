@@ -46,6 +46,9 @@ class JobPayload(_Contract):
     tune: dict | None = None
     # Where the job runs ({"executor", "node", "slot"}): the worker writes it into the artifact's manifest.
     placement: dict = Field(default_factory=dict)
+    # The erasures the starting version already carries (issue 14): per request {request_id, prompts: [{question,
+    # verbatim}], spans}, from their sealed regression data. The method keeps what the version answers them.
+    line: list[dict] = Field(default_factory=list)
 
 
 class MetricOutcome(_Contract):

@@ -128,7 +128,9 @@ class StageView(View):
 class JobWithStages(JobView):
     stages: list[StageView]
     # What the job kept, split out of sample (engine.compute.verify.split): {"retain": {"trained", "judged"},
-    # "neighbours": {"built", "from_retain", "templated", "trained", "judged"}} row counts; None before it ran.
+    # "neighbours": {"built", "from_retain", "templated", "trained", "judged"}} row counts, and for a job on a model
+    # version "line": {"requests", "prompts", "kept", "dropped", "dropped_leaking"} (engine.compute.verify.line);
+    # None before it ran.
     kept: dict | None = None
 
 

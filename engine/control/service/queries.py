@@ -215,7 +215,7 @@ def kept_counts(job: Job) -> dict | None:
         return None
     retain = result["split"].get("retain", {})
     return {"retain": {"trained": len(retain.get("trained", [])), "judged": len(retain.get("judged", []))},
-            "neighbours": result["neighbours"]}
+            "neighbours": result["neighbours"], **({"line": result["line"]} if result.get("line") else {})}
 
 
 def stage_views(s: Session, job_id: int) -> list[StageView]:

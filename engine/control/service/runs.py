@@ -83,7 +83,7 @@ def job_payload(s: Session, job_id: int, paths: Paths, device: str = "cpu") -> J
         sensitive=rows.get("sensitive") or [], general_text=GENERAL_TEXT, baseline_key=key,
         baseline=cached.payload if cached else None, work_dir=str(work_dir),
         resume=(work_dir / "checkpoint").exists(), artifact_dir=str(paths.job_artifacts(job_id)), batch=batch,
-        tune=job.tune)
+        tune=job.tune, line=versions.carried_prompts(s, model, version["version"]))
 
 
 def _member_payload(s: Session, job: Job, device: str, options: dict, version: dict) -> dict:

@@ -72,7 +72,7 @@ def _incoming_data(s: Session, req: Request) -> tuple[dict, list[dict] | None]:
     return data, [{"answer": r["answer"]} for r in forget]
 
 
-def _carried(s: Session, parent: ModelVersion, landing: set[int]) -> tuple[list[dict], list[dict], list[int]]:
+def carried(s: Session, parent: ModelVersion, landing: set[int]) -> tuple[list[dict], list[dict], list[int]]:
     """The build's regression entries and the judge's rows for the requests the parent carries; ids whose data
     was purged (`purge --with-regression-data`) are skipped and listed."""
     entries, meta, skipped = [], [], []
@@ -104,7 +104,7 @@ def build_version(s: Session, model: ModelEntry, parent: ModelVersion, v0: Model
     if not (Path(art.path) / "PURGED.json").exists() and tree_sha256(Path(art.path)) != art.sha256:
         raise SpecError(f"job {job.id}'s artifact {art.path} has changed since it was written (sha256 mismatch)")
     policy = load_policy(landing[0][0].policy)
-    entries, meta, skipped = _carried(s, parent, {r.id for r, _ in landing})
+    entries, meta, skipped = carried(s, parent, {r.id for r, _ in landing})
     incoming, answers = {}, []
     for req, member in landing:
         data, gold = _incoming_data(s, req)

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from engine.control import sealed
 from engine.control.service.lookup import get_request
 from engine.control.service.models import get_model
-from engine.control.service.version_build import build_version, seal_folder, versions_root
+from engine.control.service.version_build import build_version, carried, seal_folder, versions_root
 from engine.schema.errors import NotFound, SpecError
 from engine.schema.views import ModelLine, VersionView
 from store import audit
@@ -110,6 +110,15 @@ def version_source(s: Session, model: ModelEntry, number: int | None) -> dict | 
     if not Path(v.path).is_dir():
         raise SpecError(f"model {model.name}@v{number}: its folder {v.path} is missing")
     return {"source": v.path, "kind": "hf", "weights_sha256": v.sha256, "version": number}
+
+
+def carried_prompts(s: Session, model: ModelEntry, number: int | None) -> list[dict]:
+    """What a job starting from version `number` keeps: the forget prompts and key spans of every request that
+    version carries ({request_id, prompts, spans}; none for v0, and none of a request purged with its data)."""
+    if not number:
+        return []
+    entries, _, _ = carried(s, get_version(s, model.name, number), set())
+    return [{k: e[k] for k in ("request_id", "prompts", "spans")} for e in entries]
 
 
 # ---------------------------------------------------------------- building a version
