@@ -165,6 +165,7 @@ def test_requests_accepted_in_turn_make_a_line_that_forgets_them_all(engine, hom
     report = engine.report(b_id, "md")
     assert "landed in **tiny@v2**" in report and "started from `tiny@v1`" in report, report[-3000:]
     assert f"| {a_id} | DSR-A | 0/5 |" in report and "encrypted (Fernet)" in report
+    assert f"own answers to 5 of the 5 forget prompts of the requests that version carries ({a_id})" in report
 
     # A closes: its texts are purged, but its forget prompts and key spans stay sealed for later checks.
     closed = cli(home, "purge", str(a_id), "--json")

@@ -1,6 +1,6 @@
 """The report's account of what a job kept and what it was judged on: the retain rows it trained on (named)
-and the ones the control stage judged, the neighbours the engine built from the original model's answers,
-and any memorisation flagged on the rows trained on (engine.compute.verify.split, .memorisation)."""
+and the ones the control stage judged, the neighbours the engine built from the original model's answers, on a
+model version the version's answers to the erasures it carries, and any memorisation flagged on the rows trained on (engine.compute.verify.split, .memorisation)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def kept_blocks(f: dict, j: dict) -> list:
             f"control stage judged only the other {len(judged)} retain rows and {built['judged']} neighbours "
             f"(split seed {split['seed']}).")
     out: list = [P([text])]
+    line = result.get("line")
+    if line:  # a job on a model version (engine.compute.verify.line)
+        ids = ", ".join(str(r) for r in line["requests"])
+        dropped = f"; {line['dropped_leaking']} left out because the version's answer still leaked" \
+            if line.get("dropped_leaking") else ""
+        out.append(P([f"It also trained on the starting version's own answers to {line['kept']} of the "
+                      f"{line['prompts']} forget prompts of the requests that version carries ({ids}){dropped}, "
+                      "so that this erasure does not bring theirs back; the regression check at accept judges "
+                      "those prompts again."]))
     memorised = result.get("memorisation") or []
     if memorised:
         out.append(P([f"Memorisation flagged: {', '.join(memorised)} rose above the original model on the rows "
