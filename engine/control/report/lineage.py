@@ -76,7 +76,8 @@ def _kept(lin: dict) -> list:
     kept = lin.get("kept")
     if kept is None:
         return [P(["No regression data is kept for this request."])]
-    return [P([f"Kept for the regression checks of later versions, also after the close: its {kept['prompts']} "
+    return [P([f"Kept for the regression checks of later versions (and given to later jobs on the line, which "
+               f"keep those versions' answers to them), also after the close: its {kept['prompts']} "
                f"forget prompts and {kept['spans']} key spans, encrypted (Fernet) under a key outside the "
                "database (", (lin["key_path"], "code"), ", mode 0600); deleted when the model line is retired "
                "(", ("expunge models retire", "code"), ") or with ", ("expunge purge --with-regression-data", "code"),
