@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-SOURCE = "line"
-
 
 def line_rows(model, tokenizer, line: Sequence[dict], forget: Sequence[dict], sensitive: Sequence[str],
               max_new_tokens: int, batch_size: int = 32) -> tuple[list[dict], dict]:
-    """({"question", "answer" (the version's greedy answer)} rows to keep, a summary for the manifest)."""
+    """({"question", "answer" (the version's greedy answer)} rows to keep, a summary for the manifest: the requests,
+    their prompts, how many were kept, dropped, and dropped because the answer leaks its request's key spans)."""
     from engine.compute.generation import greedy
     from engine.compute.verify.neighbours import carries_erased
     from engine.compute.verify.split import question_key
@@ -33,10 +32,10 @@ def line_rows(model, tokenizer, line: Sequence[dict], forget: Sequence[dict], se
     rows, leaking = [], 0
     for (entry, question), answer in zip(asked, answers, strict=True):
         answer = answer.strip()
-        if leak_spans(answer, entry["spans"]) or (answer and erased(answer)):
+        if leak_spans(answer, entry["spans"]):
             leaking += 1
-            continue
-        rows.append({"question": question, "answer": answer})
+        elif not (answer and erased(answer)):
+            rows.append({"question": question, "answer": answer})
     summary = {"requests": [e["request_id"] for e in line], "prompts": sum(len(e["prompts"]) for e in line),
                "kept": len(rows), "dropped": sum(len(e["prompts"]) for e in line) - len(rows),
                "dropped_leaking": leaking}

@@ -1,6 +1,7 @@
 """The report's account of what a job kept and what it was judged on: the retain rows it trained on (named)
 and the ones the control stage judged, the neighbours the engine built from the original model's answers, on a
-model version the version's answers to the erasures it carries, and any memorisation flagged on the rows trained on (engine.compute.verify.split, .memorisation)."""
+model version that version's answers to the erasures it carries, and any memorisation flagged on the rows
+trained on (engine.compute.verify.split, .line, .memorisation)."""
 
 from __future__ import annotations
 
