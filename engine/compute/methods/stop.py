@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+STOP_BATCH = 64
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -31,13 +33,17 @@ def forget_rouge_stop(ctx: RunContext, share: float, every: int) -> Callable:
         nlls = answer_nlls(model, ctx.tokenizer, ctx.forget)
         return sum(answer_probability(n) for n in nlls) / len(nlls)
 
-    rouge_before = mean_rouge_l_recall(greedy(ctx.model, ctx.tokenizer, questions, max_new_tokens=budget), golds)
+    # The check runs at every step: the forget questions in one generation batch where they fit in STOP_BATCH
+    # (a run's cost on CPU is per generated token and batch, not per row: TOFU forget01's 40 rows took 2 batches).
+    batch = min(STOP_BATCH, max(32, len(questions)))
+    rouge_before = mean_rouge_l_recall(greedy(ctx.model, ctx.tokenizer, questions, max_new_tokens=budget,
+                                              batch_size=batch), golds)
     prob_before = probability(ctx.model)
 
     def check(model, step: int, loss: float) -> dict | None:
         if step % every:
             return None
-        answers = greedy(model, ctx.tokenizer, questions, max_new_tokens=budget)
+        answers = greedy(model, ctx.tokenizer, questions, max_new_tokens=budget, batch_size=batch)
         rouge = mean_rouge_l_recall(answers, golds)
         if rouge > share * rouge_before or any(is_leak(a, g, ctx.sensitive) for a, g in zip(answers, golds, strict=True)):
             return None
