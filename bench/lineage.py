@@ -111,6 +111,7 @@ def run(args) -> dict:
     from console.client import EngineClient, EngineError
     from engine.control.daemon import start, stop
     from store.paths import get_paths
+
     paths = get_paths().ensure()
     requests, control = specs(rows, args.requests)
     control_file = home / "control.jsonl"
@@ -130,13 +131,9 @@ def run(args) -> dict:
                 print(f"request {k}: job {res['job']['id']} stages {judged['stages']}, failed {judged['job_failed']}: "
                       "escalate --tune", flush=True)
                 retry = client.escalate(res["request"]["id"], method=args.method, tune={"trials": args.retry_tuned})
-                tuned = finished(client, retry["id"])
-                first = judged
-                judged = {**job_verdict(tuned), "retried_after": first}
-                if judged["unit_and_control"] or not first["unit_and_control"]:
-                    res, detail = {**res, "job": retry}, tuned
-                else:
-                    judged = {**first, "retried": job_verdict(tuned)}
+                detail = finished(client, retry["id"])
+                judged = {**job_verdict(detail), "retried_after": judged}
+                res = {**res, "job": retry}  # the tuned job is the one accepted, whatever its verdict
             units.append(unit_seconds(detail))
             artifacts.append(detail["artifacts"][0]["path"])
             t = time.perf_counter()
@@ -173,8 +170,8 @@ def run(args) -> dict:
         stop(paths)
         shutil.rmtree(home, ignore_errors=True)
     return {"model": label, "method": args.method, "requests": args.requests, "retry_tuned": args.retry_tuned,
-            "unit_stage_mean_s":
-            round(sum(units) / len(units), 3), "versions": versions, "holding_version_n": holding}
+            "unit_stage_mean_s": round(sum(units) / len(units), 3), "versions": versions,
+            "holding_version_n": holding}
 
 
 def finished(client, job_id: int) -> dict:
@@ -215,7 +212,8 @@ def _row(v: dict) -> str:
             f"{f(v['materialise_s'], 6)} {f(v['regression_s'], 6)} {f(v['regression_budget_s'], 8)} "
             f"{f((v['control_s'] or 0) + (v['v0_control_s'] or 0), 7)} {f(v['rest_s'], 6)}  "
             f"{f(v['retain_rouge_l_x_v0'], 6, 3)} {f(v['retain_prob_x_v0'], 7, 3)} {f(v['general_ppl_x_v0'], 6, 3)}"
-            f"  {leaks}  job {v.get('job')}{' tuned' if v.get('tuned') else ''} {v.get('job_verdict')} {v.get('job_steps')} steps {' '.join(v.get('job_failed') or [])}")
+            f"  {leaks}  job {v.get('job')}{' tuned' if v.get('tuned') else ''} {v.get('job_verdict')} "
+            f"{v.get('job_steps')} steps {' '.join(v.get('job_failed') or [])}")
 
 
 def machine() -> dict:
@@ -231,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="graddiff")
     ap.add_argument("--retry-tuned", type=int, default=0, metavar="TRIALS",
                     help="a job that fails unit or control is run again tuned (escalate --tune, TRIALS trials) and "
-                         "the better of the two accepted; 0 (default): every job is accepted as it comes")
+                         "the tuned job accepted; 0 (default): every job is accepted as it comes")
     ap.add_argument("--tiny", action="store_true", help="the tests' tiny model even when the demo model is built")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

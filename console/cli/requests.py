@@ -82,8 +82,8 @@ def requests(status, query, limit, due, sort, order, since, until, as_json) -> N
 @click.option("--json", "as_json", is_flag=True)
 def escalate(request_id: int, method: str | None, hyper: tuple[str, ...], tune: bool, trials: int | None,
              minutes: float | None, tune_seed: int, wait: bool, as_json: bool) -> None:
-    """Run the next tier of the ladder on a request (each tier starts from the base model); with --tune, search the
-    method's sensitive hyperparameters first and run the winner."""
+    """Run the next tier of the ladder on a request (each tier starts from the model version the request was filed
+    on); with --tune, search the method's sensitive hyperparameters first and run the winner."""
     from console.render import print_job
 
     c = client()

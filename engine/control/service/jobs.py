@@ -55,7 +55,8 @@ def submit_job(s: Session, request_id: int, method: str, hyper: dict | None, act
 
 def escalate(s: Session, request_id: int, method: str | None = None, hyper: dict | None = None,
              actor: str = "operator", tune: dict | None = None) -> Job:
-    """The next tier's default method (or the named one); each tier's job starts from the base model."""
+    """The next tier's default method (or the named one); each tier's job starts from the model version the
+    request was filed on (v0: the base)."""
     req = get_request(s, request_id)
     if method is None:
         tier = req.current_tier + 1
