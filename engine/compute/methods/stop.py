@@ -35,7 +35,7 @@ def forget_rouge_stop(ctx: RunContext, share: float, every: int) -> Callable:
 
     # The check runs at every step: the forget questions in one generation batch where they fit in STOP_BATCH
     # (a run's cost on CPU is per generated token and batch, not per row: TOFU forget01's 40 rows took 2 batches).
-    batch = min(STOP_BATCH, max(32, len(questions)))
+    batch = min(STOP_BATCH, len(questions))
     rouge_before = mean_rouge_l_recall(greedy(ctx.model, ctx.tokenizer, questions, max_new_tokens=budget,
                                               batch_size=batch), golds)
     prob_before = probability(ctx.model)

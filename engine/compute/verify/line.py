@@ -36,7 +36,7 @@ def line_rows(model, tokenizer, line: Sequence[dict], forget: Sequence[dict], se
             leaking += 1
         elif not (answer and erased(answer)):
             rows.append({"question": question, "answer": answer})
-    summary = {"requests": [e["request_id"] for e in line], "prompts": sum(len(e["prompts"]) for e in line),
-               "kept": len(rows), "dropped": sum(len(e["prompts"]) for e in line) - len(rows),
-               "dropped_leaking": leaking}
+    prompts = sum(len(e["prompts"]) for e in line)
+    summary = {"requests": [e["request_id"] for e in line], "prompts": prompts, "kept": len(rows),
+               "dropped": prompts - len(rows), "dropped_leaking": leaking}
     return rows, summary
