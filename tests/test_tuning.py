@@ -35,7 +35,9 @@ def test_tune_stores_every_trial_and_verifies_a_passing_winner_in_full(engine, h
     assert [t["number"] for t in trials] == [0, 1, 2, 3]
     assert {t["state"] for t in trials} <= {"complete", "pruned", "failed"}
     pruned = [t for t in trials if t["state"] == "pruned"]
-    assert pruned and all(t["reason"] and not t["winner"] and not t["metrics"] for t in pruned)
+    assert pruned and all(t["reason"] and not t["winner"] for t in pruned)
+    # ... each with where it stood at the check that ended it (shown, never a winner): the step and the proxy.
+    assert all(t["steps"] and "forget_rouge_l" in t["metrics"] and "retain_rouge_l" in t["metrics"] for t in pruned)
     # The winner passes every stage's proxy on the validation split, with the least control lost.
     winners = [t for t in trials if t["winner"]]
     assert len(winners) == 1
@@ -215,3 +217,47 @@ def test_a_tuning_budget_is_checked_before_anything_is_queued(engine, home, tiny
     with session(db) as s:
         assert s.get(Request, created["request"]["id"]).tune == {"trials": 1000, "minutes": 5.0, "seed": 0}
     db.dispose()
+
+
+def test_the_early_stop_ends_a_run_that_membership_inference_reads_as_over_unlearned(tiny):
+    """A run whose erased rows membership inference already reads as less likely than never-seen ones, at the
+    first check where the unit targets hold, stops there: training on only pushes them further below the band
+    (on SmolLM2, NPO ran on to its last step and lost the retain rows with it). Inside the band it goes on to
+    the same check's other rules. The band here is narrow so that the tiny model's first unit-met check falls
+    below it."""
+    import tempfile
+    from pathlib import Path
+
+    from engine.compute.methods.base import RunContext, get_method
+    from engine.compute.tuning import proxy
+    from engine.compute.tuning.watch import ControlWatch
+    from engine.schema.policy import load_policy
+    from tests.fixtures_model import loaded_one_person_request
+
+    r = loaded_one_person_request(tiny, 40)
+    model, tok, forget, retain = r["model"], r["tokenizer"], r["forget"], r["retain"]
+    rows = proxy.ProxyRows(tok, forget, retain[32:], [], 24, holdout=tiny["holdout"][:20])
+    before = {**proxy.measure_forget(model, rows), **proxy.measure_retain(model, model, rows),
+              **proxy.measure_reconstruction(model, rows)}
+    assert before["mia_auc"] > 0.9  # the base knows its training rows from never-seen ones
+
+    def watched(band: dict) -> tuple[ControlWatch, dict]:
+        policy = load_policy("default")
+        policy = {**policy, "control": {}, "reconstruction": {"mia_auc": {"rule": "band", **band}}}
+        watch = ControlWatch(model, rows, before, policy, every=2, grace=20)
+        ctx = RunContext(model=model, tokenizer=tok, forget=forget, retain=retain[:32], sensitive=[], device="cpu",
+                         work_dir=Path(tempfile.mkdtemp()), progress=lambda **e: None, stop=watch)
+        train = get_method("npo")().run(ctx, get_method("npo").Hyper(steps=40)).info["train"]
+        return watch, train
+
+    narrow, train = watched({"lo": 0.45, "hi": 0.55})
+    assert narrow.outcome["watch"] == "over-unlearned", narrow.outcome
+    assert train["stopped_early"] and train["steps"] < 40
+    last = narrow.last["metrics"]
+    assert last["mia_auc"] < 0.45 and narrow.last["stages"]["unit"]["verdict"] == "pass"
+    assert proxy.over_unlearned(last, {"reconstruction": {"mia_auc": {"rule": "band", "lo": 0.45, "hi": 0.55}}})
+    assert not proxy.over_unlearned(last, {"reconstruction": {"mia_auc": {"rule": "band", "lo": 0.2, "hi": 0.8}}})
+    # The same run under default's band [0.25, 0.75]: that check is inside it, and the run stops on the unit
+    # targets met, as before.
+    wide, _ = watched({"lo": 0.25, "hi": 0.75})
+    assert wide.outcome["watch"] == "unit-met" and 0.25 <= wide.last["metrics"]["mia_auc"] <= 0.75

@@ -40,7 +40,7 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
     started = time.monotonic()
     split = validation_split(forget, retain, budget.seed)
     rows = proxy.ProxyRows(tokenizer, split.forget_validation, split.retain_validation, sensitive, max_new_tokens,
-                           holdout=holdout)
+                           holdout=holdout, members=forget)
     progress(phase="tune", step=0, total=budget.trials)
     before = {**proxy.measure_forget(base_model, rows), **proxy.measure_retain(base_model, base_model, rows)}
     if proxy.judges_reconstruction(policy):

@@ -28,6 +28,9 @@ class ProxyRows:
     sensitive: list[str]
     max_new_tokens: int
     holdout: list[dict] = field(default_factory=list)  # never-seen facts, for the membership-inference AUC
+    # The forget rows membership inference is asked about: the ones the run trains on too (None: `forget`). A
+    # held-out row says nothing of whether the trained ones were pushed below never-seen facts.
+    members: list[dict] | None = None
 
 
 def measure_forget(model, rows: ProxyRows) -> dict[str, float]:
@@ -59,19 +62,19 @@ def measure_retain(model, base, rows: ProxyRows) -> dict[str, float]:
             "retain_kl": 0.0 if model is base else mean_token_kl(model, base, rows.tokenizer, rows.retain)}
 
 
-def _as_eval_input(model, rows: ProxyRows):
+def _as_eval_input(model, rows: ProxyRows, forget: list[dict] | None = None):
     from engine.compute.verify.stages import EvalInput
 
-    return EvalInput(model=model, tokenizer=rows.tokenizer, forget=rows.forget, retain=[], sensitive=rows.sensitive,
-                     holdout=rows.holdout, max_new_tokens=rows.max_new_tokens)
+    return EvalInput(model=model, tokenizer=rows.tokenizer, forget=forget or rows.forget, retain=[],
+                     sensitive=rows.sensitive, holdout=rows.holdout, max_new_tokens=rows.max_new_tokens)
 
 
 def measure_mia(model, rows: ProxyRows) -> dict[str, float]:
-    """mia_auc as the reconstruction stage measures it (Min-K%++, the forget rows against the holdout rows); {}
-    without holdout rows. One forward pass."""
+    """mia_auc as the reconstruction stage measures it (Min-K%++, the forget rows against the holdout rows), on
+    every forget row the run sees (`members`); {} without holdout rows. One forward pass."""
     from engine.compute.verify.reconstruction import mia_auc
 
-    value = mia_auc(_as_eval_input(model, rows))
+    value = mia_auc(_as_eval_input(model, rows, rows.members))
     return {} if value is None else {"mia_auc": value}
 
 
@@ -92,6 +95,16 @@ def judges_reconstruction(policy: dict) -> bool:
     """Whether the policy has a rule (not waived) for one of the proxy's reconstruction metrics."""
     rules, waived = policy.get("reconstruction", {}), policy.get("waive", {})
     return any(m in rules and m not in waived for m in PROXY_METRICS["reconstruction"])
+
+
+def over_unlearned(metrics: dict, policy: dict) -> bool:
+    """Whether membership inference reads the erased rows as *less* likely than never-seen ones, below the
+    policy's band: more training only lowers their likelihood further, so a run there has gone too far."""
+    from engine.schema.policy import band_side
+
+    spec = policy.get("reconstruction", {}).get("mia_auc")
+    return (spec is not None and "mia_auc" not in policy.get("waive", {}) and metrics.get("mia_auc") is not None
+            and band_side(spec, metrics["mia_auc"]) == "below")
 
 
 def judge_stage(stage: str, before: dict, after: dict, policy: dict) -> dict:

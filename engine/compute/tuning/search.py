@@ -134,6 +134,10 @@ class Search:
         defaults = {k: v for k, v in self.base_hyper.items() if k in space and v is not None}
         if defaults:
             study.enqueue_trial(defaults, skip_if_exists=True)
+        # Then the same with the retain term that holds the base's distribution (KL), when the method has the
+        # choice: what control's KL rule judges, and what kept SmolLM2's retain slice where NLL lost it.
+        if "retain_loss" in space and defaults.get("retain_loss") != "kl":
+            study.enqueue_trial({**defaults, "retain_loss": "kl"}, skip_if_exists=True)
         deadline = time.monotonic() + self.budget.minutes * 60 if self.budget.minutes else None
         outcomes: list[TrialOutcome] = []
         while len(outcomes) < self.budget.trials and (deadline is None or time.monotonic() < deadline):
@@ -169,6 +173,7 @@ class Search:
             if deadline is not None and time.monotonic() > deadline:
                 raise BudgetSpent(f"the time budget ran out at step {step}")
 
+        watch = None
         try:
             hp = self.method_cls.Hyper.model_validate(values)
             every = getattr(hp, "stop_every", 2)
@@ -190,10 +195,12 @@ class Search:
             if proxy.judges_reconstruction(self.policy) and not set(proxy.PROXY_METRICS["reconstruction"]) & set(metrics):
                 metrics = {**metrics, **proxy.measure_reconstruction(candidate.model, self.rows)}
             del candidate
-        except optuna.TrialPruned as exc:
+        except (optuna.TrialPruned, BudgetSpent) as exc:
             outcome.state, outcome.reason = "pruned", str(exc)
-        except BudgetSpent as exc:
-            outcome.state, outcome.reason = "pruned", str(exc)
+            if watch is not None and watch.last is not None:  # where it stood when it was ended: shown, not judged
+                outcome.steps = int(watch.last["step"])
+                outcome.metrics = {k: round(v, 5) for k, v in watch.last["metrics"].items()}
+                outcome.stages = {k: v["verdict"] for k, v in watch.last["stages"].items()}
         except Exception as exc:  # one trial's failure (a diverging loss, a bad layer) does not end the search
             outcome.state, outcome.reason = "failed", f"{type(exc).__name__}: {exc}"[:500]
         else:

@@ -4,7 +4,9 @@
 
 - the first check where every unit rule holds and the retain slice is still within control's rules stops the run,
   once the proxy's two cheap reconstruction checks hold there too (a 4-bit copy of the weights does not leak, the
-  membership-inference AUC is within its band), when the policy judges them;
+  membership-inference AUC is within its band), when the policy judges them; where membership inference is
+  already below its band there (the erased rows less likely than never-seen ones), the run stops too: training
+  on only lowers it further (on SmolLM2, NPO went on to its last step and lost the retain rows with it);
 - after the grace period (the first half of the run's steps), a check where the retain slice is below control's
   rules and has lost more than at either of the two checks before (it is getting worse, not climbing back), or at
   the run's last step, backs off: the trainable weights go back to the last check where control held (or, before
@@ -81,6 +83,13 @@ class ControlWatch:
                 metrics = {**metrics, **measure(model, self.rows)}
                 stages = proxy.judge(self.before, metrics, self.policy)
                 self.last = {"step": step, "metrics": metrics, "stages": stages}
+                if proxy.over_unlearned(metrics, self.policy):
+                    # Going on would only push the erased rows further below never-seen ones: stop at the first
+                    # check where the unit targets hold, and let the verdict say it went too far.
+                    self.outcome = {"reason": "the unit targets are met, but membership inference already reads "
+                                              "the erased rows as less likely than never-seen ones (over-unlearned)",
+                                    "watch": "over-unlearned"}
+                    return self.outcome
                 if stages["reconstruction"]["verdict"] != "pass":
                     return None
             reason = ("the unit targets are met, a 4-bit copy does not leak, membership inference is within its "
