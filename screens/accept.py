@@ -14,10 +14,11 @@ from textual.widgets import Button, Input, Label, Static
 from console.client import EngineError
 from console.widgets.format import when
 from console.widgets.keybar import KeyBar
-from screens.base import steady_cursors
+from screens.base import SCREENS_CSS, steady_cursors
 
 
 class AcceptScreen(ModalScreen[dict | None]):
+    CSS_PATH = SCREENS_CSS
     BINDINGS = [
         Binding("ctrl+s", "accept", "Accept", id="accept.accept"),
         Binding("escape", "cancel", "Cancel", id="accept.cancel"),

@@ -3,6 +3,7 @@ reconnects), and applies EngineUpdates in place while it is shown."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.screen import ModalScreen, Screen
@@ -18,6 +19,10 @@ def steady_cursors(screen: Screen) -> None:
     for widget in screen.query("Input, TextArea"):
         widget.cursor_blink = False
 
+
+# Every screen's rules but the dashboard's (those are in console/app.tcss, parsed before the first paint); absolute,
+# so a subclass elsewhere (tests, bench) finds it too.
+SCREENS_CSS = str(Path(__file__).with_name("screens.tcss"))
 
 APP_ROLES = {"new_request": "operator"}  # the app's own keys that need a role (console.app.check_action)
 
@@ -35,6 +40,7 @@ def missing_role(app, action: str, needs: dict[str, str]) -> str | None:
 class EngineScreen(Screen):
     """A screen over engine data: `load()` fetches and renders; `apply(update)` handles live changes."""
 
+    CSS_PATH = SCREENS_CSS
     loaded = False  # set after the first successful load (tests wait on it)
     ROLE_OF_ACTION: dict[str, str] = {}  # action -> the role it needs: without it the key is shown disabled
 

@@ -16,10 +16,11 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from console.client import EngineError
 from console.widgets.keybar import KeyBar
 from engine.schema.tuning import DEFAULT_TRIALS as DEFAULT_TUNE_TRIALS
-from screens.base import steady_cursors
+from screens.base import SCREENS_CSS, steady_cursors
 
 
 class ConfirmScreen(ModalScreen[bool]):
+    CSS_PATH = SCREENS_CSS
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm.yes"),
         Binding("n,escape", "answer(False)", "No", key_display="n/esc", id="confirm.no"),
@@ -115,6 +116,7 @@ def check_range(value, prop: dict) -> str | None:
 class EscalateScreen(ModalScreen[dict | None]):
     """Names the tier and method that will run; hyperparameters are editable. Files the job itself, so an
     engine refusal is shown here and the operator can fix the value."""
+    CSS_PATH = SCREENS_CSS
 
     BINDINGS = [
         Binding("ctrl+s", "run", "Run", id="escalate.run"),

@@ -13,6 +13,7 @@ from textual.widgets import Header, Static
 
 from console.widgets.format import verdict
 from console.widgets.keybar import KeyBar
+from screens.base import SCREENS_CSS
 
 VERDICTS = [
     ("pass", "Every metric the policy judges in this stage met its threshold. A job passes when every stage "
@@ -55,6 +56,7 @@ def screen_bindings(app) -> list[tuple[str, list[Binding]]]:
 
 
 class HelpScreen(Screen):
+    CSS_PATH = SCREENS_CSS
     KIND = "help"
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back", key_display="esc", id="help.back")]
 

@@ -17,10 +17,11 @@ from textual.widgets import Button, Input, Label, Static
 
 from console.reportfile import default_report_name, resolve_report_path
 from console.widgets.keybar import KeyBar
-from screens.base import steady_cursors
+from screens.base import SCREENS_CSS, steady_cursors
 
 
 class ReportScreen(ModalScreen[Path | None]):
+    CSS_PATH = SCREENS_CSS
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", key_display="esc", id="report.cancel"),
     ]

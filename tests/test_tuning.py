@@ -261,3 +261,27 @@ def test_the_early_stop_ends_a_run_that_membership_inference_reads_as_over_unlea
     # targets met, as before.
     wide, _ = watched({"lo": 0.25, "hi": 0.75})
     assert wide.outcome["watch"] == "unit-met" and 0.25 <= wide.last["metrics"]["mia_auc"] <= 0.75
+
+
+def test_the_winners_run_stops_at_the_step_its_trial_was_judged_at(tiny):
+    """The winner's run (back_off=False) goes no further than the step where its trial stopped: past it, it is no
+    longer the run the search chose (on SmolLM2 one ran on to its last step and lost the retain rows)."""
+    import tempfile
+    from pathlib import Path
+
+    from engine.compute.methods.base import RunContext, get_method
+    from engine.compute.tuning import proxy
+    from engine.compute.tuning.watch import ControlWatch
+    from tests.fixtures_model import loaded_one_person_request
+
+    r = loaded_one_person_request(tiny, 40)
+    model, tok, forget, retain = r["model"], r["tokenizer"], r["forget"], r["retain"]
+    rows = proxy.ProxyRows(tok, forget, retain[32:], [], 24)
+    before = {**proxy.measure_forget(model, rows), **proxy.measure_retain(model, model, rows)}
+    never = {"unit": {"forget_rouge_l": {"rule": "max", "threshold": -1.0}}}  # unit targets no run can meet
+    watch = ControlWatch(model, rows, before, never, every=2, grace=20, steps=40, back_off=False, limit=6)
+    ctx = RunContext(model=model, tokenizer=tok, forget=forget, retain=retain[:32], sensitive=[], device="cpu",
+                     work_dir=Path(tempfile.mkdtemp()), progress=lambda **e: None, stop=watch)
+    train = get_method("npo")().run(ctx, get_method("npo").Hyper(steps=40)).info["train"]
+    assert watch.outcome["watch"] == "trial-step", watch.outcome
+    assert train["stopped_early"] and train["steps"] == 6

@@ -77,6 +77,7 @@ def tune(*, method_cls, hyper: dict, tune: dict, base_model, tokenizer, forget: 
     final_before = {**before, **proxy.measure_forget(base_model, final_rows)}
     final_hp = method_cls.Hyper.model_construct(**final_hyper)
     stop = ControlWatch(base_model, final_rows, final_before, policy, every=getattr(final_hp, "stop_every", 2),
-                        grace=final_hp.steps // 2, steps=final_hp.steps, back_off=False)
+                        grace=final_hp.steps // 2, steps=final_hp.steps, back_off=False,
+                        limit=chosen.steps if chosen is not None and chosen.steps else None)
     return Tuned(hyper=final_hyper, retain_train=split.retain_train, stop=stop, summary=summary)
 

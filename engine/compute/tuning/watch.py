@@ -13,7 +13,9 @@
   any, the run just ends there) and the run stops, saying why.
 
 `back_off=False` only watches (the winner's own run: its hyperparameters were chosen on the validation slice, and
-its verdict is the full verification's): it still stops at the unit targets with control intact.
+its verdict is the full verification's): it still stops at the unit targets with control intact, and at the
+latest at `limit`, the step where the winning trial stopped (on SmolLM2 a trial that passed every proxy at its
+stop was followed by a winner's run that went on to its last step and lost the retain rows).
 
 The grace period is there because a retain term pulls the retain slice back only once the forget term has moved
 the model: on the tiny demo model NPO's defaults fail control's retain ROUGE-L from step 6 to 16 of 40 and pass
@@ -36,12 +38,15 @@ if TYPE_CHECKING:
 class ControlWatch:
     def __init__(self, base, rows: proxy.ProxyRows, before: dict, policy: dict, every: int = 1,
                  report: Callable | None = None, grace: int = 0, steps: int | None = None,
-                 back_off: bool = True) -> None:
+                 back_off: bool = True, limit: int | None = None) -> None:
         self.base, self.rows, self.before, self.policy = base, rows, before, policy
         self.every = max(1, int(every))
         self.grace = grace  # steps during which a control failure is watched, not acted on
         self.steps = steps  # the run's last step: a failure there is acted on even while recovering
         self.back_off = back_off
+        # The last step the run may take (the winner's run: the step its trial was judged at, when it stopped
+        # early; past it the run is no longer the one the search chose).
+        self.limit = limit
         self.lost: list[float] = []  # control lost at each check so far (proxy.control_score)
         self.report = report
         self.snapshot: dict | None = None  # trainable tensors at the last check where control held
@@ -53,6 +58,10 @@ class ControlWatch:
         return {**proxy.measure_forget(model, self.rows), **proxy.measure_retain(model, self.base, self.rows)}
 
     def __call__(self, model, step: int, loss: float) -> dict | None:
+        if self.limit is not None and step >= self.limit:
+            self.outcome = {"reason": f"step {step}: where the winning trial was judged, on the validation split",
+                            "watch": "trial-step"}
+            return self.outcome
         if step % self.every:
             return None
         metrics = self.measure(model)
