@@ -50,22 +50,12 @@ def traced_watch() -> None:
     watch.ControlWatch.__call__ = traced
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--entity", default="France")
-    parser.add_argument("--method", default="npo")
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hyper", default="{}", help="the job's own hyperparameters, as JSON")
-    args = parser.parse_args()
+def main(args: argparse.Namespace) -> None:
     import torch
 
-    from engine.bench_real import checked_requests, smollm2_spec, summarise
+    from engine.bench_real import checked_requests, job_payload, smollm2_spec, summarise
     from engine.compute.jobrunner import WarmModel, run_job
-    from engine.compute.methods.base import validate_hyper
     from engine.compute.modeling import pick_device
-    from engine.control.baseline import GENERAL_TEXT
-    from engine.schema.payload import JobPayload
     from engine.schema.policy import load_policy
 
     torch.set_num_threads(max(1, int(os.environ.get("EXPUNGE_THREADS", os.cpu_count() or 1))))
@@ -82,12 +72,9 @@ def main() -> None:
     cache = Path(tempfile.gettempdir()) / f"expunge-tune-trace-before-{args.entity}.json"
     before = json.loads(cache.read_text()) if cache.exists() else None
     scratch = Path(tempfile.mkdtemp(prefix="tune-trace-"))
-    payload = JobPayload(
-        job_id=1, method=args.method, hyper=validate_hyper(args.method, json.loads(args.hyper)), intention="remove",
-        policy=load_policy("default"), model=spec, sensitive=req["sensitive"], general_text=GENERAL_TEXT,
-        rows={"forget": req["forget"], "retain": req["retain"], "holdout": req["holdout"], "probes": None},
-        baseline_key=f"tune-trace-{args.entity}", baseline=before, work_dir=str(scratch / "work"),
-        artifact_dir=str(scratch / "artifact"), tune={"trials": args.trials, "minutes": None, "seed": args.seed})
+    payload = job_payload(req, 1, args.method, json.loads(args.hyper), load_policy("default"), spec, before,
+                          {"trials": args.trials, "minutes": None, "seed": args.seed}, scratch,
+                          baseline_key=f"tune-trace-{args.entity}")
     started = time.time()
 
     def emit(event: dict) -> None:
@@ -116,7 +103,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    entity = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--entity"), "France")
-    method = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--method"), "npo")
-    with recorded(f"tune-trace-{entity}-{method}"):
-        main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entity", default="France")
+    parser.add_argument("--method", default="npo")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hyper", default="{}", help="the job's own hyperparameters, as JSON")
+    arguments = parser.parse_args()
+    with recorded(f"tune-trace-{arguments.entity}-{arguments.method}"):
+        main(arguments)

@@ -145,22 +145,30 @@ def run(entities: list[str] | None = None, tiers: tuple[int, ...] = (1, 2, 3), r
     return final
 
 
+def job_payload(req: dict, job_id: int, method: str, hyper: dict, rules: dict, spec, before: dict | None,
+                tune: dict | None, scratch: Path, baseline_key: str = "bench-real"):
+    """The JobPayload a worker would get for one request of the benchmark (remove, its rows, the general text)."""
+    from engine.compute.methods.base import validate_hyper
+    from engine.control.baseline import GENERAL_TEXT
+    from engine.schema.payload import JobPayload
+
+    return JobPayload(
+        job_id=job_id, method=method, hyper=validate_hyper(method, hyper), intention="remove",
+        policy=rules, model=spec, sensitive=req["sensitive"], general_text=GENERAL_TEXT,
+        rows={"forget": req["forget"], "retain": req["retain"], "holdout": req["holdout"], "probes": None},
+        baseline_key=baseline_key, baseline=before, work_dir=f"{scratch}/work-{job_id}",
+        artifact_dir=f"{scratch}/artifact-{job_id}", tune=tune)
+
+
 def _run_tier(req: dict, tier: int, job_id: int, before: dict | None, rules: dict, spec, tune: bool, warm,
               scratch: Path, progress):
     """One tier's default method on one request, as a worker runs its job: (the JobResult, wall seconds, what
     the job's events carried: its 'before' measurement, when it made one)."""
     from engine.compute.jobrunner import run_job
-    from engine.compute.methods.base import default_method_for_tier, validate_hyper
-    from engine.control.baseline import GENERAL_TEXT
-    from engine.schema.payload import JobPayload
+    from engine.compute.methods.base import default_method_for_tier
 
     method = default_method_for_tier(tier)
-    payload = JobPayload(
-        job_id=job_id, method=method, hyper=validate_hyper(method, {}), intention="remove",
-        policy=rules, model=spec, sensitive=req["sensitive"], general_text=GENERAL_TEXT,
-        rows={"forget": req["forget"], "retain": req["retain"], "holdout": req["holdout"], "probes": None},
-        baseline_key="bench-real", baseline=before, work_dir=f"{scratch}/work-{job_id}",
-        artifact_dir=f"{scratch}/artifact-{job_id}", tune=TUNE_BUDGET if tune else None)
+    payload = job_payload(req, job_id, method, {}, rules, spec, before, TUNE_BUDGET if tune else None, scratch)
     captured: dict = {"started": time.time()}
 
     def emit(event: dict) -> None:

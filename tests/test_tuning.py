@@ -22,6 +22,20 @@ def _filed(engine, demo_request, tiny) -> int:
     return engine.submit(spec, start=False)["request"]["id"]
 
 
+def _run_npo(r: dict, watch, **hyper):
+    """NPO on the tiny model's one-person request (loaded_one_person_request with 40 retain rows: the first 32
+    trained, the rest the watch's slice), under `watch`; the candidate."""
+    import tempfile
+    from pathlib import Path
+
+    from engine.compute.methods.base import RunContext, get_method
+
+    ctx = RunContext(model=r["model"], tokenizer=r["tokenizer"], forget=r["forget"], retain=r["retain"][:32],
+                     sensitive=[], device="cpu", work_dir=Path(tempfile.mkdtemp()), progress=lambda **e: None,
+                     stop=watch)
+    return get_method("npo")().run(ctx, get_method("npo").Hyper(**hyper))
+
+
 @pytest.mark.slow
 def test_tune_stores_every_trial_and_verifies_a_passing_winner_in_full(engine, home, tiny, demo_request):
     req = _filed(engine, demo_request, tiny)
@@ -128,10 +142,6 @@ def test_the_pruner_stops_trials_that_stall_or_break_the_retain_slice():
 def test_the_early_stop_ends_at_the_unit_targets_and_backs_off_when_control_fails(tiny):
     """Item 4: the loop stops on the first check where the unit targets hold with the retain slice intact, and
     backs off to the last check where control held once the retain slice falls below the policy's rules."""
-    import tempfile
-    from pathlib import Path
-
-    from engine.compute.methods.base import RunContext, get_method
     from engine.compute.tuning import proxy
     from engine.compute.tuning.watch import ControlWatch
     from engine.schema.policy import load_policy
@@ -142,17 +152,12 @@ def test_the_early_stop_ends_at_the_unit_targets_and_backs_off_when_control_fail
     rows = proxy.ProxyRows(tok, forget, retain[32:], [], 24)
     before = {**proxy.measure_forget(model, rows), **proxy.measure_retain(model, model, rows)}
 
-    def run_with(watch, **hyper):
-        ctx = RunContext(model=model, tokenizer=tok, forget=forget, retain=retain[:32], sensitive=[], device="cpu",
-                         work_dir=Path(tempfile.mkdtemp()), progress=lambda **e: None, stop=watch)
-        return get_method("npo")().run(ctx, get_method("npo").Hyper(**hyper))
-
     # NPO's defaults cost the held-out retain rows' ROUGE-L (steps 6 to 16 of this run) before the forget rows are
     # gone. Without a grace period the watch puts the weights back to the last check where control held, and ends
     # the run there.
     policy = load_policy("default")
     backed = ControlWatch(model, rows, before, policy, every=2, grace=0)
-    candidate = run_with(backed, steps=60)
+    candidate = _run_npo(r, backed, steps=60)
     assert backed.outcome["watch"] == "backed-off", backed.outcome
     assert candidate.info["train"]["stopped_early"] and backed.outcome["backed_off_to"] < candidate.info["train"]["steps"]
     restored = proxy.judge(before, backed.measure(candidate.model), policy)
@@ -162,7 +167,7 @@ def test_the_early_stop_ends_at_the_unit_targets_and_backs_off_when_control_fail
     looser = {**policy, "control": {"retain_rouge_l": {"rule": "ratio_min", "threshold": 0.5},
                                     "retain_prob": {"rule": "ratio_min", "threshold": 0.5}}}
     met = ControlWatch(model, rows, before, looser, every=2, grace=20)
-    train = run_with(met, steps=40).info["train"]
+    train = _run_npo(r, met, steps=40).info["train"]
     assert met.outcome["watch"] == "unit-met", met.outcome
     assert train["stopped_early"] and train["steps"] < 40
     assert met.last["stages"]["unit"]["verdict"] == "pass" and met.last["stages"]["control"]["verdict"] == "pass"
@@ -225,10 +230,6 @@ def test_the_early_stop_ends_a_run_that_membership_inference_reads_as_over_unlea
     (on SmolLM2, NPO ran on to its last step and lost the retain rows with it). Inside the band it goes on to
     the same check's other rules. The band here is narrow so that the tiny model's first unit-met check falls
     below it."""
-    import tempfile
-    from pathlib import Path
-
-    from engine.compute.methods.base import RunContext, get_method
     from engine.compute.tuning import proxy
     from engine.compute.tuning.watch import ControlWatch
     from engine.schema.policy import load_policy
@@ -245,10 +246,7 @@ def test_the_early_stop_ends_a_run_that_membership_inference_reads_as_over_unlea
         policy = load_policy("default")
         policy = {**policy, "control": {}, "reconstruction": {"mia_auc": {"rule": "band", **band}}}
         watch = ControlWatch(model, rows, before, policy, every=2, grace=20)
-        ctx = RunContext(model=model, tokenizer=tok, forget=forget, retain=retain[:32], sensitive=[], device="cpu",
-                         work_dir=Path(tempfile.mkdtemp()), progress=lambda **e: None, stop=watch)
-        train = get_method("npo")().run(ctx, get_method("npo").Hyper(steps=40)).info["train"]
-        return watch, train
+        return watch, _run_npo(r, watch, steps=40).info["train"]
 
     narrow, train = watched({"lo": 0.45, "hi": 0.55})
     assert narrow.outcome["watch"] == "over-unlearned", narrow.outcome
@@ -266,10 +264,6 @@ def test_the_early_stop_ends_a_run_that_membership_inference_reads_as_over_unlea
 def test_the_winners_run_stops_at_the_step_its_trial_was_judged_at(tiny):
     """The winner's run (back_off=False) goes no further than the step where its trial stopped: past it, it is no
     longer the run the search chose (on SmolLM2 one ran on to its last step and lost the retain rows)."""
-    import tempfile
-    from pathlib import Path
-
-    from engine.compute.methods.base import RunContext, get_method
     from engine.compute.tuning import proxy
     from engine.compute.tuning.watch import ControlWatch
     from tests.fixtures_model import loaded_one_person_request
@@ -280,8 +274,6 @@ def test_the_winners_run_stops_at_the_step_its_trial_was_judged_at(tiny):
     before = {**proxy.measure_forget(model, rows), **proxy.measure_retain(model, model, rows)}
     never = {"unit": {"forget_rouge_l": {"rule": "max", "threshold": -1.0}}}  # unit targets no run can meet
     watch = ControlWatch(model, rows, before, never, every=2, grace=20, steps=40, back_off=False, limit=6)
-    ctx = RunContext(model=model, tokenizer=tok, forget=forget, retain=retain[:32], sensitive=[], device="cpu",
-                     work_dir=Path(tempfile.mkdtemp()), progress=lambda **e: None, stop=watch)
-    train = get_method("npo")().run(ctx, get_method("npo").Hyper(steps=40)).info["train"]
+    train = _run_npo(r, watch, steps=40).info["train"]
     assert watch.outcome["watch"] == "trial-step", watch.outcome
     assert train["stopped_early"] and train["steps"] == 6

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.schema.policy import holds
+from engine.schema.policy import band_side, holds
 
 # The policy metrics the proxy measures, per stage; the others (perplexity, the attacks) wait for the full run.
 PROXY_METRICS = {"unit": ("forget_rouge_l", "forget_prob", "leak_rate"),
@@ -100,8 +100,6 @@ def judges_reconstruction(policy: dict) -> bool:
 def over_unlearned(metrics: dict, policy: dict) -> bool:
     """Whether membership inference reads the erased rows as *less* likely than never-seen ones, below the
     policy's band: more training only lowers their likelihood further, so a run there has gone too far."""
-    from engine.schema.policy import band_side
-
     spec = policy.get("reconstruction", {}).get("mia_auc")
     return (spec is not None and "mia_auc" not in policy.get("waive", {}) and metrics.get("mia_auc") is not None
             and band_side(spec, metrics["mia_auc"]) == "below")
