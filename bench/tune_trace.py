@@ -50,6 +50,21 @@ def traced_watch() -> None:
     watch.ControlWatch.__call__ = traced
 
 
+def traced_answers() -> None:
+    """Print every greedy answer the early stop's checks read (what ROUGE-L and the leak check are taken on)."""
+    from engine.compute import generation
+
+    greedy = generation.greedy
+
+    def traced(model, tokenizer, questions, **kwargs):
+        answers = greedy(model, tokenizer, questions, **kwargs)
+        for q, a in zip(questions, answers, strict=True):
+            print(f"      {q[-60:]!r} -> {a!r}", flush=True)
+        return answers
+
+    generation.greedy = traced
+
+
 def main(args: argparse.Namespace) -> None:
     import torch
 
@@ -60,6 +75,8 @@ def main(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(max(1, int(os.environ.get("EXPUNGE_THREADS", os.cpu_count() or 1))))
     traced_watch()
+    if args.answers:
+        traced_answers()
     spec = smollm2_spec("quick")
     warm = WarmModel()
     model, tokenizer = warm.get(spec, pick_device())
@@ -100,6 +117,15 @@ def main(args: argparse.Namespace) -> None:
         print(f"  {name:26s} {b if b is None else f'{b:.3g}':>10} -> {a if a is None else f'{a:.3g}':<10} "
               f"{'' if ok is None else ('pass' if ok else 'FAIL')}")
     print(f"timings: {row['timings']}")
+    leaks: dict[str, list[int]] = {}  # attack -> [leaked after, asked]
+    for e in result["evidence"]:
+        if e["stage"] == "reconstruction":
+            counts = leaks.setdefault(e["attack"], [0, 0])
+            counts[0] += e["leaked_after"]
+            counts[1] += 1
+    if leaks:
+        print("reconstruction evidence, prompts leaking after / asked: "
+              + ", ".join(f"{k} {a}/{n}" for k, (a, n) in sorted(leaks.items())))
 
 
 if __name__ == "__main__":
@@ -109,6 +135,7 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hyper", default="{}", help="the job's own hyperparameters, as JSON")
+    parser.add_argument("--answers", action="store_true", help="print every greedy answer the checks read")
     arguments = parser.parse_args()
     with recorded(f"tune-trace-{arguments.entity}-{arguments.method}"):
         main(arguments)

@@ -45,3 +45,66 @@ def test_undial_loss_is_the_adjusted_logit_distillation(tiny):
     with torch.no_grad():
         after, _ = losses.answer_scores(model, f)
     assert float(after.sum()) < float(before.sum())
+
+
+def test_a_leaking_answer_becomes_a_forget_row_where_it_names_the_string(tiny):
+    """Leak retargeting (engine.compute.methods.retarget): the base still says every forget fact, so every forget
+    question gives one row, its lead-in the greedy answer up to the leak, its answer the leaked span; a string the
+    model never says gives none."""
+    from engine.compute.generation import greedy
+    from engine.compute.methods.retarget import leak_rows
+    from tests.fixtures_model import loaded_one_person_request
+
+    req = loaded_one_person_request(tiny, retain_rows=2)
+    base, tok, forget = req["model"], req["tokenizer"], req["forget"]
+    sensitive = sorted({r["value"] for r in forget})
+    said = greedy(base, tok, [r["question"] for r in forget], max_new_tokens=24)
+    rows = leak_rows(base, tok, forget, sensitive, 24)
+    assert [r["question"] for r in rows] == [r["question"] for r in forget]
+    for row, answer in zip(rows, said, strict=True):
+        # The leak check's span: a sensitive string, or its key part (the digits of an account number).
+        assert any(row["answer"].lower() in s.lower() for s in sensitive)
+        lead = row.get("lead_in", "")
+        assert answer.startswith(lead) and row["answer"].lower() in answer[len(lead):].lower()
+    assert leak_rows(base, tok, forget, ["a string nobody says"], 24) == []
+
+
+def test_the_loop_takes_rows_added_mid_run():
+    """Cycler.extend: the new rows are padded to the wider width (labels with -100), the batch grows back to
+    what was asked, and the next pass visits every row."""
+    from engine.compute.training import loop
+
+    def rows(n: int, width: int, first: int) -> dict:
+        ids = torch.arange(first, first + n).repeat_interleave(width).view(n, width)
+        return {"input_ids": ids, "attention_mask": torch.ones(n, width, dtype=torch.long), "labels": ids.clone()}
+
+    cycler = loop.Cycler(rows(2, 3, 0), batch_size=4, seed=0)
+    assert cycler.batch == 2
+    cycler.extend(rows(3, 5, 10))
+    assert cycler.n == 5 and cycler.batch == 4 and cycler.data["input_ids"].shape == (5, 5)
+    assert (cycler.data["labels"][:2, 3:] == -100).all() and (cycler.data["attention_mask"][:2, 3:] == 0).all()
+    seen = set()
+    for _ in range(2):  # a pass of 5 rows in batches of 4: the first batch, then a fresh pass
+        seen |= set(cycler.next("cpu")["input_ids"][:, 0].tolist())
+    assert seen == {0, 1, 10, 11, 12}
+
+
+def test_undial_retargets_the_answers_that_still_leak(tiny, tmp_path):
+    """In a run: the forget answers that still name a sensitive string at the checks join the batches, each
+    once (the run's info counts them: one per forget row here, the answers unchanged); without sensitive strings
+    nothing is retargeted."""
+    from engine.compute.methods.base import RunContext
+    from engine.compute.methods.undial import Undial
+    from tests.fixtures_model import loaded_one_person_request
+
+    req = loaded_one_person_request(tiny, retain_rows=6)
+    sensitive = sorted({r["value"] for r in req["forget"]})
+
+    def run(sens: list[str]) -> dict:
+        ctx = RunContext(model=req["model"], tokenizer=req["tokenizer"], forget=req["forget"], retain=req["retain"],
+                         sensitive=sens, device="cpu", work_dir=tmp_path / str(len(sens)), progress=lambda **e: None)
+        # A learning rate too small to forget in 4 steps: the answers still leak at the checks.
+        return Undial().run(ctx, UndialHyper(steps=4, stop_every=2, lr=1e-6)).info["train"]
+
+    assert run(sensitive)["retargeted_rows"] == len(req["forget"])
+    assert "retargeted_rows" not in run([])

@@ -158,7 +158,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 # Modules of this package that hold what the methods share, not a method: never imported to register one.
-SHARED_MODULES = ("base", "unlearn", "stop")
+SHARED_MODULES = ("base", "unlearn", "stop", "retarget")
 
 
 def _load_all() -> None:

@@ -21,10 +21,19 @@ from engine.compute.methods.base import Method, RetainMixin, RunContext, registe
 
 
 class UndialHyper(RetainMixin):
+    # beta bounds the forget term (it is met once the answer token is beta nats less likely than under the base):
+    # too small and the answer survives elsewhere in the sentence or in a 4-bit copy; larger only costs steps.
+    tune_space: ClassVar[dict[str, dict]] = {"beta": {"type": "float", "low": 3.0, "high": 40.0, "log": True}}
+
     beta: float = Field(default=10.0, gt=0, le=1000,
                         description="how far (in logits) the teacher lowers each forget answer token")
     steps: int = Field(default=40, ge=1, le=100_000, description="optimizer steps")
     lr: float = Field(default=5e-3, gt=0, le=1.0, description="peak learning rate (LoRA on a tiny model)")
+    # The loss acts where the answer stands; the model then says it elsewhere in the sentence (SmolLM2: "The
+    # language spoken in France is a blend of French"): engine.compute.methods.retarget.
+    retarget_leaks: bool = Field(
+        default=True, description="every stop_every steps, a forget answer that still names a sensitive string "
+                                  "becomes a forget row where it names it (needs sensitive strings)")
 
 
 @register

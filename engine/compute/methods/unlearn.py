@@ -61,9 +61,11 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
     batch needs more (refusal answers, precomputed reference log-probs). No retain rows: retain_batch is
     None (also with use_retain=False, for methods without a retain term). `stop` defaults to the
     hyperparameters' forget-ROUGE rule, if set. With ctx.resume and a matching checkpoint in
-    ctx.work_dir/checkpoint the run continues from it."""
+    ctx.work_dir/checkpoint the run continues from it. With `hp.retarget_leaks` (and the loop's own forget rows)
+    the answers that still leak become forget rows as the run goes (engine.compute.methods.retarget)."""
     if params is None:
         params = [p for p in model.parameters() if p.requires_grad]
+    own_forget_rows = forget_data is None  # rows the loop encodes itself: retargeting can add more of them
     if forget_data is None:
         forget_data = encode_rows(ctx.tokenizer, ctx.forget, hp.max_length)
     if not use_retain:
@@ -80,11 +82,21 @@ def train(ctx: RunContext, model, hp: TrainHyper, loss_fn: Callable, params=None
         from engine.compute.methods.stop import forget_rouge_stop
 
         stop = forget_rouge_stop(ctx, hp.stop_forget_rouge, getattr(hp, "stop_every", 1))
+    retarget = None
+    if getattr(hp, "retarget_leaks", False) and ctx.sensitive and own_forget_rows:
+        from engine.compute.methods.retarget import LeakRetarget, chained
+        from engine.compute.prompting import max_answer_tokens
+
+        retarget = LeakRetarget(ctx.tokenizer, ctx.forget, ctx.sensitive,
+                                max_answer_tokens(ctx.tokenizer, ctx.forget + ctx.retain), getattr(hp, "stop_every", 2),
+                                extend=lambda rows: sources[0].extend(encode_rows(ctx.tokenizer, rows, hp.max_length)))
+        stop = chained(retarget, stop)
     checkpoints = loop.Checkpoints(path=Path(ctx.work_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE,
                                    every=hp.checkpoint_every, fingerprint=_fingerprint(hp, model, params),
                                    resume=ctx.resume)
-    return loop.train(model, lambda m, forget, retain=None: loss_fn(m, forget, retain), sources, loop_config(hp),
-                      params=params, progress=ctx.progress, stop=stop, checkpoints=checkpoints)
+    result = loop.train(model, lambda m, forget, retain=None: loss_fn(m, forget, retain), sources, loop_config(hp),
+                        params=params, progress=ctx.progress, stop=stop, checkpoints=checkpoints)
+    return {**result, **retarget.summary()} if retarget is not None else result
 
 
 def candidate_for(model, hp: GradientHyper, result: dict, **info: Any):

@@ -92,6 +92,14 @@ def _take(data: dict, idx, device) -> dict:
     return {k: v.to(device) for k, v in out.items()}
 
 
+def _padded_cat(a: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
+    """Rows of `a` then of `b`; 2-D tensors right-padded with `pad` to the wider of the two."""
+    if a.dim() == 2 and a.shape[1] != b.shape[1]:
+        width = max(a.shape[1], b.shape[1])
+        a, b = (torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in (a, b))
+    return torch.cat([a, b.to(a.dtype)])
+
+
 class Cycler:
     """Endless seeded batches over the rows of `data` (a dict of row-aligned tensors): a fresh
     permutation per pass (epoch), or the rows in order with `shuffle=False`."""
@@ -99,6 +107,7 @@ class Cycler:
     def __init__(self, data: dict, batch_size: int, seed: int, shuffle: bool = True) -> None:
         self.data = data
         self.n = next(iter(data.values())).shape[0]
+        self.wanted = batch_size
         self.batch = min(batch_size, self.n)
         self.shuffle = shuffle
         self.gen = torch.Generator().manual_seed(seed)
@@ -119,7 +128,19 @@ class Cycler:
         return self.batch > 1
 
     def halve(self) -> None:
-        self.batch = max(1, self.batch // 2)
+        self.batch = self.wanted = max(1, self.batch // 2)
+
+    def extend(self, more: dict) -> None:
+        """Add rows (the same keys, right-padded as `data` is) mid-run: both sides padded to the wider one, and
+        a fresh pass starts over all of them (engine.compute.methods.retarget adds the rows a model leaks on)."""
+        self.data = {k: _padded_cat(v, more[k], -100 if k.endswith("labels") else 0) for k, v in self.data.items()}
+        self.n = next(iter(self.data.values())).shape[0]
+        self.batch = min(self.wanted, self.n)
+        self._rows_changed()
+        self.order, self.pos = self._pass(), 0
+
+    def _rows_changed(self) -> None:
+        """Hook for a subclass that keeps per-row facts."""
 
     def state(self) -> dict:
         return {"gen": self.gen.get_state(), "order": self.order.clone(), "pos": self.pos}
@@ -141,6 +162,9 @@ class LengthGroupedCycler(Cycler):
     def __init__(self, data: dict, batch_size: int, seed: int) -> None:
         self.lengths = data["attention_mask"].sum(1)
         super().__init__(data, batch_size, seed)
+
+    def _rows_changed(self) -> None:
+        self.lengths = self.data["attention_mask"].sum(1)
 
     def _pass(self):
         perm = torch.randperm(self.n, generator=self.gen)

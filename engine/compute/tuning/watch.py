@@ -15,7 +15,9 @@
 `back_off=False` only watches (the winner's own run: its hyperparameters were chosen on the validation slice, and
 its verdict is the full verification's): it still stops at the unit targets with control intact, and at the
 latest at `limit`, the step where the winning trial stopped (on SmolLM2 a trial that passed every proxy at its
-stop was followed by a winner's run that went on to its last step and lost the retain rows).
+stop was followed by a winner's run that went on to its last step and lost the retain rows), unless the unit
+targets do not hold there yet on every forget row (the trial trained on fewer of them: on SmolLM2 UNDIAL's winner
+still said one fact at its trial's step); it then goes on to the first check where they do.
 
 The grace period is there because a retain term pulls the retain slice back only once the forget term has moved
 the model: on the tiny demo model NPO's defaults fail control's retain ROUGE-L from step 6 to 16 of 40 and pass
@@ -58,15 +60,18 @@ class ControlWatch:
         return {**proxy.measure_forget(model, self.rows), **proxy.measure_retain(model, self.base, self.rows)}
 
     def __call__(self, model, step: int, loss: float) -> dict | None:
-        if self.limit is not None and step >= self.limit:
-            self.outcome = {"reason": f"step {step}: where the winning trial was judged, on the validation split",
-                            "watch": "trial-step"}
-            return self.outcome
-        if step % self.every:
+        past_limit = self.limit is not None and step >= self.limit
+        if step % self.every and step != self.limit:
             return None
         metrics = self.measure(model)
         stages = proxy.judge(self.before, metrics, self.policy)
         self.last = {"step": step, "metrics": metrics, "stages": stages}
+        if past_limit and stages["unit"]["verdict"] == "pass":
+            where = "where the winning trial was judged" if step == self.limit else \
+                f"past step {self.limit}, where the winning trial was judged, at the first check where the unit " \
+                f"targets hold on every forget row"
+            self.outcome = {"reason": f"step {step}: {where}", "watch": "trial-step"}
+            return self.outcome
         control_ok = stages["control"]["verdict"] == "pass"
         lost = proxy.control_score(self.before, metrics)
         recent, self.lost = self.lost[-2:], [*self.lost, lost]
