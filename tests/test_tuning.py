@@ -59,8 +59,10 @@ def test_tune_stores_every_trial_and_verifies_a_passing_winner_in_full(engine, h
     assert winner["state"] == "complete" and winner["passed"]
     assert winner["stages"] == {"unit": "pass", "control": "pass", "reconstruction": "pass"}
     # ... the cheap reconstruction checks among them: not a trial whose 4-bit copy leaks or whose erased rows
-    # membership inference singles out (either way: default's band is 0.25-0.75).
+    # membership inference singles out (either way: default's band is 0.25-0.75), nor one whose sampled answers
+    # leak (judged by attack_leak_rate's rule: at most 0.05).
     assert winner["metrics"]["quant4_leak_rate"] == 0.0 and 0.25 <= winner["metrics"]["mia_auc"] <= 0.75
+    assert winner["metrics"]["sampled_leak_rate"] <= 0.05
     assert winner["score"] == min(t["score"] for t in trials if t["passed"])
     tuning = detail["result"]["tuning"]
     assert tuning["winner"] == winner["number"] and tuning["winner_passed_proxy"]
@@ -286,3 +288,23 @@ def test_the_winners_run_stops_at_the_step_its_trial_was_judged_at(tiny):
     watch = ControlWatch(model, rows, before, never, every=2, grace=20, steps=12, back_off=False, limit=6)
     train = _run_npo(r, watch, steps=12).info["train"]
     assert watch.outcome is None and not train["stopped_early"] and train["steps"] == 12
+
+
+def test_the_proxy_judges_sampled_answers_by_the_attack_rule(tiny):
+    """sampled_leak_rate (the forget questions answered at temperature 1) is judged by the policy's
+    attack_leak_rate rule, and left out where that rule is waived. On the base most sampled answers leak (0.825 on
+    this build: temperature 1 strays from a fact now and then)."""
+    from engine.compute.tuning import proxy
+    from engine.schema.policy import load_policy
+    from tests.fixtures_model import loaded_one_person_request
+
+    r = loaded_one_person_request(tiny, 2)
+    sensitive = sorted({row["value"] for row in r["forget"]})
+    rows = proxy.ProxyRows(r["tokenizer"], r["forget"], r["retain"], sensitive, 24)
+    sampled = proxy.measure_sampled(r["model"], rows)
+    assert sampled["sampled_leak_rate"] >= 0.5
+    policy = load_policy("default")
+    assert proxy.judge_stage("reconstruction", {}, sampled, policy)["failed"] == ["sampled_leak_rate"]
+    assert proxy.judge_stage("reconstruction", {}, {"sampled_leak_rate": 0.0}, policy)["verdict"] == "pass"
+    waived = {**policy, "waive": {"attack_leak_rate": "not judged here"}}
+    assert proxy.judge_stage("reconstruction", {}, sampled, waived)["verdict"] == "pass"

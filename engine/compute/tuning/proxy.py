@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 
 from engine.schema.policy import band_side, holds
 
-# The policy metrics the proxy measures, per stage; the others (perplexity, the attacks) wait for the full run.
+# The policy metrics the proxy measures, per stage; the others (perplexity, the attack prompts) wait for the full
+# run. sampled_leak_rate is the proxy's own: the direct questions answered at temperature 1, judged by the rule of
+# attack_leak_rate (whose sampled generations it stands for: on SmolLM2 UNDIAL stopped at its first unit-met check
+# with the greedy answers clean and 14% of the attacked generations still naming the fact).
 PROXY_METRICS = {"unit": ("forget_rouge_l", "forget_prob", "leak_rate"),
                  "control": ("retain_rouge_l", "retain_prob", "retain_kl"),
-                 "reconstruction": ("mia_auc", "quant4_leak_rate")}
+                 "reconstruction": ("mia_auc", "quant4_leak_rate", "sampled_leak_rate")}
+RULE_OF = {"sampled_leak_rate": "attack_leak_rate"}  # a proxy metric judged by another metric's rule
+SAMPLES = 8  # sampled answers per forget question
 
 
 @dataclass
@@ -87,14 +92,32 @@ def measure_quant4(model, rows: ProxyRows) -> dict[str, float]:
     return {} if value is None else {"quant4_leak_rate": value}
 
 
+def measure_sampled(model, rows: ProxyRows) -> dict[str, float]:
+    """sampled_leak_rate: the share of SAMPLES answers per forget question, at temperature 1 (seeded), that leak.
+    One sampled generation pass."""
+    from engine.compute.generation import generate
+    from engine.compute.verify.attacks import is_leak
+    from engine.compute.verify.reconstruction import TEMPERATURE
+
+    sampled = generate(model, rows.tokenizer, [r["question"] for r in rows.forget], sample=True,
+                       num_samples=SAMPLES, temperature=TEMPERATURE, max_new_tokens=rows.max_new_tokens)
+    said = [(a, r["answer"]) for r, answers in zip(rows.forget, sampled, strict=True) for a in answers]
+    return {"sampled_leak_rate": sum(is_leak(a, g, rows.sensitive) for a, g in said) / len(said)} if said else {}
+
+
 def measure_reconstruction(model, rows: ProxyRows) -> dict[str, float]:
-    return {**measure_mia(model, rows), **measure_quant4(model, rows)}
+    return {**measure_mia(model, rows), **measure_quant4(model, rows), **measure_sampled(model, rows)}
+
+
+def rule(policy: dict, stage: str, metric: str) -> dict | None:
+    """The policy's rule for a proxy metric (its own, or the one it stands for); None if absent or waived."""
+    name = RULE_OF.get(metric, metric)
+    return None if name in policy.get("waive", {}) else policy.get(stage, {}).get(name)
 
 
 def judges_reconstruction(policy: dict) -> bool:
     """Whether the policy has a rule (not waived) for one of the proxy's reconstruction metrics."""
-    rules, waived = policy.get("reconstruction", {}), policy.get("waive", {})
-    return any(m in rules and m not in waived for m in PROXY_METRICS["reconstruction"])
+    return any(rule(policy, "reconstruction", m) for m in PROXY_METRICS["reconstruction"])
 
 
 def over_unlearned(metrics: dict, policy: dict) -> bool:
@@ -108,10 +131,8 @@ def over_unlearned(metrics: dict, policy: dict) -> bool:
 def judge_stage(stage: str, before: dict, after: dict, policy: dict) -> dict:
     """{"verdict": pass|fail, "failed": [metric, ...]} over the proxy metrics the policy judges in `stage`
     (a waived one is left out, as the full verdict leaves it out)."""
-    rules = policy.get(stage, {})
-    waived = policy.get("waive", {})
-    failed = [m for m in PROXY_METRICS[stage] if m in rules and m not in waived and m in after
-              and not holds(rules[m], before.get(m), after[m])]
+    failed = [m for m in PROXY_METRICS[stage] if m in after and rule(policy, stage, m)
+              and not holds(rule(policy, stage, m), before.get(m), after[m])]
     return {"verdict": "fail" if failed else "pass", "failed": failed}
 
 

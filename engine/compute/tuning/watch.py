@@ -91,9 +91,10 @@ class ControlWatch:
         reason = "the unit targets are met and the retain slice is within control's rules"
         if proxy.judges_reconstruction(self.policy):
             # Only where unit and control hold: the least change that stops the direct answers is the one a 4-bit
-            # rounding undoes; go on until that and membership inference hold too. The forward pass first; the
-            # model copy and greedy pass of the 4-bit check only where membership inference already holds.
-            for measure in (proxy.measure_mia, proxy.measure_quant4):
+            # rounding undoes, or sampling brings back; go on until those and membership inference hold too. The
+            # forward pass first; the model copy and greedy pass of the 4-bit check only where membership inference
+            # already holds, the sampled answers last.
+            for measure in (proxy.measure_mia, proxy.measure_quant4, proxy.measure_sampled):
                 metrics = {**metrics, **measure(model, self.rows)}
                 stages = proxy.judge(self.before, metrics, self.policy)
                 self.last = {"step": step, "metrics": metrics, "stages": stages}
@@ -106,8 +107,8 @@ class ControlWatch:
                     return self.outcome
                 if stages["reconstruction"]["verdict"] != "pass":
                     return None
-            reason = ("the unit targets are met, a 4-bit copy does not leak, membership inference is within its "
-                      "band and the retain slice is within control's rules")
+            reason = ("the unit targets are met, neither a 4-bit copy nor sampled answers leak, membership "
+                      "inference is within its band and the retain slice is within control's rules")
         self.outcome = {"reason": reason, "watch": "unit-met"}
         return self.outcome
 
