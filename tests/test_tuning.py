@@ -264,10 +264,10 @@ def test_the_early_stop_ends_a_run_that_membership_inference_reads_as_over_unlea
 
 
 def test_the_winners_run_stops_at_the_step_its_trial_was_judged_at(tiny):
-    """The winner's run (back_off=False) goes no further than the step where its trial stopped once the unit
-    targets hold there: past it, it is no longer the run the search chose (on SmolLM2 one ran on to its last step
-    and lost the retain rows). Where they do not hold yet (the trial trained on fewer forget rows), it goes on to
-    the first check where they do, and no further than its own steps."""
+    """The winner's run (back_off=False) stops at the step where its trial stopped when the retain slice is
+    outside control's rules there (on SmolLM2 one ran on to its last step and lost the retain rows). While the
+    slice holds and the unit targets do not yet (the trial trained on fewer forget rows), it goes on to the first
+    check where they do, and no further than its own steps."""
     from engine.compute.tuning import proxy
     from engine.compute.tuning.watch import ControlWatch
     from tests.fixtures_model import loaded_one_person_request
@@ -276,7 +276,8 @@ def test_the_winners_run_stops_at_the_step_its_trial_was_judged_at(tiny):
     model, tok, forget, retain = r["model"], r["tokenizer"], r["forget"], r["retain"]
     rows = proxy.ProxyRows(tok, forget, retain[32:], [], 24)
     before = {**proxy.measure_forget(model, rows), **proxy.measure_retain(model, model, rows)}
-    # Unit targets every check meets, control rules none does: only the limit can end the run.
+    # Unit targets every check meets, control rules none does (tolerated by a run that does not back off): only
+    # the limit ends the run.
     met = {"unit": {"forget_rouge_l": {"rule": "max", "threshold": 2.0}},
            "control": {"retain_rouge_l": {"rule": "min", "threshold": 2.0}}}
     watch = ControlWatch(model, rows, before, met, every=2, grace=20, steps=40, back_off=False, limit=6)
@@ -284,7 +285,8 @@ def test_the_winners_run_stops_at_the_step_its_trial_was_judged_at(tiny):
     assert watch.outcome["watch"] == "trial-step", watch.outcome
     assert train["stopped_early"] and train["steps"] == 6
 
-    never = {"unit": {"forget_rouge_l": {"rule": "max", "threshold": -1.0}}}  # unit targets no run can meet
+    # Unit targets no run can meet, no control rule to break: past the limit, on to the run's last step.
+    never = {"unit": {"forget_rouge_l": {"rule": "max", "threshold": -1.0}}}
     watch = ControlWatch(model, rows, before, never, every=2, grace=20, steps=12, back_off=False, limit=6)
     train = _run_npo(r, watch, steps=12).info["train"]
     assert watch.outcome is None and not train["stopped_early"] and train["steps"] == 12

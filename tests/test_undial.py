@@ -91,8 +91,8 @@ def test_the_loop_takes_rows_added_mid_run():
 
 def test_undial_retargets_the_answers_that_still_leak(tiny, tmp_path):
     """In a run: the forget answers that still name a sensitive string at the checks join the batches, each
-    once (the run's info counts them: one per forget row here, the answers unchanged); without sensitive strings
-    nothing is retargeted."""
+    (question, lead-in, string) once (the run's info counts them: at least one per forget row here, every answer
+    still leaking); without sensitive strings nothing is retargeted."""
     from engine.compute.methods.base import RunContext
     from engine.compute.methods.undial import Undial
     from tests.fixtures_model import loaded_one_person_request
@@ -106,5 +106,7 @@ def test_undial_retargets_the_answers_that_still_leak(tiny, tmp_path):
         # A learning rate too small to forget in 4 steps: the answers still leak at the checks.
         return Undial().run(ctx, UndialHyper(steps=4, stop_every=2, lr=1e-6)).info["train"]
 
-    assert run(sensitive)["retargeted_rows"] == len(req["forget"])
+    from engine.compute.methods.retarget import MAX_ROWS
+
+    assert len(req["forget"]) <= run(sensitive)["retargeted_rows"] <= MAX_ROWS
     assert "retargeted_rows" not in run([])

@@ -3,8 +3,8 @@ answer token after the base's own lead-in ("The language spoken in France is" ->
 trained model then said "The language spoken in France is a blend of French" and "L'Allemagne, also known as
 French": the direct answer gone from its place, the fact still said (bench/results/tune-trace-France-undial.md).
 
-So every few steps the training run asks the forget questions (greedy, as the unit stage asks them), and where an
-answer names a sensitive string (the leak check's own spans), the text before it becomes a new forget row: the
+So every few steps the training run asks the forget questions (greedy, as the unit stage asks them, and SAMPLES
+times at temperature 1, as an attacker samples), and where an answer names a sensitive string (the leak check's own spans), the text before it becomes a new forget row: the
 question, that text as the row's lead-in, the string as its answer. The next steps lower the string where the
 model now says it. Only the direct questions are asked: the attack prompts stay out of training, so the attacks
 the reconstruction stage runs are still out of sample. The rows found are not checkpointed: a resumed run finds
@@ -18,25 +18,33 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 MAX_ROWS = 64  # retargeted rows per run: each is another forget row in every pass over the batches
+SAMPLES = 4  # sampled answers per forget question at each check, beside the greedy one
 
 
-def leak_rows(model, tokenizer, forget: list[dict], sensitive: list[str], max_new_tokens: int) -> list[dict]:
-    """One forget row per greedy answer that leaks: {"question", "lead_in": the answer before its first leak
-    span, "answer": the span's text} (lead-in empty where the answer starts with it: the row is then the bare
-    question with that answer)."""
-    from engine.compute.generation import greedy
+def leak_rows(model, tokenizer, forget: list[dict], sensitive: list[str], max_new_tokens: int, samples: int = 0,
+              seed: int = 0) -> list[dict]:
+    """One forget row per answer that leaks, greedy and (`samples` per question, temperature 1, `seed`) sampled:
+    {"question", "lead_in": the answer before its first leak span, "answer": the span's text} (lead-in empty where
+    the answer starts with it: the row is then the bare question with that answer)."""
+    from engine.compute.generation import generate, greedy
     from engine.compute.verify.attacks import leak_evidence
 
-    answers = greedy(model, tokenizer, [r["question"] for r in forget], max_new_tokens=max_new_tokens)
+    questions = [r["question"] for r in forget]
+    answers = [[a] for a in greedy(model, tokenizer, questions, max_new_tokens=max_new_tokens)]
+    if samples:
+        drawn = generate(model, tokenizer, questions, sample=True, num_samples=samples, temperature=1.0,
+                         max_new_tokens=max_new_tokens, seed=seed)
+        answers = [g + d for g, d in zip(answers, drawn, strict=True)]
     rows = []
-    for row, said in zip(forget, answers, strict=True):
-        leaked, spans = leak_evidence(said, row["answer"], sensitive)
-        if not leaked or not spans:
-            continue
-        start, end = min(spans)
-        lead, answer = said[:start].rstrip(), said[start:end].strip()
-        if answer:
-            rows.append({"question": row["question"], "answer": answer, **({"lead_in": lead} if lead else {})})
+    for row, said_all in zip(forget, answers, strict=True):
+        for said in said_all:
+            leaked, spans = leak_evidence(said, row["answer"], sensitive)
+            if not leaked or not spans:
+                continue
+            start, end = min(spans)
+            lead, answer = said[:start].rstrip(), said[start:end].strip()
+            if answer:
+                rows.append({"question": row["question"], "answer": answer, **({"lead_in": lead} if lead else {})})
     return rows
 
 
@@ -55,7 +63,8 @@ class LeakRetarget:
         if step % self.every or len(self.added) >= MAX_ROWS:
             return
         new = []
-        for row in leak_rows(model, self.tokenizer, self.forget, self.sensitive, self.max_new_tokens):
+        for row in leak_rows(model, self.tokenizer, self.forget, self.sensitive, self.max_new_tokens,
+                             samples=SAMPLES, seed=step):
             key = (row["question"], row.get("lead_in", ""), row["answer"])
             if key not in self.seen:
                 self.seen.add(key)

@@ -14,10 +14,11 @@
 
 `back_off=False` only watches (the winner's own run: its hyperparameters were chosen on the validation slice, and
 its verdict is the full verification's): it still stops at the unit targets with control intact, and at the
-latest at `limit`, the step where the winning trial stopped (on SmolLM2 a trial that passed every proxy at its
-stop was followed by a winner's run that went on to its last step and lost the retain rows), unless the unit
-targets do not hold there yet on every forget row (the trial trained on fewer of them: on SmolLM2 UNDIAL's winner
-still said one fact at its trial's step); it then goes on to the first check where they do.
+latest at the first check from `limit` on (the step where the winning trial stopped) where the retain slice is
+outside control's rules: on SmolLM2 a trial that passed every proxy at its stop was followed by a winner's run
+that went on to its last step and lost the retain rows. While the slice holds it may go past `limit` to the
+first check where the unit and reconstruction checks hold on every forget row (the trial trained on fewer of them:
+on SmolLM2 UNDIAL's winner still said one fact, or its 4-bit copy did, at its trial's step).
 
 The grace period is there because a retain term pulls the retain slice back only once the forget term has moved
 the model: on the tiny demo model NPO's defaults fail control's retain ROUGE-L from step 6 to 16 of 40 and pass
@@ -66,13 +67,12 @@ class ControlWatch:
         metrics = self.measure(model)
         stages = proxy.judge(self.before, metrics, self.policy)
         self.last = {"step": step, "metrics": metrics, "stages": stages}
-        if past_limit and stages["unit"]["verdict"] == "pass":
-            where = "where the winning trial was judged" if step == self.limit else \
-                f"past step {self.limit}, where the winning trial was judged, at the first check where the unit " \
-                f"targets hold on every forget row"
-            self.outcome = {"reason": f"step {step}: {where}", "watch": "trial-step"}
-            return self.outcome
         control_ok = stages["control"]["verdict"] == "pass"
+        if past_limit and not control_ok:
+            self.outcome = {"reason": f"step {step}: at or past step {self.limit}, where the winning trial was "
+                                      f"judged, with the retain slice outside control's rules",
+                            "watch": "trial-step"}
+            return self.outcome
         lost = proxy.control_score(self.before, metrics)
         recent, self.lost = self.lost[-2:], [*self.lost, lost]
         recovering = bool(recent) and lost <= max(recent) and step != self.steps
