@@ -71,22 +71,20 @@ def test_a_leaking_answer_becomes_a_forget_row_where_it_names_the_string(tiny):
 
 def test_the_loop_takes_rows_added_mid_run():
     """Cycler.extend: the new rows are padded to the wider width (labels with -100), the batch grows back to
-    what was asked, and the next pass visits every row."""
+    what was asked, and the next batch draws from every row."""
     from engine.compute.training import loop
 
     def rows(n: int, width: int, first: int) -> dict:
         ids = torch.arange(first, first + n).repeat_interleave(width).view(n, width)
         return {"input_ids": ids, "attention_mask": torch.ones(n, width, dtype=torch.long), "labels": ids.clone()}
 
-    cycler = loop.Cycler(rows(2, 3, 0), batch_size=4, seed=0)
+    cycler = loop.Cycler(rows(2, 3, 0), batch_size=5, seed=0)
     assert cycler.batch == 2
+    cycler.next("cpu")
     cycler.extend(rows(3, 5, 10))
-    assert cycler.n == 5 and cycler.batch == 4 and cycler.data["input_ids"].shape == (5, 5)
+    assert cycler.n == 5 and cycler.batch == 5 and cycler.data["input_ids"].shape == (5, 5)
     assert (cycler.data["labels"][:2, 3:] == -100).all() and (cycler.data["attention_mask"][:2, 3:] == 0).all()
-    seen = set()
-    for _ in range(2):  # a pass of 5 rows in batches of 4: the first batch, then a fresh pass
-        seen |= set(cycler.next("cpu")["input_ids"][:, 0].tolist())
-    assert seen == {0, 1, 10, 11, 12}
+    assert sorted(cycler.next("cpu")["input_ids"][:, 0].tolist()) == [0, 1, 10, 11, 12]  # one batch, every row
 
 
 def test_undial_retargets_the_answers_that_still_leak(tiny, tmp_path):
@@ -94,6 +92,7 @@ def test_undial_retargets_the_answers_that_still_leak(tiny, tmp_path):
     (question, lead-in, string) once (the run's info counts them: at least one per forget row here, every answer
     still leaking); without sensitive strings nothing is retargeted."""
     from engine.compute.methods.base import RunContext
+    from engine.compute.methods.retarget import MAX_ROWS
     from engine.compute.methods.undial import Undial
     from tests.fixtures_model import loaded_one_person_request
 
@@ -105,8 +104,6 @@ def test_undial_retargets_the_answers_that_still_leak(tiny, tmp_path):
                          sensitive=sens, device="cpu", work_dir=tmp_path / str(len(sens)), progress=lambda **e: None)
         # A learning rate too small to forget in 4 steps: the answers still leak at the checks.
         return Undial().run(ctx, UndialHyper(steps=4, stop_every=2, lr=1e-6)).info["train"]
-
-    from engine.compute.methods.retarget import MAX_ROWS
 
     assert len(req["forget"]) <= run(sensitive)["retargeted_rows"] <= MAX_ROWS
     assert "retargeted_rows" not in run([])
