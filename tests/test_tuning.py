@@ -50,6 +50,8 @@ def test_tune_stores_every_trial_and_verifies_a_passing_winner_in_full(engine, h
     assert {t["state"] for t in trials} <= {"complete", "pruned", "failed"}
     pruned = [t for t in trials if t["state"] == "pruned"]
     assert pruned and all(t["reason"] and not t["winner"] for t in pruned)
+    # ... and every completed trial says why it ended (the early stop's reason, or that it ran all its steps).
+    assert all(t["reason"] for t in trials if t["state"] == "complete")
     # ... each with where it stood at the check that ended it (shown, never a winner): the step and the proxy.
     assert all(t["steps"] and "forget_rouge_l" in t["metrics"] and "retain_rouge_l" in t["metrics"] for t in pruned)
     # The winner passes every stage's proxy on the validation split, with the least control lost.

@@ -213,10 +213,17 @@ class Search:
             missed = proxy.unit_gap(self.before, metrics, self.policy) + sum(
                 outcome.stages[stage] != "pass" for stage in ("control", "reconstruction"))
             outcome.objective = outcome.score + MISS_WEIGHT * missed
-            if watch.outcome:
-                outcome.reason = watch.outcome["reason"]
+            failing = _missed(stages)
+            outcome.reason = watch.outcome["reason"] if watch.outcome else \
+                f"ran all {steps} steps without meeting the early stop" + \
+                (f"; failing at the end: {', '.join(failing)}" if failing else "")
         outcome.seconds = time.monotonic() - started
         return outcome
+
+
+def _missed(stages: dict) -> list[str]:
+    """The proxy metrics a trial's last figures fail, stage by stage."""
+    return [m for v in stages.values() for m in v["failed"]]
 
 
 def pick_winner(outcomes: list[TrialOutcome]) -> TrialOutcome | None:
