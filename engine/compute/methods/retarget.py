@@ -1,7 +1,8 @@
 """Leak retargeting: a forget term that acts where the answer stands is routed around. UNDIAL lowers the
 answer token after the base's own lead-in ("The language spoken in France is" -> "French"); on SmolLM2 the
 trained model then said "The language spoken in France is a blend of French" and "L'Allemagne, also known as
-French": the direct answer gone from its place, the fact still said (bench/results/tune-trace-France-undial.md).
+French": the direct answer gone from its place, the fact still said (`bench/tune_trace.py --method undial
+--answers` prints them).
 
 So every few steps the training run asks the forget questions (greedy, as the unit stage asks them, and SAMPLES
 times at temperature 1, as an attacker samples), and where an answer names a sensitive string (the leak check's own spans), the text before it becomes a new forget row: the
