@@ -5,8 +5,9 @@ French": the direct answer gone from its place, the fact still said (`bench/tune
 --answers` prints them).
 
 So every few steps the training run asks the forget questions (greedy, as the unit stage asks them, and SAMPLES
-times at temperature 1, as an attacker samples), and where an answer names a sensitive string (the leak check's own spans), the text before it becomes a new forget row: the
-question, that text as the row's lead-in, the string as its answer. The next steps lower the string where the
+times at temperature 1, as an attacker samples), and where an answer names a sensitive string (the leak check's
+own spans), the text before it becomes a new forget row: the question, that text as the row's lead-in, the
+string as its answer. The next steps lower the string where the
 model now says it. Only the direct questions are asked: the attack prompts stay out of training, so the attacks
 the reconstruction stage runs are still out of sample. The rows found are not checkpointed: a resumed run finds
 them again."""
